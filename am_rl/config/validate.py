@@ -1,0 +1,67 @@
+"""Load-time checks that keep a run faithful to the recipe (DESIGN.md §2).
+
+They read verl's key names, so they apply to the CPU recipes and to verl's GPU trainer config alike. A failing
+check raises ``ConfigError`` naming every offending key, before anything is started.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+# The estimators that must run without any KL term (no reference model, no KL loss, no KL in reward).
+NO_KL_ESTIMATORS = frozenset({"am_grpo"})
+GROUP_ESTIMATORS = frozenset({"am_grpo", "grpo"})
+
+
+class ConfigError(ValueError):
+    """The config asks for something the recipe forbids; the message names the keys."""
+
+
+def _get(cfg: DictConfig, key: str, default: Any = None) -> Any:
+    return OmegaConf.select(cfg, key, default=default)
+
+
+def kl_violations(cfg: DictConfig) -> list[str]:
+    """Keys that switch on a KL term, as ``key=value`` strings."""
+    found = []
+    if _get(cfg, "algorithm.use_kl_in_reward", False):
+        found.append("algorithm.use_kl_in_reward=true")
+    if _get(cfg, "actor_rollout_ref.actor.use_kl_loss", False):
+        found.append("actor_rollout_ref.actor.use_kl_loss=true")
+    return found
+
+
+def on_policy_violations(cfg: DictConfig) -> list[str]:
+    """Keys that would give more than one optimizer step per rollout batch."""
+    found = []
+    batch = _get(cfg, "data.train_batch_size")
+    mini = _get(cfg, "actor_rollout_ref.actor.ppo_mini_batch_size")
+    epochs = _get(cfg, "actor_rollout_ref.actor.ppo_epochs", 1)
+    # verl counts the mini-batch in prompts, like data.train_batch_size; it is multiplied by rollout.n inside.
+    if batch is not None and mini is not None and mini != batch:
+        found.append(
+            f"actor_rollout_ref.actor.ppo_mini_batch_size={mini} != data.train_batch_size={batch} "
+            "(must be equal: one mini-batch per rollout batch)"
+        )
+    if epochs != 1:
+        found.append(f"actor_rollout_ref.actor.ppo_epochs={epochs} (must be 1)")
+    return found
+
+
+def validate_config(cfg: DictConfig) -> DictConfig:
+    """Raise ``ConfigError`` listing every violation; return ``cfg`` unchanged when it is valid."""
+    estimator = _get(cfg, "algorithm.adv_estimator")
+    errors = []
+    if estimator in NO_KL_ESTIMATORS:
+        errors += [f"{k} (adv_estimator={estimator} runs with no KL term at all)" for k in kl_violations(cfg)]
+    if estimator in GROUP_ESTIMATORS:
+        n = _get(cfg, "actor_rollout_ref.rollout.n")
+        if n is not None and n < 2:
+            errors.append(f"actor_rollout_ref.rollout.n={n} (a group-relative advantage needs n >= 2)")
+    if _get(cfg, "am_rl.strict_on_policy", True):
+        errors += on_policy_violations(cfg)
+    if errors:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(errors))
+    return cfg

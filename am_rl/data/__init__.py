@@ -1,0 +1,1 @@
+"""Datasets: synthetic arithmetic for the CPU demo and tests."""

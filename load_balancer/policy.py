@@ -1,0 +1,103 @@
+"""The routing-policy interface shared by the live balancer and the simulator (bench/).
+
+A policy is a plain object with no I/O: the caller passes in what it knows of each instance and the current time,
+and tells the policy what happened afterwards. The same policy object therefore runs unchanged inside the
+FastAPI service (time = ``time.monotonic()``) and inside the discrete-event simulator (time = simulated clock).
+
+Call order for one request: ``choose`` → ``on_routed`` → ``on_progress``* → ``on_finished`` (or ``on_failed``);
+``plan_migrations`` is called periodically, independently of any one request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """What the balancer knows of a request when it routes it."""
+
+    request_id: str
+    prompt_key: str  # hash of the prompt; siblings (the n samples of one prompt) share it
+    prompt_tokens: int  # prompt length in tokens (estimated when the prompt is text)
+    max_tokens: int  # the request's output cap
+    generated_tokens: int = 0  # > 0 when a migrated/failed-over request continues elsewhere
+
+
+@dataclass(frozen=True)
+class InstanceState:
+    """A snapshot of one instance, built by the caller from its own counters and the last /metrics scrape."""
+
+    url: str
+    healthy: bool
+    in_flight: int  # requests the balancer has routed there and not seen finish
+    running: int  # vllm:num_requests_running (last scrape)
+    waiting: int  # vllm:num_requests_waiting (last scrape)
+    kv_cache_usage: float  # vllm:kv_cache_usage_perc, 0..1 (last scrape)
+    tokens_per_s: float  # measured generation rate of the whole instance (0 when unknown yet)
+    scrape_age_s: float  # seconds since the last successful scrape (inf when never)
+
+
+@dataclass(frozen=True)
+class RunningRequest:
+    """A request in flight, as the balancer tracks it (input to migration planning)."""
+
+    request: RequestInfo
+    url: str  # instance it runs on now
+    generated_tokens: int  # tokens relayed so far (across earlier instances too)
+    started_at: float  # when it was first routed
+
+
+@dataclass(frozen=True)
+class Migration:
+    """Move ``request_id`` from ``source`` to ``target``: abort there, continue from prompt + generated ids."""
+
+    request_id: str
+    source: str
+    target: str
+
+
+class RoutingPolicy(Protocol):
+    name: str
+
+    def choose(self, request: RequestInfo, instances: Sequence[InstanceState], now: float) -> str:
+        """Return the url of one healthy instance from ``instances`` (never empty, all healthy)."""
+        ...
+
+    def on_routed(self, request: RequestInfo, url: str, now: float) -> None: ...
+
+    def on_progress(self, request_id: str, generated_tokens: int, now: float) -> None: ...
+
+    def on_finished(self, request_id: str, generated_tokens: int, now: float) -> None: ...
+
+    def on_failed(self, request_id: str, now: float) -> None: ...
+
+    def plan_migrations(
+        self, instances: Sequence[InstanceState], running: Sequence[RunningRequest], now: float
+    ) -> list[Migration]:
+        """Called periodically by the balancer; return the moves to make now ([] for policies that never move)."""
+        ...
+
+
+POLICIES: dict[str, Callable[[], RoutingPolicy]] = {}
+
+
+def register_policy(name: str):
+    """Class decorator: make a policy constructible by name (``--policy NAME``); clashing names raise."""
+
+    def decorator(cls):
+        if name in POLICIES:
+            raise ValueError(f"routing policy {name!r} is already registered by {POLICIES[name]}")
+        cls.name = name
+        POLICIES[name] = cls
+        return cls
+
+    return decorator
+
+
+def make_policy(name: str) -> RoutingPolicy:
+    try:
+        return POLICIES[name]()
+    except KeyError:
+        raise ValueError(f"unknown routing policy {name!r}; known: {sorted(POLICIES)}") from None
