@@ -1,0 +1,167 @@
+"""Async rollout client: every sample is one streaming ``/v1/completions`` request with a token-id prompt.
+
+It talks to one base URL: the load balancer in every real deployment, which picks the engine per request. Token
+ids and logprobs come back in the stream (vLLM's ``return_token_ids``), so the trainer never re-tokenises and knows
+exactly which samples hit ``max_tokens`` (finish reason ``length``).
+
+Retries: a request that fails before any token arrived (connection refused, 5xx) is retried with backoff; the
+balancer itself continues streams that break mid-way, so a mid-stream failure here is an error, never a silent
+partial sample.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Sequence
+
+import httpx
+
+from am_rl.rollout.types import RolloutRequest, RolloutResult, RolloutStats
+
+logger = logging.getLogger(__name__)
+
+
+class RolloutError(RuntimeError):
+    """A sample could not be generated; carries the request id and which side failed."""
+
+
+class _Retryable(Exception):
+    pass
+
+
+class RolloutClient:
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        max_concurrency: int = 256,  # in-flight requests; the balancer queues the rest per instance
+        timeout_s: float = 600.0,  # per request, whole generation
+        max_retries: int = 3,  # attempts after the first, only for failures before the first token
+        backoff_s: float = 0.5,  # first retry delay; doubles each time
+        api_key: str | None = None,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.max_retries = max_retries
+        self.backoff_s = backoff_s
+        self._semaphore = asyncio.Semaphore(max_concurrency)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s, connect=10.0),
+            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
+            headers=headers,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> RolloutClient:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.aclose()
+
+    def _body(self, req: RolloutRequest) -> dict:
+        body = {
+            "model": self.model,
+            "prompt": req.prompt_ids,
+            "max_tokens": req.max_tokens,
+            "temperature": req.temperature,
+            "top_p": req.top_p,
+            "stream": True,
+            "return_token_ids": True,
+            "logprobs": 0,  # the sampled token's logprob only
+            "skip_special_tokens": False,
+        }
+        if req.seed is not None:
+            body["seed"] = req.seed
+        return body
+
+    async def _stream_once(self, req: RolloutRequest) -> RolloutResult:
+        start = time.monotonic()
+        response_ids: list[int] = []
+        logprobs: list[float] = []
+        finish_reason = None
+        headers = {"X-Request-Id": req.request_id}
+        try:
+            async with self._http.stream(
+                "POST", f"{self.base_url}/v1/completions", json=self._body(req), headers=headers
+            ) as resp:
+                if resp.status_code >= 500 or resp.status_code == 429:
+                    text = (await resp.aread()).decode(errors="replace")[:500]
+                    raise _Retryable(f"HTTP {resp.status_code}: {text}")
+                if resp.status_code >= 400:
+                    text = (await resp.aread()).decode(errors="replace")[:500]
+                    raise RolloutError(f"request {req.request_id} rejected: HTTP {resp.status_code}: {text}")
+                async for line in resp.aiter_lines():
+                    if not line.startswith("data: "):
+                        continue
+                    data = line[len("data: ") :]
+                    if data == "[DONE]":
+                        break
+                    chunk = json.loads(data)
+                    if "error" in chunk:
+                        raise RolloutError(f"request {req.request_id}: engine error mid-stream: {chunk['error']}")
+                    for choice in chunk["choices"]:
+                        response_ids.extend(choice.get("token_ids") or [])
+                        if choice.get("logprobs"):
+                            logprobs.extend(choice["logprobs"]["token_logprobs"])
+                        if choice.get("finish_reason"):
+                            finish_reason = choice["finish_reason"]
+        except httpx.HTTPError as e:
+            if not response_ids:
+                raise _Retryable(f"{type(e).__name__}: {e}") from e
+            raise RolloutError(f"request {req.request_id}: stream broke after {len(response_ids)} tokens: {e}") from e
+        if finish_reason is None:
+            raise RolloutError(f"request {req.request_id}: stream ended without a finish reason")
+        if len(logprobs) != len(response_ids):
+            raise RolloutError(
+                f"request {req.request_id}: {len(response_ids)} tokens but {len(logprobs)} logprobs in the stream"
+            )
+        return RolloutResult(
+            request_id=req.request_id,
+            prompt_ids=list(req.prompt_ids),
+            response_ids=response_ids,
+            logprobs=logprobs,
+            finish_reason=finish_reason,
+            latency_s=time.monotonic() - start,
+        )
+
+    async def generate(self, req: RolloutRequest, stats: RolloutStats | None = None) -> RolloutResult:
+        async with self._semaphore:
+            for attempt in range(self.max_retries + 1):
+                try:
+                    return await self._stream_once(req)
+                except _Retryable as e:
+                    if attempt == self.max_retries:
+                        raise RolloutError(
+                            f"request {req.request_id}: endpoint {self.base_url} failed "
+                            f"{attempt + 1} times before the first token; last error: {e}"
+                        ) from None
+                    if stats is not None:
+                        stats.retries += 1
+                    delay = self.backoff_s * 2**attempt
+                    logger.warning("request %s failed (%s); retry in %.1fs", req.request_id, e, delay)
+                    await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def generate_all(self, requests: Sequence[RolloutRequest]) -> tuple[list[RolloutResult], RolloutStats]:
+        """Generate every request concurrently; results in the order of ``requests``. Fails if any sample fails."""
+        stats = RolloutStats(requests=len(requests))
+        start = time.monotonic()
+        tasks = [asyncio.create_task(self.generate(r, stats)) for r in requests]
+        try:
+            results = await asyncio.gather(*tasks)
+        except BaseException:
+            # One lost sample breaks its GRPO group: stop the others instead of generating for nothing.
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        stats.wall_s = time.monotonic() - start
+        stats.generated_tokens = sum(len(r.response_ids) for r in results)
+        stats.latencies_s = [r.latency_s for r in results]
+        return list(results), stats
