@@ -31,8 +31,8 @@ class SampleRequest(Generic[T]):
 
 def step_permutation(size: int, seed: int, step: int) -> np.ndarray:
     """The permutation used at training step ``step``: reproducible from (seed, step), different per step."""
-    if size < 0:
-        raise ValueError(f"size must be >= 0, got {size}")
+    if size < 0 or seed < 0 or step < 0:
+        raise ValueError(f"size, seed and step must be >= 0, got {size}, {seed}, {step}")
     return np.random.default_rng([seed, step]).permutation(size)
 
 
@@ -59,11 +59,12 @@ class RepeatShufflePlan(Generic[T]):
 
 
 def repeat_and_shuffle(
-    prompts: Sequence[T], n: int, seed: int, step: int, uids: Sequence[str] | None = None
+    prompts: Sequence[T], n: int, seed: int, step: int, uids: Sequence[str] | None = None, shuffle: bool = True
 ) -> RepeatShufflePlan[T]:
     """Expand B prompts into B·n single-sample requests in a per-step seeded random order.
 
     ``uids`` name the groups (default: ``"<step>-<prompt index>"``); they must be unique per prompt.
+    ``shuffle=False`` keeps siblings contiguous (verl's layout), for ablations.
     """
     if n < 1:
         raise ValueError(f"n (rollouts per prompt) must be >= 1, got {n}")
@@ -76,5 +77,5 @@ def repeat_and_shuffle(
         for i, p in enumerate(prompts)
         for k in range(n)
     ]
-    perm = step_permutation(len(expanded), seed, step)
+    perm = step_permutation(len(expanded), seed, step) if shuffle else np.arange(len(expanded))
     return RepeatShufflePlan(requests=[expanded[j] for j in perm], perm=perm)

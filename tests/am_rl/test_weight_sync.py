@@ -53,7 +53,7 @@ def test_pushed_weights_give_trainer_logprobs_on_every_server(vllm_servers, tiny
     assert vllm_greedy(vllm_servers.urls[0], str(tiny_model), PROMPT)[0] == before
 
 
-def test_push_to_dead_server_names_it(vllm_servers, tiny_model):
+def test_push_to_dead_server_names_it(tiny_model):
     model = AutoModelForCausalLM.from_pretrained(tiny_model, torch_dtype=torch.float32)
     pusher = WeightPusher(["http://127.0.0.1:9"])  # discard port: nothing listens
     try:

