@@ -1,8 +1,9 @@
 """Server side of the queue: cache lookup, dedup, enqueue, and waiting for exactly one reply per job.
 
-If Redis goes away while a batch waits, the broker keeps retrying for `redis_grace_s`; once Redis is back it
-re-enqueues every job still unanswered (a restarted Redis may have lost them; duplicates are harmless because
-replies are keyed by job id and the first one wins).
+If Redis goes away while a batch waits, the broker keeps retrying for `redis_grace_s`; once Redis is back, or
+whenever the request's in-flight marker has vanished (a Redis that restarted empty between two of our calls,
+which the client library's own reconnects hide from us), it re-enqueues every job still unanswered. Duplicates
+are harmless: replies are keyed by job id and the first one wins.
 """
 
 import asyncio
@@ -85,24 +86,26 @@ class Broker:
                 )
         pending = _Pending(jobs={job.id: job for job in by_key.values()})
         if pending.jobs:
-            await self._enqueue(list(pending.jobs.values()))
-            await self._wait(pending, keys.reply(request_id), t0)
+            await self._enqueue(list(pending.jobs.values()), request_id)
+            await self._wait(pending, request_id, t0)
         for i, (item, key) in enumerate(zip(items, cache_keys)):
             if results[i] is None:
                 results[i] = pending.results[by_key[key].id]
             metrics.observe(item.reward_type, results[i], time.monotonic() - t0)
         return results
 
-    async def _enqueue(self, jobs: list[Job]) -> None:
+    async def _enqueue(self, jobs: list[Job], request_id: str) -> None:
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.set(keys.inflight(request_id), 1, ex=int(self.settings.request_timeout_s) + 60)
                 for job in jobs:
                     pipe.rpush(keys.JOBS, job.model_dump_json())
                 await pipe.execute()
         except RedisError as e:
             raise RedisUnavailable(f"redis unreachable at {self.settings.redis_url}: {e}") from e
 
-    async def _wait(self, pending: _Pending, reply_key: str, t0: float) -> None:
+    async def _wait(self, pending: _Pending, request_id: str, t0: float) -> None:
+        reply_key = keys.reply(request_id)
         deadline = t0 + self.settings.request_timeout_s
         outage_since: float | None = None
         idle_since: float | None = None
@@ -119,8 +122,11 @@ class Broker:
                 if outage_since is not None:
                     logger.warning("redis back after %.1fs; re-enqueueing %d job(s)", now - outage_since, len(pending.jobs))
                     outage_since = None
-                    await self._enqueue(list(pending.jobs.values()))
+                    await self._enqueue(list(pending.jobs.values()), request_id)
                 if not raws:
+                    if not await self.redis.exists(keys.inflight(request_id)):
+                        logger.warning("redis lost request %s's data; re-enqueueing %d job(s)", request_id, len(pending.jobs))
+                        await self._enqueue(list(pending.jobs.values()), request_id)
                     idle_since = await self._check_workers(pending, idle_since)
             except (RedisError, RedisUnavailable) as e:
                 if outage_since is None:
@@ -136,6 +142,10 @@ class Broker:
                 reply = JobReply.model_validate_json(raw)
                 if pending.jobs.pop(reply.job_id, None) is not None:
                     pending.results[reply.job_id] = reply.result
+        try:
+            await self.redis.delete(keys.inflight(request_id), reply_key)
+        except RedisError:
+            pass  # both expire by themselves
 
     async def _check_workers(self, pending: _Pending, idle_since: float | None) -> float | None:
         if await self.live_workers():

@@ -25,6 +25,11 @@ def attempts(job_id: str) -> str:
     return f"{PREFIX}attempts:{job_id}"
 
 
+def inflight(request_id: str) -> str:
+    """Set while a request waits; if it vanishes, Redis lost its data (restart, failover) and the jobs with it."""
+    return f"{PREFIX}inflight:{request_id}"
+
+
 def reply(request_id: str) -> str:
     return f"{PREFIX}reply:{request_id}"
 
