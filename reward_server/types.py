@@ -6,7 +6,7 @@ fails validation (422 with the offending field) before anything is queued.
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 MAX_TESTS = 256  # per code item; a step's worth of tests runs one sandbox per test
 
@@ -41,9 +41,56 @@ class CallCodeTruth(_Strict):
 CodeTruth = Annotated[Union[StdioCodeTruth, CallCodeTruth], Field(discriminator="test_type")]
 
 
+# Google IFEval's 25 instruction ids -> the kwargs each one needs (dataset rows carry extra keys set to None).
+IFEVAL_KWARGS: dict[str, tuple[str, ...]] = {
+    "keywords:existence": ("keywords",),
+    "keywords:frequency": ("keyword", "frequency", "relation"),
+    "keywords:forbidden_words": ("forbidden_words",),
+    "keywords:letter_frequency": ("letter", "let_frequency", "let_relation"),
+    "language:response_language": ("language",),
+    "length_constraints:number_sentences": ("num_sentences", "relation"),
+    "length_constraints:number_paragraphs": ("num_paragraphs",),
+    "length_constraints:number_words": ("num_words", "relation"),
+    "length_constraints:nth_paragraph_first_word": ("num_paragraphs", "nth_paragraph", "first_word"),
+    "detectable_content:number_placeholders": ("num_placeholders",),
+    "detectable_content:postscript": ("postscript_marker",),
+    "detectable_format:number_bullet_lists": ("num_bullets",),
+    "detectable_format:constrained_response": (),
+    "detectable_format:number_highlighted_sections": ("num_highlights",),
+    "detectable_format:multiple_sections": ("section_spliter", "num_sections"),
+    "detectable_format:json_format": (),
+    "detectable_format:title": (),
+    "combination:two_responses": (),
+    "combination:repeat_prompt": ("prompt_to_repeat",),
+    "startend:end_checker": ("end_phrase",),
+    "change_case:capital_word_frequency": ("capital_frequency", "capital_relation"),
+    "change_case:english_capital": (),
+    "change_case:english_lowercase": (),
+    "punctuation:no_comma": (),
+    "startend:quotation": (),
+}
+IFEVAL_RELATIONS = ("less than", "at least")
+
+
 class IFEvalTruth(_Strict):
     instruction_id_list: list[str] = Field(min_length=1)
     kwargs: list[dict[str, JsonValue] | None]  # one dict per instruction id (None or {} when it takes none)
+
+    @model_validator(mode="after")
+    def _known_and_complete(self) -> "IFEvalTruth":
+        if len(self.kwargs) != len(self.instruction_id_list):
+            raise ValueError(f"{len(self.instruction_id_list)} instruction ids but {len(self.kwargs)} kwargs dicts")
+        for instruction_id, kwargs in zip(self.instruction_id_list, self.kwargs):
+            if instruction_id not in IFEVAL_KWARGS:
+                raise ValueError(f"unknown IFEval instruction id {instruction_id!r}")
+            given = {k for k, v in (kwargs or {}).items() if v is not None}
+            missing = set(IFEVAL_KWARGS[instruction_id]) - given
+            if missing:
+                raise ValueError(f"{instruction_id} needs kwargs {sorted(missing)}")
+            for key in ("relation", "let_relation", "capital_relation"):
+                if key in IFEVAL_KWARGS[instruction_id] and kwargs[key] not in IFEVAL_RELATIONS:
+                    raise ValueError(f"{instruction_id}: {key} must be one of {IFEVAL_RELATIONS}")
+        return self
 
 
 class _ItemBase(_Strict):

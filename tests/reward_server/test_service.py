@@ -143,3 +143,11 @@ def test_unknown_route_and_method_are_json_4xx(client):
     assert client.get("/nope").status_code == 404
     r = client.get("/score")
     assert r.status_code == 405 and r.json()
+
+
+def test_ifeval_through_service(client):
+    truth = {"instruction_id_list": ["punctuation:no_comma", "detectable_format:title"], "kwargs": [{}, {"keywords": None}]}
+    item = {"reward_type": "ifeval", "prompt": "Write a titled haiku without commas.", "ground_truth": truth,
+            "response": "<<Dawn>>\nsoft light on the lake"}
+    assert client.post("/score", json=item).json()["score"] == 1.0
+    assert client.post("/score", json={**item, "response": "<<Dawn>>\nsoft, light"}).json()["score"] == 0.0
