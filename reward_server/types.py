@@ -124,6 +124,16 @@ ScoreItem = Annotated[Union[MathItem, CodeItem, IFEvalItem, RMItem], Field(discr
 REWARD_TYPES = ("math", "code", "ifeval", "rm")
 
 
+class RMScores(BaseModel):
+    """What a reward-model backend returns (the scores API of an HTTP reward-model server answers this too)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    helpfulness: float
+    correctness: float
+    coherence: float
+
+
 class ScoreBatchRequest(_Strict):
     items: list[ScoreItem] = Field(max_length=65536)
 

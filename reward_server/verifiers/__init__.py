@@ -43,7 +43,7 @@ def get_verifier_cls(name: str) -> type:
 
 def _import_builtin() -> None:
     # Imported lazily so that a worker pays for torch (rm) only when it builds that verifier.
-    from reward_server.verifiers import code, ifeval, math  # noqa: F401
+    from reward_server.verifiers import code, ifeval, math, rm  # noqa: F401
 
 
 def build_verifiers(settings) -> dict:
