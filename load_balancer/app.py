@@ -156,7 +156,7 @@ async def healthz(request: Request) -> dict[str, Any]:
 
 
 def build_app(cfg: BalancerConfig) -> FastAPI:
-    make_policy(cfg.policy)  # an unknown name fails here, not later inside the server's startup
+    make_policy(cfg.policy, **cfg.policy_options)  # an unknown name fails here, not later inside the server's startup
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -11,6 +12,7 @@ class BalancerConfig:
     port: int = 8000
     instances: list[str] = field(default_factory=list)  # vLLM base URLs registered at startup
     policy: str = "makespan"  # a name registered in load_balancer.policy.POLICIES
+    policy_options: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the policy's constructor
     redis_url: str | None = None  # keep the registry in Redis (survives restarts, shared by replicas)
     redis_key: str = "am_rl:load_balancer:instances"  # Redis set holding the registered URLs
     api_key: str | None = None  # required on every endpoint but /healthz when set

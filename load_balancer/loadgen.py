@@ -91,7 +91,8 @@ def build_loadgen_app(settings: LoadGenSettings | None = None) -> FastAPI:
         gen = Generation(state, body, chat, rid, ids, prompts, max_tokens)
         if body.get("stream"):
             return StreamingResponse(gen.stream(), media_type="text/event-stream; charset=utf-8")
-        return Response(await gen.whole(), media_type="application/json")
+        whole = await gen.whole(request)
+        return Response(whole, media_type="application/json") if whole else Response(status_code=499)
 
     @app.post("/v1/completions")
     async def completions(request: Request) -> Response:
@@ -221,15 +222,21 @@ class Generation:
                 s.running.pop(i, None)
                 (s.finished if finished else s.disconnected).append(i)
 
-    async def whole(self) -> bytes:
+    async def whole(self, request: Request) -> bytes | None:
+        """The whole response; None when aborted or the client left (checked every 50 ms, as vLLM cancels)."""
         s = self.state
         choices = []
         for i in self.ids:
             s.running[i] = time.monotonic()
+        finished = False
         try:
             for index, prompt in enumerate(self.prompts):
                 seq = self.sequence(prompt)
-                await asyncio.sleep(len(seq) / s.settings.tokens_per_s)
+                due = time.monotonic() + len(seq) / s.settings.tokens_per_s
+                while (left := due - time.monotonic()) > 0:
+                    await asyncio.sleep(min(left, 0.05))
+                    if any(i in s.abort_flags for i in self.ids) or await request.is_disconnected():
+                        return None
                 s.generated_total += len(seq)
                 text = "".join(token_text(t) for t in seq)
                 choice = {"index": index, "text": text, "logprobs": self.lp(seq, 0), "finish_reason": "length",
@@ -238,10 +245,11 @@ class Generation:
                 if self.chat:
                     choice = {"index": index, "message": {"role": "assistant", "content": text}, "finish_reason": "length"}
                 choices.append(choice)
+            finished = True
         finally:
             for i in self.ids:
                 s.running.pop(i, None)
-                s.finished.append(i)
+                (s.finished if finished else s.disconnected).append(i)
         p = sum(len(q) for q in self.prompts)
         c = self.max_tokens * len(self.prompts)
         usage = {"prompt_tokens": p, "total_tokens": p + c, "completion_tokens": c}

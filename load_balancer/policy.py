@@ -98,8 +98,10 @@ def register_policy(name: str):
     return decorator
 
 
-def make_policy(name: str) -> RoutingPolicy:
+def make_policy(name: str, **options) -> RoutingPolicy:
+    """``options`` go to the policy's constructor (e.g. ``--policy-option min_gain_s=2``)."""
     try:
-        return POLICIES[name]()
+        cls = POLICIES[name]
     except KeyError:
         raise ValueError(f"unknown routing policy {name!r}; known: {sorted(POLICIES)}") from None
+    return cls(**options)

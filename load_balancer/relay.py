@@ -107,7 +107,10 @@ class Relay:
         self.interrupt_reason = reason
         self.move_to = move_to
         if self.read_scope is not None:
-            self.read_scope.reschedule(asyncio.get_running_loop().time())
+            try:
+                self.read_scope.reschedule(asyncio.get_running_loop().time())
+            except RuntimeError:  # that read is already over; the flag stops the relay at its next chunk
+                pass
         return True
 
     def running_request(self) -> RunningRequest:

@@ -49,15 +49,18 @@ class Scraper:
         self.metrics = metrics
 
     async def run(self) -> None:
-        """Forever: follow the shared registry, then scrape (or health-check) every instance, then sleep."""
+        """Forever: sleep, follow the shared registry, then scrape (or health-check) every instance.
+
+        The caller did the first round itself at startup."""
+        started = time.monotonic()
         while True:
+            await asyncio.sleep(max(0.0, self.cfg.scrape_interval_s - (time.monotonic() - started)))
             started = time.monotonic()
             try:
                 await asyncio.wait_for(self.registry.sync(), self.cfg.scrape_timeout_s)
             except Exception as e:  # a gone Redis must not stop scraping of the instances we know
                 logger.warning("registry sync failed: %r", e)
             await self.scrape_all()
-            await asyncio.sleep(max(0.0, self.cfg.scrape_interval_s - (time.monotonic() - started)))
 
     async def scrape_all(self) -> None:
         now = time.monotonic()

@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 class Balancer:
     def __init__(self, cfg: BalancerConfig) -> None:
         self.cfg = cfg
-        self.policy = make_policy(cfg.policy)
+        self.policy = make_policy(cfg.policy, **cfg.policy_options)
         store = RedisStore(cfg.redis_url, cfg.redis_key) if cfg.redis_url else MemoryStore()
         self.registry = Registry(store, cfg.rate_window_s)
         self.metrics = BalancerMetrics(self.registry)

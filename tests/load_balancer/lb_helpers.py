@@ -59,3 +59,15 @@ def sse_chunks(text: str) -> list[dict]:
 def without_ids(chunks: list[dict]) -> list[dict]:
     """Chunks with the per-request ``id``/``created`` removed: the only fields two generations may differ in."""
     return [{k: v for k, v in c.items() if k not in ("id", "created")} for c in chunks]
+
+
+def metric_value(lb_url: str, sample: str) -> float:
+    """The value of one sample (``name{labels}`` exactly as exposed) from the balancer's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(httpx.get(f"{lb_url}/metrics", timeout=10).text):
+        for s in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in s.labels.items())
+            if (f"{s.name}{{{labels}}}" if labels else s.name) == sample:
+                return s.value
+    raise KeyError(sample)
