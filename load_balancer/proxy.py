@@ -226,7 +226,7 @@ class Proxy:
         chunks = resp.aiter_raw()
         buffer = b""
         while True:
-            if relay.interrupt_reason is not None:
+            if relay.may_leave():
                 raise Interrupted(relay.interrupt_reason)
             try:
                 async with asyncio.timeout(None) as scope:

@@ -54,12 +54,18 @@ class Relay:
     prompt_ids: list[int] | None = None
     generated: list[int] = field(default_factory=list)
     tokens_seen: int = 0  # all choices together (equals len(generated) for a single-choice request)
-    text_len: int = 0  # characters of text relayed
-    text_base: int = 0  # text_len when the current attempt began (its text_offset values count from here)
+    # vLLM's logprobs text_offset advances by the length of each token's string (not of the text); a continuation
+    # starts again at 0, so its offsets are shifted by where the relayed ones had reached when it began.
+    next_offset: int = 0
+    offset_base: int = 0
     first_id: str | None = None
     created: int | None = None
     continued: bool = False  # some tokens came from an earlier instance
     finish_seen: bool = False
+    # True while the relayed text ends on a character boundary. vLLM's detokenizer holds back (sends "") or
+    # replaces (U+FFFD) the bytes of an unfinished multi-byte character; cutting there would make the continuation
+    # decode those bytes again, so moves wait for a clean boundary (token ids are exact either way).
+    clean: bool = True
     done: bool = False  # [DONE] relayed
     move_to: str | None = None  # set by the migration loop; the relay's own task executes the move
     interrupt_reason: str | None = None
@@ -106,12 +112,16 @@ class Relay:
             return False
         self.interrupt_reason = reason
         self.move_to = move_to
-        if self.read_scope is not None:
+        if self.read_scope is not None and self.may_leave():
             try:
                 self.read_scope.reschedule(asyncio.get_running_loop().time())
             except RuntimeError:  # that read is already over; the flag stops the relay at its next chunk
                 pass
         return True
+
+    def may_leave(self) -> bool:
+        """An interrupt takes effect now: failures at once, moves only at a clean text boundary."""
+        return self.interrupt_reason is not None and (self.move_to is None or self.clean)
 
     def running_request(self) -> RunningRequest:
         return RunningRequest(
@@ -138,7 +148,7 @@ class Relay:
         if self.generated:
             self.continued = True
         self.attempt += 1
-        self.text_base = self.text_len
+        self.offset_base = self.next_offset
         self.url = url
         self.move_to = None
         self.interrupt_reason = None
@@ -183,7 +193,12 @@ class Relay:
             self.tokens_seen += len(ids)
             if self.num_prompts == 1 and self.head.n == 1:
                 self.generated.extend(ids)
-                self.text_len += len(choice.get("text") or "")
+                if ids:
+                    text = choice.get("text") or ""
+                    self.clean = bool(text) and not text.endswith("\ufffd")
+                lp = choice.get("logprobs")
+                if lp and lp.get("tokens"):
+                    self.next_offset = self.offset_base + lp["text_offset"][-1] + len(lp["tokens"][-1])
             if choice.get("finish_reason") is not None:
                 self.finish_seen = True
 
@@ -197,7 +212,7 @@ class Relay:
                 choice["token_ids"] = None
             lp = choice.get("logprobs")
             if lp and lp.get("text_offset"):
-                lp["text_offset"] = [o + self.text_base for o in lp["text_offset"]]
+                lp["text_offset"] = [o + self.offset_base for o in lp["text_offset"]]
         usage = chunk.get("usage")
         if usage:
             prompt = len(self.prompt_ids or ())

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,11 +67,61 @@ def without_ids(chunks: list[dict]) -> list[dict]:
 
 def metric_value(lb_url: str, sample: str) -> float:
     """The value of one sample (``name{labels}`` exactly as exposed) from the balancer's /metrics."""
-    from prometheus_client.parser import text_string_to_metric_families
-
     for family in text_string_to_metric_families(httpx.get(f"{lb_url}/metrics", timeout=10).text):
         for s in family.samples:
             labels = ",".join(f'{k}="{v}"' for k, v in s.labels.items())
             if (f"{s.name}{{{labels}}}" if labels else s.name) == sample:
                 return s.value
     raise KeyError(sample)
+
+
+class TcpLink:
+    """A TCP forwarder to an upstream port that a test can ``cut()``: every connection through it is reset and
+    nothing listens any more — what the balancer sees when an engine dies, while the real engine behind it lives on
+    for the other tests of the session."""
+
+    def __init__(self, target: str) -> None:
+        parts = urlsplit(target)
+        self._target = (parts.hostname, parts.port)
+        self._loop = asyncio.new_event_loop()
+        self._writers: set = set()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(10)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def _listen(self):
+        return await asyncio.start_server(self._handle, "127.0.0.1", 0)
+
+    async def _handle(self, reader, writer):
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self._target)
+        except OSError:
+            writer.close()
+            return
+        self._writers.update((writer, up_writer))
+
+        async def pipe(src, dst):
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    def cut(self) -> None:
+        async def close_all():
+            self._server.close()
+            for w in list(self._writers):
+                w.transport.abort()
+
+        asyncio.run_coroutine_threadsafe(close_all(), self._loop).result(10)
+
+    def close(self) -> None:
+        self.cut()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
