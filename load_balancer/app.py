@@ -22,6 +22,7 @@ from load_balancer.config import BalancerConfig
 from load_balancer.dashboard import router as dashboard_router
 from load_balancer.policy import make_policy
 from load_balancer.proxy import error_response
+from load_balancer.registry import StoreUnavailable
 from load_balancer.service import Balancer  # imports the policies, registering their names
 from load_balancer.types import CompletionHead, InstanceRegistration, InstanceView
 
@@ -183,6 +184,11 @@ def build_app(cfg: BalancerConfig) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
         return error_response(400, validation_message(e))
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_down(request: Request, e: StoreUnavailable) -> JSONResponse:
+        logger.warning("%s %s: %s", request.method, request.url.path, e)
+        return error_response(503, str(e), "ServiceUnavailableError")
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, e: Exception) -> JSONResponse:

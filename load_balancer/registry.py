@@ -136,25 +136,36 @@ class MemoryStore:
         pass
 
 
+class StoreUnavailable(RuntimeError):
+    """The registry's store (Redis) did not answer; the balancer keeps routing to the instances it knows."""
+
+
 class RedisStore:
     """A Redis set of URLs; every call has a socket timeout so a gone Redis is an error, not a hang."""
 
     def __init__(self, url: str, key: str, timeout_s: float = 2.0) -> None:
         import redis.asyncio
 
+        self._errors = (redis.RedisError, OSError)
         self._redis = redis.asyncio.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, decode_responses=True
         )
         self._key = key
 
+    async def _run(self, what: str, call):
+        try:
+            return await call
+        except self._errors as e:
+            raise StoreUnavailable(f"registry store (Redis) failed to {what}: {e!r}") from e
+
     async def add(self, url: str) -> None:
-        await self._redis.sadd(self._key, url)
+        await self._run("add an instance", self._redis.sadd(self._key, url))
 
     async def remove(self, url: str) -> bool:
-        return bool(await self._redis.srem(self._key, url))
+        return bool(await self._run("remove an instance", self._redis.srem(self._key, url)))
 
     async def urls(self) -> set[str]:
-        return set(await self._redis.smembers(self._key))
+        return set(await self._run("list instances", self._redis.smembers(self._key)))
 
     async def close(self) -> None:
         await self._redis.aclose()
