@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import math
 import random
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from typing import Sequence
 
+import numpy as np
+
+from load_balancer.estimates import StepTimeFit
 from load_balancer.policy import InstanceState, Migration, RequestInfo, RunningRequest, register_policy
 
 
@@ -25,7 +28,7 @@ def _healthy(instances: Sequence[InstanceState]) -> list[InstanceState]:
     return healthy
 
 
-class _Stateless:
+class StatelessPolicy:
     """No-op lifecycle hooks for the count-based baselines (they read everything they need from the snapshot)."""
 
     def on_routed(self, request: RequestInfo, url: str, now: float) -> None:
@@ -47,7 +50,7 @@ class _Stateless:
 
 
 @register_policy("round_robin")
-class RoundRobinPolicy(_Stateless):
+class RoundRobinPolicy(StatelessPolicy):
     """Cycle through the healthy instances in the order given (skipping unhealthy ones)."""
 
     def __init__(self) -> None:
@@ -61,7 +64,7 @@ class RoundRobinPolicy(_Stateless):
 
 
 @register_policy("least_requests")
-class LeastRequestsPolicy(_Stateless):
+class LeastRequestsPolicy(StatelessPolicy):
     """Fewest in-flight requests wins; ties rotate so equal instances fill evenly."""
 
     def __init__(self) -> None:
@@ -77,7 +80,7 @@ class LeastRequestsPolicy(_Stateless):
 
 
 @register_policy("power_of_two")
-class PowerOfTwoPolicy(_Stateless):
+class PowerOfTwoPolicy(StatelessPolicy):
     """Sample two distinct healthy instances (seeded), send to the one with fewer in-flight requests."""
 
     def __init__(self, seed: int = 0) -> None:
@@ -111,38 +114,86 @@ class _InstanceLoad:
     variance: float = 0.0  # sum over prompts of by_prompt**2: siblings' lengths move together
 
 
+class _Queue:
+    """Requests on one instance as migration planning sees them, and its drain time in the lockstep model.
+
+    ``theta = (t0, a, c)``; an item is (remaining tokens r, context tokens x, request); it adds ``a * r`` and
+    ``c * (x r + r²/2)`` to the drain and sets ``t0 * max r``. ``stall_s`` is re-prefill time already planned here.
+    """
+
+    def __init__(self, theta: np.ndarray) -> None:
+        self.theta = theta
+        self.items: list[tuple[float, float, RunningRequest]] = []
+        self.stall_s = 0.0
+        self._sum = 0.0  # a * r + c * (x r + r²/2) over the items
+
+    def _cost(self, r: float, x: float) -> float:
+        return self.theta[1] * r + self.theta[2] * (x * r + r * r / 2.0)
+
+    def add(self, item: tuple[float, float, RunningRequest]) -> None:
+        self.items.append(item)
+        self._sum += self._cost(item[0], item[1])
+
+    def remove(self, item: tuple[float, float, RunningRequest]) -> None:
+        self.items.remove(item)
+        self._sum -= self._cost(item[0], item[1])
+
+    def drain_s(self) -> float:
+        longest = max((r for r, _, _ in self.items), default=0.0)
+        return self.theta[0] * longest + self._sum + self.stall_s if self.items else self.stall_s
+
+    def drain_with_s(self, r: float, x: float) -> float:
+        longest = max(max((q for q, _, _ in self.items), default=0.0), r)
+        return self.theta[0] * longest + self._sum + self._cost(r, x) + self.stall_s
+
+    def drain_without_s(self, item: tuple[float, float, RunningRequest]) -> float:
+        rest = [r for r, _, it in self.items if it is not item[2]]
+        if not rest:
+            return self.stall_s
+        return self.theta[0] * max(rest) + self._sum - self._cost(item[0], item[1]) + self.stall_s
+
+
 @register_policy("makespan")
 class MakespanPolicy:
     """Route to the earliest projected finish; migrate the longest-remaining sequences off laggards.
 
-    Remaining output of a request = its expected total length minus what it generated, where the expected total is
-    the mean length its finished siblings reached (shrunk toward the mean of all finished requests; before any
-    finished, ``prior_fraction * max_tokens``), raised to ``(1 + lindy) * generated`` for requests that are already
-    long (a long-tailed length that has run far is likely to run further), and capped by ``max_tokens``.
+    **Length estimate.** A request's expected total output is the largest of: the mean its finished siblings
+    reached (shrunk toward ``prior_fraction * max_tokens`` with weight ``prior_weight``), the median of
+    ``(1 + lindy) * generated`` over its running siblings (a hard prompt shows itself by all its samples running
+    long), and ``(1 + lindy)`` times its own progress (a long-tailed length that has run far runs further);
+    capped by ``max_tokens``. Remaining = that minus what it generated.
 
-    Projected finish of an instance = (work + ``risk`` * sqrt(variance)) / rate * (KV / queueing penalty). The
-    variance term treats the remaining lengths of one prompt's siblings as fully correlated (a hard prompt's samples
-    are all long) and different prompts as independent, so piling siblings onto one instance costs more than
-    spreading them: that is what keeps a hard prompt's 16 samples off a single "crowded" instance.
+    **Routing.** Projected finish of an instance = (remaining work + ``risk`` * sqrt(variance)) / measured rate,
+    times a KV / queueing penalty. The variance treats the remaining lengths of one prompt's siblings as fully
+    correlated and different prompts as independent, so piling siblings onto one instance costs more than
+    spreading them: that keeps a hard prompt's 16 samples off a single "crowded" instance.
+
+    **Migration.** Sequences on one instance advance in lockstep (one token per step each), so an instance holding
+    remaining lengths ``r_j`` at contexts ``x_j`` drains in ``t0 * max r + a * sum r + c * sum(x_j r_j + r_j²/2)``
+    seconds, with ``t0, a, c`` fitted online from scrapes (:class:`StepTimeFit`). Planning moves the longest-remaining
+    request of the instance that drains last to the instance that would then drain earliest (re-prefill of prompt +
+    generated tokens included), while that shortens the later of the two by ``min_gain`` and ``min_gain_s``;
+    a moved request stays put ``cooldown_s`` and moves at most ``max_migrations_per_request`` times.
     """
 
     def __init__(
         self,
         *,
         migrate: bool = True,
-        prior_fraction: float = 0.25,  # expected length / max_tokens before anything has finished
-        prior_weight: float = 2.0,  # pseudo-count of the global mean when estimating a prompt's mean length
+        prior_fraction: float = 0.25,  # expected length / max_tokens before a sibling has finished
+        prior_weight: float = 2.0,  # pseudo-count of the prior when averaging finished siblings
         lindy: float = 0.5,  # a request that has generated g tokens is expected to generate >= lindy * g more
+        max_prompts: int = 65_536,  # prompts whose finished sibling lengths are remembered (oldest forgotten)
         risk: float = 1.0,  # weight of the standard deviation of an instance's work in its projected finish
         kv_soft: float = 0.90,  # KV-cache usage above which new work will queue or be preempted
         refresh_s: float = 1.0,  # recompute every instance's expected work at most this often
         plan_interval_s: float = 2.0,  # migration planning runs at most this often
-        min_gain: float = 0.10,  # a move must shorten max(source, target) finish by this fraction...
-        min_gain_s: float = 10.0,  # ...and by this many seconds (hysteresis: no ping-pong on noise)
+        min_gain: float = 0.01,  # a move must shorten max(source, target) drain by this fraction...
+        min_gain_s: float = 3.0,  # ...and by this many seconds (hysteresis: no ping-pong on noise)
         cooldown_s: float = 60.0,  # a moved request stays put at least this long
         max_migrations_per_request: int = 2,
         max_moves_per_plan: int = 16,
-        prefill_tokens_per_s: float = 10_000.0,  # re-prefill speed assumed when costing a move
+        prefill_tokens_per_s: float = 8_000.0,  # re-prefill speed assumed when costing a move
     ) -> None:
         self.migrate = migrate
         self.prior_fraction = prior_fraction
@@ -158,73 +209,73 @@ class MakespanPolicy:
         self.max_migrations_per_request = max_migrations_per_request
         self.max_moves_per_plan = max_moves_per_plan
         self.prefill_tokens_per_s = prefill_tokens_per_s
+        self.max_prompts = max_prompts
+        self.fit = StepTimeFit()
 
         self._tracked: dict[str, _Tracked] = {}
-        self._by_url: dict[str, set[str]] = defaultdict(set)
+        self._siblings: dict[str, set[str]] = defaultdict(set)  # prompt_key -> request ids in flight
+        self._finished_by_prompt: OrderedDict[str, list[int]] = OrderedDict()
         self._load: dict[str, _InstanceLoad] = defaultdict(_InstanceLoad)
-        self._finished_by_prompt: dict[str, list[int]] = defaultdict(list)
-        self._finished_sum = 0
-        self._finished_count = 0
         self._refreshed_at = -math.inf
         self._planned_at = -math.inf
-        self._best_seq_rate = 0.0  # fastest per-sequence tokens/s seen on any instance
 
     # --- length estimates -------------------------------------------------------------------------------------
 
-    def expected_total(self, request: RequestInfo) -> float:
-        """Expected output length (tokens) of ``request`` from what its siblings and all finished requests reached."""
-        if self._finished_count:
-            prior = self._finished_sum / self._finished_count
-        else:
-            prior = self.prior_fraction * request.max_tokens
-        done = self._finished_by_prompt.get(request.prompt_key, ())
-        return (self.prior_weight * prior + sum(done)) / (self.prior_weight + len(done))
-
     def expected_remaining(self, request: RequestInfo, generated: int) -> float:
-        """Expected output tokens still to come, at least 1 while the request runs."""
-        total = max(self.expected_total(request), (1.0 + self.lindy) * generated)
-        return max(1.0, min(float(request.max_tokens), total) - generated)
+        """Expected output tokens still to come (see the class docstring), at least 1 while the request runs."""
+        return float(self.expected_remaining_many([request], np.array([generated]))[0])
+
+    def expected_remaining_many(self, requests: Sequence[RequestInfo], generated: Sequence[int]) -> np.ndarray:
+        """(k,) expected remaining tokens of ``requests`` (k,) that have generated ``generated`` (k,) tokens."""
+        return np.array([self._remaining(r, g) for r, g in zip(requests, generated)], dtype=np.float64)
+
+    def _remaining(self, request: RequestInfo, generated: int) -> float:
+        done = self._finished_by_prompt.get(request.prompt_key, ())
+        prior = self.prior_fraction * request.max_tokens
+        estimate = (self.prior_weight * prior + sum(done)) / (self.prior_weight + len(done))
+        live = sorted(self._tracked[s].generated for s in self._siblings.get(request.prompt_key, ()))
+        if live:
+            estimate = max(estimate, (1.0 + self.lindy) * live[len(live) // 2])
+        estimate = max(estimate, (1.0 + self.lindy) * generated)
+        return max(1.0, min(float(request.max_tokens), estimate) - generated)
 
     # --- bookkeeping ------------------------------------------------------------------------------------------
 
-    def _add(self, t: _Tracked) -> None:
-        r = self.expected_remaining(t.request, t.generated)
+    def _add_load(self, t: _Tracked, r: float | None = None) -> None:
+        if r is None:
+            r = self.expected_remaining(t.request, t.generated)
         load = self._load[t.url]
-        key = t.request.prompt_key
-        w = load.by_prompt[key]
+        w = load.by_prompt[t.request.prompt_key]
         load.variance += 2.0 * w * r + r * r
-        load.by_prompt[key] = w + r
+        load.by_prompt[t.request.prompt_key] = w + r
         load.work += r
-        self._by_url[t.url].add(t.request.request_id)
 
     def _refresh(self, now: float) -> None:
         """Recompute every instance's work from current estimates (they drift as siblings finish and requests grow)."""
         self._load = defaultdict(_InstanceLoad)
-        self._by_url = defaultdict(set)
-        for t in self._tracked.values():
-            self._add(t)
+        tracked = list(self._tracked.values())
+        remaining = self.expected_remaining_many([t.request for t in tracked], np.array([t.generated for t in tracked]))
+        for t, r in zip(tracked, remaining):
+            self._add_load(t, float(r))
         self._refreshed_at = now
 
     def _drop(self, request_id: str) -> _Tracked | None:
         t = self._tracked.pop(request_id, None)
         if t is not None:
-            self._by_url[t.url].discard(request_id)
-            # Aggregates for the old url are stale until the next refresh; force one.
-            self._refreshed_at = -math.inf
+            self._siblings[t.request.prompt_key].discard(request_id)
+            self._refreshed_at = -math.inf  # the old instance's aggregates are stale: rebuild before routing again
         return t
 
     def on_routed(self, request: RequestInfo, url: str, now: float) -> None:
         """Record a new request, or (same request_id) a migration / failover that continued it on ``url``."""
-        previous = self._tracked.get(request.request_id)
-        if previous is not None:
-            self._drop(request.request_id)
-            previous.url = url
-            previous.generated = max(previous.generated, request.generated_tokens)
-            self._tracked[request.request_id] = previous
-        else:
-            self._tracked[request.request_id] = _Tracked(request, url, request.generated_tokens)
-        if self._refreshed_at != -math.inf:
-            self._add(self._tracked[request.request_id])
+        t = self._drop(request.request_id)
+        if t is None:
+            t = _Tracked(request, url, request.generated_tokens)
+        t.url, t.generated = url, max(t.generated, request.generated_tokens)
+        self._tracked[request.request_id] = t
+        self._siblings[request.prompt_key].add(request.request_id)
+        if math.isfinite(self._refreshed_at):
+            self._add_load(t)
 
     def on_progress(self, request_id: str, generated_tokens: int, now: float) -> None:
         t = self._tracked.get(request_id)
@@ -235,136 +286,109 @@ class MakespanPolicy:
         t = self._drop(request_id)
         if t is None:
             return
-        self._finished_by_prompt[t.request.prompt_key].append(generated_tokens)
-        self._finished_sum += generated_tokens
-        self._finished_count += 1
+        key = t.request.prompt_key
+        self._finished_by_prompt.setdefault(key, []).append(generated_tokens)
+        self._finished_by_prompt.move_to_end(key)
+        if len(self._finished_by_prompt) > self.max_prompts:
+            self._finished_by_prompt.popitem(last=False)
 
     def on_failed(self, request_id: str, now: float) -> None:
         self._drop(request_id)
 
     # --- routing ----------------------------------------------------------------------------------------------
 
-    def _rates(self, instances: Sequence[InstanceState]) -> dict[str, float]:
-        """Measured tokens/s per instance; unknown ones get the mean of the known (all equal when none is known)."""
-        known = [s.tokens_per_s for s in instances if s.tokens_per_s > 0]
-        fallback = sum(known) / len(known) if known else 1.0
-        for s in instances:
-            if s.tokens_per_s > 0 and s.running > 0:
-                self._best_seq_rate = max(self._best_seq_rate, s.tokens_per_s / s.running)
-        return {s.url: (s.tokens_per_s if s.tokens_per_s > 0 else fallback) for s in instances}
-
     def _penalty(self, s: InstanceState) -> float:
         """>1 when the instance is saturated: a full KV cache or a waiting queue means new work will not start now."""
         kv_excess = max(0.0, s.kv_cache_usage - self.kv_soft) / (1.0 - self.kv_soft)
         return 1.0 + kv_excess + s.waiting / max(1, s.running)
 
-    def projected_finish(self, s: InstanceState, rate: float, extra: float = 0.0, extra_key: str | None = None) -> float:
-        """Seconds until ``s`` drains its expected work, plus ``extra`` tokens of prompt ``extra_key`` if given."""
+    def projected_finish(self, s: InstanceState, rate: float, extra: float = 0.0, extra_key: str = "") -> float:
+        """Seconds until ``s`` drains its expected work, plus ``extra`` tokens of prompt ``extra_key``."""
         load = self._load[s.url]
-        work = load.work + extra
-        variance = load.variance
-        if extra and extra_key is not None:
-            variance += 2.0 * load.by_prompt.get(extra_key, 0.0) * extra + extra * extra
-        return (work + self.risk * math.sqrt(variance)) / rate * self._penalty(s)
+        variance = load.variance + 2.0 * load.by_prompt.get(extra_key, 0.0) * extra + extra * extra
+        return (load.work + extra + self.risk * math.sqrt(variance)) / rate * self._penalty(s)
 
     def choose(self, request: RequestInfo, instances: Sequence[InstanceState], now: float) -> str:
         healthy = _healthy(instances)
         if now - self._refreshed_at >= self.refresh_s:
             self._refresh(now)
-        rates = self._rates(healthy)
+        known = [s.tokens_per_s for s in healthy if s.tokens_per_s > 0]
+        fallback = sum(known) / len(known) if known else 1.0  # unmeasured instances: assume the average
         r = self.expected_remaining(request, request.generated_tokens)
-        best = min(
-            range(len(healthy)),
-            key=lambda k: (self.projected_finish(healthy[k], rates[healthy[k].url], r, request.prompt_key), k),
-        )
-        return healthy[best].url
+        costs = [
+            self.projected_finish(s, s.tokens_per_s if s.tokens_per_s > 0 else fallback, r, request.prompt_key)
+            for s in healthy
+        ]
+        return healthy[min(range(len(healthy)), key=lambda k: (costs[k], k))].url
 
     # --- migration --------------------------------------------------------------------------------------------
+
+    def _observe(self, instances: Sequence[InstanceState], context: dict[str, float]) -> None:
+        """Feed the step-time fit from instances whose whole load is running (a queue would skew ``K``)."""
+        obs = [(s.running, context.get(s.url, 0.0), s.running / s.tokens_per_s)
+               for s in instances if s.running > 0 and s.tokens_per_s > 0 and s.waiting == 0]
+        if obs:
+            self.fit.observe(*zip(*obs))
 
     def plan_migrations(
         self, instances: Sequence[InstanceState], running: Sequence[RunningRequest], now: float
     ) -> list[Migration]:
-        """Move the longest-remaining sequences from the instance that will finish last to the one with most room.
-
-        Drain time of an instance = max(longest remaining / per-sequence rate, total remaining / instance rate).
-        A move is made only if it shortens max(source, target) drain time, re-prefill included, by ``min_gain``
-        and ``min_gain_s``; moved requests stay put for ``cooldown_s`` and move at most
-        ``max_migrations_per_request`` times, so the plan does not oscillate.
-        """
+        """Moves that shorten the step's projected finish (see the class docstring); [] most of the time."""
         if not self.migrate or now - self._planned_at < self.plan_interval_s:
             return []
         self._planned_at = now
-        healthy = [s for s in instances if s.healthy]
+        healthy = {s.url: s for s in instances if s.healthy}
+        items: list[tuple[float, float, RunningRequest]] = []
+        context: dict[str, float] = defaultdict(float)
+        running = list(running)
+        for rr in running:
+            t = self._tracked.get(rr.request.request_id)
+            if t is not None:
+                t.generated = max(t.generated, rr.generated_tokens)
+        remaining = self.expected_remaining_many([rr.request for rr in running], [rr.generated_tokens for rr in running])
+        for rr, r in zip(running, remaining):
+            x = rr.request.prompt_tokens + rr.generated_tokens
+            context[rr.url] += x
+            if rr.url in healthy:
+                items.append((float(r), x, rr))
+        self._observe(list(healthy.values()), context)
         if len(healthy) < 2:
             return []
-        rates = self._rates(healthy)
-        state = {s.url: s for s in healthy}
-        # url -> [(remaining tokens, request)] from the caller's authoritative view of what runs where
-        queues: dict[str, list[tuple[float, RunningRequest]]] = {s.url: [] for s in healthy}
-        for rr in running:
-            if rr.url in queues:
-                t = self._tracked.get(rr.request.request_id)
-                if t is not None:
-                    t.generated = max(t.generated, rr.generated_tokens)
-                queues[rr.url].append((self.expected_remaining(rr.request, rr.generated_tokens), rr))
+        theta = self.fit.coefficients()
+        queues = {url: _Queue(theta) for url in healthy}
+        for item in items:
+            queues[item[2].url].add(item)
+        drain = {url: q.drain_s() for url, q in queues.items()}
 
-        def seq_rate(url: str, count: int) -> float:
-            """Per-sequence tokens/s on ``url`` if it ran ``count`` sequences."""
-            s = state[url]
-            if s.running > 0 and s.tokens_per_s > 0:
-                return rates[url] / max(count, 1) if count > s.running else s.tokens_per_s / s.running
-            return self._best_seq_rate or rates[url]
-
-        def drain(url: str) -> float:
-            q = queues[url]
-            if not q:
-                return 0.0
-            longest = max(r for r, _ in q)
-            total = sum(r for r, _ in q)
-            return max(longest / seq_rate(url, len(q)), total / rates[url]) * self._penalty(state[url])
-
-        drains = {url: drain(url) for url in queues}
         moves: list[Migration] = []
-        moved_to: set[str] = set()
+        received: set[str] = set()
         while len(moves) < self.max_moves_per_plan:
-            source = max(drains, key=lambda u: (drains[u], u))
-            target = min(drains, key=lambda u: (drains[u], u))
-            if source == target or source in moved_to:
+            source = max((u for u in drain if u not in received), key=lambda u: (drain[u], u), default=None)
+            if source is None:
                 break
-            candidates = sorted(
-                (
-                    (r, rr)
-                    for r, rr in queues[source]
-                    if self._movable(rr.request.request_id, now)
-                ),
-                key=lambda x: (-x[0], x[1].request.request_id),
-            )
-            if not candidates:
+            before = drain[source]
+            movable = sorted((it for it in queues[source].items if self._movable(it[2].request.request_id, now)),
+                             key=lambda it: (-it[0], it[2].request.request_id))
+            if not movable:
                 break
-            r, rr = candidates[0]
-            before = drains[source]
-            queues[source].remove((r, rr))
-            queues[target].append((r, rr))
-            reprefill_s = (rr.request.prompt_tokens + rr.generated_tokens) / self.prefill_tokens_per_s
-            after = max(drain(source), drain(target) + reprefill_s)
+            item = movable[0]  # the longest-remaining request that may move
+            r, x, rr = item
+            stall = x / self.prefill_tokens_per_s  # the target stops decoding while it re-prefills
+            target = min((u for u in queues if u != source), key=lambda u: (queues[u].drain_with_s(r, x), u))
+            after = max(queues[source].drain_without_s(item), queues[target].drain_with_s(r, x) + stall)
             if before - after < max(self.min_gain * before, self.min_gain_s):
-                queues[target].remove((r, rr))
-                queues[source].append((r, rr))
                 break
-            drains[source], drains[target] = drain(source), drain(target) + reprefill_s
+            queues[source].remove(item)
+            queues[target].add(item)
+            queues[target].stall_s += stall
+            drain[source], drain[target] = queues[source].drain_s(), queues[target].drain_s()
+            received.add(target)
             moves.append(Migration(rr.request.request_id, source, target))
-            moved_to.add(target)
-            self._mark_moved(rr.request.request_id, now)
+            t = self._tracked.get(rr.request.request_id)
+            if t is not None:
+                t.migrations, t.moved_at = t.migrations + 1, now
         return moves
 
     def _movable(self, request_id: str, now: float) -> bool:
         t = self._tracked.get(request_id)
-        if t is None:
-            return True
-        return t.migrations < self.max_migrations_per_request and now - t.moved_at >= self.cooldown_s
-
-    def _mark_moved(self, request_id: str, now: float) -> None:
-        t = self._tracked.get(request_id)
-        if t is not None:
-            t.migrations += 1
-            t.moved_at = now
+        return t is None or (t.migrations < self.max_migrations_per_request and now - t.moved_at >= self.cooldown_s)
