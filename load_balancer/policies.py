@@ -126,31 +126,36 @@ class _Queue:
         self.items: list[tuple[float, float, RunningRequest]] = []
         self.stall_s = 0.0
         self._sum = 0.0  # a * r + c * (x r + r²/2) over the items
+        self._longest: float | None = 0.0  # max r over the items; None when it must be recomputed
 
     def _cost(self, r: float, x: float) -> float:
         return self.theta[1] * r + self.theta[2] * (x * r + r * r / 2.0)
 
+    def longest(self) -> float:
+        if self._longest is None:
+            self._longest = max((r for r, _, _ in self.items), default=0.0)
+        return self._longest
+
     def add(self, item: tuple[float, float, RunningRequest]) -> None:
         self.items.append(item)
         self._sum += self._cost(item[0], item[1])
+        if self._longest is not None:
+            self._longest = max(self._longest, item[0])
 
     def remove(self, item: tuple[float, float, RunningRequest]) -> None:
         self.items.remove(item)
         self._sum -= self._cost(item[0], item[1])
+        self._longest = None
 
     def drain_s(self) -> float:
-        longest = max((r for r, _, _ in self.items), default=0.0)
-        return self.theta[0] * longest + self._sum + self.stall_s if self.items else self.stall_s
+        return self.theta[0] * self.longest() + self._sum + self.stall_s
 
     def drain_with_s(self, r: float, x: float) -> float:
-        longest = max(max((q for q, _, _ in self.items), default=0.0), r)
-        return self.theta[0] * longest + self._sum + self._cost(r, x) + self.stall_s
+        return self.theta[0] * max(self.longest(), r) + self._sum + self._cost(r, x) + self.stall_s
 
     def drain_without_s(self, item: tuple[float, float, RunningRequest]) -> float:
-        rest = [r for r, _, it in self.items if it is not item[2]]
-        if not rest:
-            return self.stall_s
-        return self.theta[0] * max(rest) + self._sum - self._cost(item[0], item[1]) + self.stall_s
+        longest = max((r for r, _, it in self.items if it is not item[2]), default=0.0)
+        return self.theta[0] * longest + self._sum - self._cost(item[0], item[1]) + self.stall_s
 
 
 @register_policy("makespan")
@@ -227,17 +232,25 @@ class MakespanPolicy:
 
     def expected_remaining_many(self, requests: Sequence[RequestInfo], generated: Sequence[int]) -> np.ndarray:
         """(k,) expected remaining tokens of ``requests`` (k,) that have generated ``generated`` (k,) tokens."""
-        return np.array([self._remaining(r, g) for r, g in zip(requests, generated)], dtype=np.float64)
+        per_prompt: dict[str, float] = {}  # prompt_key -> expected total from its siblings
+        out = np.empty(len(requests))
+        for k, (request, g) in enumerate(zip(requests, generated)):
+            key = request.prompt_key
+            if key not in per_prompt:
+                per_prompt[key] = self._prompt_estimate(request)
+            estimate = max(per_prompt[key], (1.0 + self.lindy) * g)
+            out[k] = max(1.0, min(float(request.max_tokens), estimate) - g)
+        return out
 
-    def _remaining(self, request: RequestInfo, generated: int) -> float:
+    def _prompt_estimate(self, request: RequestInfo) -> float:
+        """Expected total length of a sample of ``request``'s prompt, from its finished and running siblings."""
         done = self._finished_by_prompt.get(request.prompt_key, ())
         prior = self.prior_fraction * request.max_tokens
         estimate = (self.prior_weight * prior + sum(done)) / (self.prior_weight + len(done))
         live = sorted(self._tracked[s].generated for s in self._siblings.get(request.prompt_key, ()))
         if live:
             estimate = max(estimate, (1.0 + self.lindy) * live[len(live) // 2])
-        estimate = max(estimate, (1.0 + self.lindy) * generated)
-        return max(1.0, min(float(request.max_tokens), estimate) - generated)
+        return estimate
 
     # --- bookkeeping ------------------------------------------------------------------------------------------
 

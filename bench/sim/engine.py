@@ -29,6 +29,7 @@ PENDING, WAITING, PREFILL, RUNNING, DONE = range(5)
 class SimConfig:
     dt_s: float = 0.25  # tick length and scrape interval, simulated seconds
     progress_interval_s: float = 1.0  # how often on_progress is reported for every request in flight
+    plan_interval_s: float = 1.0  # how often the balancer asks the policy for migrations
     max_time_s: float = 200_000.0  # safety stop; a run that reaches it raises
 
 
@@ -120,10 +121,11 @@ def simulate(
 
     now = 0.0
     next_progress = config.progress_interval_s
+    next_plan = config.plan_interval_s
     while True:
-        states = snapshot()
         # Arrivals: the whole step's requests at time 0, routed one by one in arrival order.
         if now == 0.0:
+            states = snapshot()
             for i in arrival_order:
                 url = policy.choose(infos[i], states, now)
                 k = index_of[url]
@@ -132,9 +134,12 @@ def simulate(
                 in_flight[k] += 1
                 states[k] = dataclasses.replace(states[k], in_flight=int(in_flight[k]))
 
-        live = np.flatnonzero((phase >= WAITING) & (phase <= RUNNING))
-        view = _RunningView(live, infos, urls, inst, gen, started)
-        for move in policy.plan_migrations(states, view, now):
+        plans = []
+        if now >= next_plan:
+            next_plan += config.plan_interval_s
+            live = np.flatnonzero((phase >= WAITING) & (phase <= RUNNING))
+            plans = policy.plan_migrations(snapshot(), _RunningView(live, infos, urls, inst, gen, started), now)
+        for move in plans:
             i = int(move.request_id[1:])
             src, dst = index_of[move.source], index_of[move.target]
             if inst[i] != src or not WAITING <= phase[i] <= RUNNING or src == dst:
