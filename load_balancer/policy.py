@@ -5,7 +5,9 @@ and tells the policy what happened afterwards. The same policy object therefore 
 FastAPI service (time = ``time.monotonic()``) and inside the discrete-event simulator (time = simulated clock).
 
 Call order for one request: ``choose`` → ``on_routed`` → ``on_progress``* → ``on_finished`` (or ``on_failed``);
-``plan_migrations`` is called periodically, independently of any one request.
+``plan_migrations`` is called periodically, independently of any one request. After the caller executes a
+``Migration`` (or fails a request over), it reports where the request now runs with ``on_routed`` for the same
+``request_id`` (``generated_tokens`` set to what was relayed so far); policies treat that as a move, not a new request.
 """
 
 from __future__ import annotations
@@ -96,8 +98,10 @@ def register_policy(name: str):
     return decorator
 
 
-def make_policy(name: str) -> RoutingPolicy:
+def make_policy(name: str, **options) -> RoutingPolicy:
+    """``options`` go to the policy's constructor (e.g. ``--policy-option min_gain_s=2``)."""
     try:
-        return POLICIES[name]()
+        cls = POLICIES[name]
     except KeyError:
         raise ValueError(f"unknown routing policy {name!r}; known: {sorted(POLICIES)}") from None
+    return cls(**options)

@@ -1,0 +1,29 @@
+"""The balancer's settings, read once at startup (CLI flags or the trainer's config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class BalancerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    instances: list[str] = field(default_factory=list)  # vLLM base URLs registered at startup
+    policy: str = "makespan"  # a name registered in load_balancer.policy.POLICIES
+    policy_options: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the policy's constructor
+    redis_url: str | None = None  # keep the registry in Redis (survives restarts, shared by replicas)
+    redis_key: str = "am_rl:load_balancer:instances"  # Redis set holding the registered URLs
+    api_key: str | None = None  # required on every endpoint but /healthz when set
+    scrape_interval_s: float = 0.25  # how often every instance's /metrics is read
+    scrape_timeout_s: float = 1.0  # a scrape slower than this counts as a failure
+    connect_timeout_s: float = 2.0  # upstream connect timeout; a refused/timed-out connect fails over
+    eject_after_failures: int = 3  # consecutive scrape/connection failures before an instance is ejected
+    readmit_backoff_s: float = 0.5  # first health re-check after an ejection; doubles per failed check
+    readmit_backoff_max_s: float = 30.0
+    max_attempts: int = 4  # upstream attempts per request (first try + failovers/retries)
+    migration_interval_s: float = 0.5  # how often the policy is asked for migrations (0 disables them)
+    default_max_tokens: int = 1024  # routing estimate when a request sets no max_tokens
+    max_body_bytes: int = 16 * 1024 * 1024  # larger request bodies get 413
+    rate_window_s: float = 5.0  # window of the relayed-tokens rate per instance

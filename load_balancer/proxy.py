@@ -1,0 +1,384 @@
+"""Route a completion request, relay its upstream stream, and continue it elsewhere when moved or failed.
+
+Request → route (policy) → upstream stream → client. Failover: a connection error before the response headers is
+retried on another instance; a stream that breaks mid-way, or is moved by the migration loop, is aborted at its
+instance and continued at another from prompt + generated token ids (``Relay``). A client that goes away has its
+upstream request closed and aborted by id at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import uuid
+from typing import Any, AsyncIterator
+
+import httpx
+import orjson
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from load_balancer.config import BalancerConfig
+from load_balancer.metrics import BalancerMetrics
+from load_balancer.policy import RequestInfo, RoutingPolicy
+from load_balancer.registry import Registry
+from load_balancer.relay import DONE, Interrupted, Relay, sse_event
+from load_balancer.types import CompletionHead
+
+logger = logging.getLogger(__name__)
+
+# Gateway-ish statuses mean "this instance cannot take it now"; anything else (4xx, 500) is the request's own
+# answer and reaches the client unchanged.
+_RETRY_STATUSES = {502, 503, 504}
+
+
+def error_response(status: int, message: str, kind: str = "BadRequestError") -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+
+
+def error_event(message: str) -> bytes:
+    return sse_event({"error": {"message": message, "type": "ServiceUnavailableError", "code": 503}})
+
+
+class NoInstance(Exception):
+    """Every instance is down, ejected or has already failed this request."""
+
+
+class UpstreamStatus(Exception):
+    """The chosen instance answered with a non-200 status that is the request's own answer."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
+def describe_prompt(head: CompletionHead, body: dict[str, Any], default_max_tokens: int) -> tuple[str, int, int]:
+    """(prompt key, prompt length in tokens, output cap) for routing; text length is estimated at ~4 chars/token."""
+    prompt = head.messages if head.messages is not None else head.prompt
+    key = hashlib.blake2b(orjson.dumps(prompt), digest_size=8).hexdigest()
+    if isinstance(prompt, list) and prompt and isinstance(prompt[0], int):
+        length = len(prompt)
+    else:
+        length = len(orjson.dumps(prompt)) // 4
+    cap = head.max_tokens if head.max_tokens is not None else head.max_completion_tokens
+    return key, length, cap if cap is not None else default_max_tokens
+
+
+class Proxy:
+    def __init__(
+        self,
+        cfg: BalancerConfig,
+        registry: Registry,
+        client: httpx.AsyncClient,
+        policy: RoutingPolicy,
+        metrics: BalancerMetrics,
+    ) -> None:
+        self.cfg = cfg
+        self.registry = registry
+        self.client = client
+        self.policy = policy
+        self.metrics = metrics
+        self.relays: dict[str, Relay] = {}
+        self._background: set[asyncio.Task] = set()
+        self.requests_total = 0
+
+    # ---- entry -------------------------------------------------------------------------------------------------
+
+    async def handle(self, endpoint: str, body: dict[str, Any], head: CompletionHead, request: Request) -> Response:
+        self.requests_total += 1
+        key, prompt_tokens, cap = describe_prompt(head, body, self.cfg.default_max_tokens)
+        request_id = uuid.uuid4().hex[:16]
+        prompts = head.prompt if isinstance(head.prompt, list) and head.prompt and not isinstance(head.prompt[0], int) else [0]
+        relay = Relay(
+            request_id=request_id,
+            endpoint=endpoint,
+            body=body,
+            head=head,
+            info=RequestInfo(request_id, key, prompt_tokens, cap),
+            started_at=time.monotonic(),
+            num_prompts=len(prompts),
+        )
+        self.relays[request_id] = relay
+        resp: httpx.Response | None = None
+        try:
+            if head.stream:
+                resp = await self.open_upstream(relay)
+            else:
+                response = await self.unary(relay, request)
+        except NoInstance as e:
+            self.finish(relay, ok=False)
+            response = error_response(503, str(e), "ServiceUnavailableError")
+        except UpstreamStatus as e:
+            self.finish(relay, ok=False)
+            response = e.response
+        except BaseException:
+            self.finish(relay, ok=False)
+            raise
+        if resp is not None:
+            response = StreamingResponse(
+                self.stream(relay, resp), media_type=resp.headers.get("content-type", "text/event-stream")
+            )
+        self.metrics.requests.labels(endpoint, str(response.status_code)).inc()
+        return response
+
+    # ---- routing and upstream attempts -------------------------------------------------------------------------
+
+    def choose(self, relay: Relay, exclude: set[str]) -> str:
+        now = time.monotonic()
+        candidates = self.registry.routable_states(now, exclude)
+        if not candidates:
+            raise NoInstance("no healthy instance available" + (f" (failed: {sorted(exclude)})" if exclude else ""))
+        url = self.policy.choose(relay.progress_info(), candidates, now)
+        self.metrics.routed.labels(url).inc()
+        return url
+
+    def place(self, relay: Relay, url: str) -> None:
+        relay.begin_attempt(url)
+        self.registry.instances[url].in_flight += 1
+        self.policy.on_routed(relay.progress_info(), url, time.monotonic())
+
+    def leave(self, relay: Relay) -> None:
+        inst = self.registry.instances.get(relay.url) if relay.url else None
+        if inst is not None:
+            inst.in_flight -= 1
+            self.registry.drop_drained()
+        relay.url = None
+
+    def upstream_failed(self, url: str, why: str) -> None:
+        inst = self.registry.instances.get(url)
+        if inst is None:
+            return
+        if inst.record_failure(time.monotonic(), self.cfg.eject_after_failures, self.cfg.readmit_backoff_s):
+            self.metrics.ejections.inc()
+            logger.warning("instance %s ejected after %d failures (%s)", url, inst.consecutive_failures, why)
+            for other in list(self.relays.values()):
+                if other.url == url:
+                    other.interrupt("instance ejected")
+
+    async def open_upstream(self, relay: Relay, target: str | None = None) -> httpx.Response:
+        """Send the relay's next attempt; retry connection failures and busy answers elsewhere, up to max_attempts."""
+        body = relay.upstream_body()
+        endpoint = "/v1/completions" if relay.continued else relay.endpoint
+        for n in range(self.cfg.max_attempts):
+            url = target if target is not None and n == 0 else self.choose(relay, relay.tried)
+            self.place(relay, url)
+            request = self.client.build_request(
+                "POST", url + endpoint, json=body, headers={"X-Request-Id": relay.upstream_id}
+            )
+            try:
+                resp = await self.client.send(request, stream=True)
+            except httpx.TransportError as e:
+                logger.warning("request %s: %s unreachable (%r); retrying elsewhere", relay.request_id, url, e)
+                self.leave(relay)
+                relay.tried.add(url)
+                self.upstream_failed(url, repr(e))
+                self.metrics.retries.inc()
+                continue
+            if resp.status_code == 200:
+                return resp
+            content = await resp.aread()
+            await resp.aclose()
+            self.leave(relay)
+            if resp.status_code in _RETRY_STATUSES:
+                relay.tried.add(url)
+                self.metrics.retries.inc()
+                logger.warning("request %s: %s answered %d; retrying elsewhere", relay.request_id, url, resp.status_code)
+                continue
+            raise UpstreamStatus(
+                Response(content, resp.status_code, media_type=resp.headers.get("content-type"))
+            )
+        raise NoInstance(f"request {relay.request_id} failed on {self.cfg.max_attempts} attempts")
+
+    # ---- streaming ---------------------------------------------------------------------------------------------
+
+    async def stream(self, relay: Relay, resp: httpx.Response | None) -> AsyncIterator[bytes]:
+        ok = False
+        try:
+            while resp is not None:
+                try:
+                    async for blob in self.pump(relay, resp):
+                        yield blob
+                except Interrupted as e:
+                    broken, resp = resp, None
+                    resp = await self.continue_elsewhere(relay, broken, str(e))
+                    continue
+                ok = True
+                await resp.aclose()
+                return
+            if relay.finish_seen:  # it broke after its last token: only the trailer was missing
+                ok = True
+                yield relay.closing_events()
+            else:
+                yield error_event(f"request {relay.request_id} lost its instance and cannot be continued") + DONE
+        except (asyncio.CancelledError, GeneratorExit):
+            self.metrics.client_aborts.inc()
+            logger.info("request %s: client went away; aborting upstream", relay.request_id)
+            raise
+        finally:
+            if not ok and resp is not None:
+                self.abort_in_background(relay, resp)
+            self.finish(relay, ok)
+
+    async def pump(self, relay: Relay, resp: httpx.Response) -> AsyncIterator[bytes]:
+        """Relay one upstream stream until [DONE]; raise Interrupted when it breaks or the relay is moved."""
+        inst = self.registry.instances.get(relay.url)
+        chunks = resp.aiter_raw()
+        buffer = b""
+        while True:
+            if relay.may_leave():
+                raise Interrupted(relay.interrupt_reason)
+            try:
+                async with asyncio.timeout(None) as scope:
+                    relay.read_scope = scope
+                    data = await anext(chunks)
+            except StopAsyncIteration:
+                if relay.done:
+                    return
+                raise Interrupted("upstream stream ended early") from None
+            except TimeoutError:
+                raise Interrupted(relay.interrupt_reason or "interrupted") from None
+            except httpx.HTTPError as e:
+                if relay.url is not None:
+                    self.upstream_failed(relay.url, repr(e))
+                relay.tried.add(relay.url)
+                raise Interrupted(f"upstream failed: {e!r}") from None
+            finally:
+                relay.read_scope = None
+            buffer += data
+            cut = buffer.rfind(b"\n\n")
+            if cut < 0:
+                continue
+            before = relay.tokens_seen
+            out = relay.absorb(buffer[: cut + 2])
+            buffer = buffer[cut + 2 :]
+            new = relay.tokens_seen - before
+            if new:
+                now = time.monotonic()
+                self.metrics.tokens.inc(new)
+                if inst is not None:
+                    inst.record_relayed(new, now)
+                self.policy.on_progress(relay.request_id, relay.tokens_seen, now)
+            if out:
+                yield out
+
+    async def continue_elsewhere(self, relay: Relay, resp: httpx.Response, why: str) -> httpx.Response | None:
+        """Abort the current attempt and open the continuation; None when the request cannot go on."""
+        source, target = relay.url, relay.move_to
+        self.abort_in_background(relay, resp)
+        self.leave(relay)
+        moved = target is not None
+        if relay.finish_seen or not (relay.can_continue() or (not relay.generated and not relay.continued)):
+            logger.warning("request %s on %s: %s; cannot continue it", relay.request_id, source, why)
+            return None
+        if moved:
+            self.metrics.migrations.inc()
+            for url, attr in ((source, "migrations_out"), (target, "migrations_in")):
+                if url in self.registry.instances:
+                    setattr(self.registry.instances[url], attr, getattr(self.registry.instances[url], attr) + 1)
+        else:
+            self.metrics.failovers.inc()
+        logger.info(
+            "request %s: %s after %d tokens on %s (%s)", relay.request_id, "moving" if moved else "failing over",
+            len(relay.generated), source, why,
+        )  # fmt: skip
+        try:
+            return await self.open_upstream(relay, target if moved and self.registry.instances.get(target) else None)
+        except (NoInstance, UpstreamStatus) as e:
+            logger.warning("request %s: continuation failed: %s", relay.request_id, e)
+            return None
+
+    # ---- non-streaming -----------------------------------------------------------------------------------------
+
+    async def unary(self, relay: Relay, request: Request) -> Response:
+        """A whole response at once; a connection failure before it arrives is retried elsewhere from scratch."""
+        body = relay.body
+        for _ in range(self.cfg.max_attempts):
+            url = self.choose(relay, relay.tried)
+            self.place(relay, url)
+            call = asyncio.ensure_future(
+                self.client.post(url + relay.endpoint, json=body, headers={"X-Request-Id": relay.upstream_id})
+            )
+            try:
+                resp = await self.until_disconnect(call, request)
+            except httpx.TransportError as e:
+                self.leave(relay)
+                relay.tried.add(url)
+                self.upstream_failed(url, repr(e))
+                self.metrics.retries.inc()
+                continue
+            if resp is None:  # the client left: the request is cancelled and aborted by id
+                self.metrics.client_aborts.inc()
+                self.abort_in_background(relay, None)
+                self.finish(relay, ok=False)
+                return Response(status_code=499)
+            if resp.status_code in _RETRY_STATUSES:
+                self.leave(relay)
+                relay.tried.add(url)
+                self.metrics.retries.inc()
+                continue
+            ok = resp.status_code == 200
+            if ok:
+                self.count_unary_tokens(relay, resp.content)
+            self.finish(relay, ok)
+            return Response(resp.content, resp.status_code, media_type=resp.headers.get("content-type"))
+        self.finish(relay, ok=False)
+        return error_response(503, f"request {relay.request_id} failed on {self.cfg.max_attempts} attempts", "ServiceUnavailableError")
+
+    async def until_disconnect(self, call: asyncio.Future, request: Request) -> httpx.Response | None:
+        """Await ``call`` while polling the client's connection; cancel it and return None if the client left."""
+        while True:
+            done, _ = await asyncio.wait({call}, timeout=0.25)
+            if done:
+                return call.result()
+            if await request.is_disconnected():
+                call.cancel()
+                return None
+
+    def count_unary_tokens(self, relay: Relay, content: bytes) -> None:
+        try:
+            tokens = int(orjson.loads(content)["usage"]["completion_tokens"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return
+        relay.tokens_seen = tokens
+        self.metrics.tokens.inc(tokens)
+        inst = self.registry.instances.get(relay.url)
+        if inst is not None:
+            inst.record_relayed(tokens, time.monotonic())
+
+    # ---- endings -----------------------------------------------------------------------------------------------
+
+    def finish(self, relay: Relay, ok: bool) -> None:
+        if self.relays.pop(relay.request_id, None) is None:
+            return
+        if relay.url is not None:
+            inst = self.registry.instances.get(relay.url)
+            if inst is not None and ok:
+                inst.record_success()
+            self.leave(relay)
+        now = time.monotonic()
+        if ok:
+            self.policy.on_finished(relay.request_id, relay.tokens_seen, now)
+        else:
+            self.policy.on_failed(relay.request_id, now)
+
+    def abort_in_background(self, relay: Relay, resp: httpx.Response | None) -> None:
+        """Close the upstream stream and abort by id; runs as its own task because the caller may be cancelled."""
+        url, ids = relay.url, relay.internal_ids()
+        task = asyncio.get_running_loop().create_task(self.abort(url, ids, resp))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def abort(self, url: str | None, ids: list[str], resp: httpx.Response | None) -> None:
+        if resp is not None:
+            await resp.aclose()
+        if url is None:
+            return
+        try:
+            await self.client.post(f"{url}/abort_requests", json={"request_ids": ids}, timeout=1.0)
+        except httpx.HTTPError as e:  # closing the connection already makes vLLM abort; this is the fast path
+            logger.debug("abort of %s on %s failed: %r", ids, url, e)
+
+    async def drain_background(self) -> None:
+        if self._background:
+            await asyncio.wait(self._background, timeout=2.0)

@@ -1,0 +1,227 @@
+"""Which vLLM instances exist, and what the balancer knows of each (health, load, rates).
+
+The *membership* (the set of URLs) lives in a store: in memory, or in Redis so that a restarted balancer or a
+second replica sees the same instances. Everything measured (scrapes, in-flight counts, rates) is local to the
+process and rebuilt from live traffic.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from load_balancer.policy import InstanceState
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Instance:
+    url: str
+    healthy: bool = True
+    draining: bool = False  # deregistered; kept until its in-flight requests are done
+    consecutive_failures: int = 0
+    next_health_check: float = 0.0  # monotonic time of the next /health probe while ejected
+    backoff_s: float = 0.0
+    # last successful /metrics scrape
+    last_scrape: float = -math.inf
+    running: int = 0
+    waiting: int = 0
+    kv_cache_usage: float = 0.0
+    gen_tokens_total: float | None = None  # vllm:generation_tokens_total at last_scrape
+    scraped_rate: float | None = None  # tokens/s from successive generation_tokens_total values (EWMA)
+    # balancer-side counters
+    in_flight: int = 0
+    tokens_relayed: int = 0
+    migrations_in: int = 0
+    migrations_out: int = 0
+    relayed: deque[tuple[float, int]] = field(default_factory=deque)  # (time, tokens) inside the rate window
+
+    def record_relayed(self, tokens: int, now: float) -> None:
+        self.tokens_relayed += tokens
+        self.relayed.append((now, tokens))
+
+    def relayed_rate(self, now: float, window_s: float) -> float:
+        while self.relayed and self.relayed[0][0] < now - window_s:
+            self.relayed.popleft()
+        return sum(n for _, n in self.relayed) / window_s
+
+    def tokens_per_s(self, now: float, window_s: float) -> float:
+        """The engine's own counter covers traffic that bypasses us; our relayed count is the fallback."""
+        relayed = self.relayed_rate(now, window_s)
+        if self.scraped_rate is None:
+            return relayed
+        return max(self.scraped_rate, relayed)
+
+    def record_scrape(self, running: int, waiting: int, kv: float, gen_total: float | None, now: float) -> None:
+        if gen_total is not None and self.gen_tokens_total is not None and now > self.last_scrape:
+            sample = max(0.0, gen_total - self.gen_tokens_total) / (now - self.last_scrape)
+            # A short EWMA: one 250 ms scrape sees few engine steps, so single samples are noisy.
+            self.scraped_rate = sample if self.scraped_rate is None else 0.5 * self.scraped_rate + 0.5 * sample
+        self.running, self.waiting, self.kv_cache_usage = running, waiting, kv
+        self.gen_tokens_total = gen_total
+        self.last_scrape = now
+
+    def record_failure(self, now: float, eject_after: int, backoff_s: float) -> bool:
+        """Count a failed scrape or connection; True when this one ejects the instance."""
+        self.consecutive_failures += 1
+        if self.healthy and self.consecutive_failures >= eject_after:
+            self.healthy = False
+            self.backoff_s = backoff_s
+            self.next_health_check = now + backoff_s
+            return True
+        return False
+
+    def record_success(self) -> None:
+        self.consecutive_failures = 0
+
+    def record_health_check(self, ok: bool, now: float, backoff_max_s: float) -> bool:
+        """Result of a /health probe of an ejected instance; True when it is re-admitted."""
+        if ok:
+            self.healthy = True
+            self.consecutive_failures = 0
+            return True
+        self.backoff_s = min(2 * self.backoff_s, backoff_max_s)
+        self.next_health_check = now + self.backoff_s
+        return False
+
+    def routable(self) -> bool:
+        return self.healthy and not self.draining
+
+    def state(self, now: float, window_s: float) -> InstanceState:
+        return InstanceState(
+            url=self.url,
+            healthy=self.routable(),
+            in_flight=self.in_flight,
+            running=self.running,
+            waiting=self.waiting,
+            kv_cache_usage=self.kv_cache_usage,
+            tokens_per_s=self.tokens_per_s(now, window_s),
+            scrape_age_s=now - self.last_scrape,
+        )
+
+
+class InstanceStore(Protocol):
+    """Where the set of registered URLs lives."""
+
+    async def add(self, url: str) -> None: ...
+
+    async def remove(self, url: str) -> bool: ...
+
+    async def urls(self) -> set[str]: ...
+
+    async def close(self) -> None: ...
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._urls: set[str] = set()
+
+    async def add(self, url: str) -> None:
+        self._urls.add(url)
+
+    async def remove(self, url: str) -> bool:
+        present = url in self._urls
+        self._urls.discard(url)
+        return present
+
+    async def urls(self) -> set[str]:
+        return set(self._urls)
+
+    async def close(self) -> None:
+        pass
+
+
+class StoreUnavailable(RuntimeError):
+    """The registry's store (Redis) did not answer; the balancer keeps routing to the instances it knows."""
+
+
+class RedisStore:
+    """A Redis set of URLs; every call has a socket timeout so a gone Redis is an error, not a hang."""
+
+    def __init__(self, url: str, key: str, timeout_s: float = 2.0) -> None:
+        import redis.asyncio
+
+        self._errors = (redis.RedisError, OSError)
+        self._redis = redis.asyncio.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, decode_responses=True
+        )
+        self._key = key
+
+    async def _run(self, what: str, call):
+        try:
+            return await call
+        except self._errors as e:
+            raise StoreUnavailable(f"registry store (Redis) failed to {what}: {e!r}") from e
+
+    async def add(self, url: str) -> None:
+        await self._run("add an instance", self._redis.sadd(self._key, url))
+
+    async def remove(self, url: str) -> bool:
+        return bool(await self._run("remove an instance", self._redis.srem(self._key, url)))
+
+    async def urls(self) -> set[str]:
+        return set(await self._run("list instances", self._redis.smembers(self._key)))
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+
+class Registry:
+    """The live view: one ``Instance`` per registered URL, plus deregistered ones still draining."""
+
+    def __init__(self, store: InstanceStore, window_s: float) -> None:
+        self.store = store
+        self.window_s = window_s
+        self.instances: dict[str, Instance] = {}
+
+    async def add(self, url: str) -> Instance:
+        await self.store.add(url)
+        return self._admit(url)
+
+    async def remove(self, url: str) -> bool:
+        removed = await self.store.remove(url)
+        inst = self.instances.get(url)
+        if inst is not None:
+            inst.draining = True
+            self.drop_drained()
+        return removed or inst is not None
+
+    async def sync(self) -> None:
+        """Follow the store: instances added or removed by another replica (or before a restart) appear here."""
+        urls = await self.store.urls()
+        for url in urls:
+            self._admit(url)
+        for url, inst in self.instances.items():
+            if url not in urls and not inst.draining:
+                logger.info("instance %s left the shared registry; draining it", url)
+                inst.draining = True
+        self.drop_drained()
+
+    def _admit(self, url: str) -> Instance:
+        inst = self.instances.get(url)
+        if inst is None:
+            inst = self.instances[url] = Instance(url)
+            logger.info("instance %s registered", url)
+        inst.draining = False
+        return inst
+
+    def drop_drained(self) -> None:
+        for url in [u for u, i in self.instances.items() if i.draining and i.in_flight == 0]:
+            del self.instances[url]
+            logger.info("instance %s removed", url)
+
+    def states(self, now: float | None = None) -> list[InstanceState]:
+        now = time.monotonic() if now is None else now
+        return [inst.state(now, self.window_s) for inst in self.instances.values()]
+
+    def routable_states(self, now: float, exclude: set[str] = frozenset()) -> list[InstanceState]:
+        return [
+            inst.state(now, self.window_s)
+            for inst in self.instances.values()
+            if inst.routable() and inst.url not in exclude
+        ]

@@ -1,0 +1,107 @@
+"""Read every instance's vLLM ``/metrics`` concurrently, eject failing instances, re-admit recovered ones.
+
+Each round scrapes all instances at once, each with its own timeout, and the round itself never blocks routing:
+routing reads whatever the last successful scrape left on the ``Instance``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from load_balancer.config import BalancerConfig
+from load_balancer.metrics import BalancerMetrics
+from load_balancer.registry import Instance, Registry
+
+logger = logging.getLogger(__name__)
+
+# Matched on sample names: family names depend on whether the exposition carries TYPE/HELP lines.
+_WANTED = {
+    "vllm:num_requests_running": "running",
+    "vllm:num_requests_waiting": "waiting",
+    "vllm:kv_cache_usage_perc": "kv",
+    "vllm:generation_tokens_total": "gen",
+}
+
+
+def parse_vllm_metrics(text: str) -> dict[str, float]:
+    """Sum each wanted metric over its label sets (one per engine when data-parallel)."""
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            key = _WANTED.get(sample.name)
+            if key is not None:
+                out[key] = out.get(key, 0.0) + sample.value
+    return out
+
+
+class Scraper:
+    def __init__(
+        self, cfg: BalancerConfig, registry: Registry, client: httpx.AsyncClient, metrics: BalancerMetrics
+    ) -> None:
+        self.cfg = cfg
+        self.registry = registry
+        self.client = client
+        self.metrics = metrics
+
+    async def run(self) -> None:
+        """Forever: sleep, follow the shared registry, then scrape (or health-check) every instance.
+
+        The caller did the first round itself at startup."""
+        started = time.monotonic()
+        while True:
+            await asyncio.sleep(max(0.0, self.cfg.scrape_interval_s - (time.monotonic() - started)))
+            started = time.monotonic()
+            try:
+                await asyncio.wait_for(self.registry.sync(), self.cfg.scrape_timeout_s)
+            except Exception as e:  # a gone Redis must not stop scraping of the instances we know
+                logger.warning("registry sync failed: %r", e)
+            await self.scrape_all()
+
+    async def scrape_all(self) -> None:
+        now = time.monotonic()
+        jobs = []
+        for inst in list(self.registry.instances.values()):
+            if inst.healthy:
+                jobs.append(self.scrape(inst))
+            elif now >= inst.next_health_check:
+                jobs.append(self.health_check(inst))
+        await asyncio.gather(*jobs)
+
+    async def scrape(self, inst: Instance) -> None:
+        try:
+            resp = await self.client.get(f"{inst.url}/metrics", timeout=self.cfg.scrape_timeout_s)
+            resp.raise_for_status()
+            values = parse_vllm_metrics(resp.text)
+        except Exception as e:  # any failure (timeout, refused, 5xx, garbage) counts the same: no fresh data
+            self.metrics.scrape_failures.labels(inst.url).inc()
+            self.record_failure(inst, f"scrape failed: {e!r}")
+            return
+        inst.record_success()
+        inst.record_scrape(
+            running=int(values.get("running", 0)),
+            waiting=int(values.get("waiting", 0)),
+            kv=values.get("kv", 0.0),
+            gen_total=values.get("gen"),
+            now=time.monotonic(),
+        )
+
+    async def health_check(self, inst: Instance) -> None:
+        try:
+            resp = await self.client.get(f"{inst.url}/health", timeout=self.cfg.scrape_timeout_s)
+            ok = resp.status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        if inst.record_health_check(ok, time.monotonic(), self.cfg.readmit_backoff_max_s):
+            logger.info("instance %s answers /health again; re-admitted", inst.url)
+        else:
+            logger.debug("instance %s still down; next check in %.1fs", inst.url, inst.backoff_s)
+
+    def record_failure(self, inst: Instance, why: str) -> None:
+        if inst.record_failure(time.monotonic(), self.cfg.eject_after_failures, self.cfg.readmit_backoff_s):
+            self.metrics.ejections.inc()
+            logger.warning("instance %s ejected after %d failures (%s)", inst.url, inst.consecutive_failures, why)

@@ -1,0 +1,110 @@
+"""Everything one balancer process holds, built once at startup and torn down at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import httpx
+
+import load_balancer.policies  # noqa: F401  (registers the routing policies by name)
+from load_balancer.config import BalancerConfig
+from load_balancer.metrics import BalancerMetrics
+from load_balancer.migration import Migrator
+from load_balancer.policy import make_policy
+from load_balancer.proxy import Proxy
+from load_balancer.registry import MemoryStore, RedisStore, Registry
+from load_balancer.scraper import Scraper
+from load_balancer.types import DashboardSnapshot, InstanceView, Totals
+
+logger = logging.getLogger(__name__)
+
+
+class Balancer:
+    def __init__(self, cfg: BalancerConfig) -> None:
+        self.cfg = cfg
+        self.policy = make_policy(cfg.policy, **cfg.policy_options)
+        store = RedisStore(cfg.redis_url, cfg.redis_key) if cfg.redis_url else MemoryStore()
+        self.registry = Registry(store, cfg.rate_window_s)
+        self.metrics = BalancerMetrics(self.registry)
+        # Generation can take minutes, so no read timeout on relayed requests; connects fail fast to fail over.
+        self.client = httpx.AsyncClient(
+            timeout=httpx.Timeout(None, connect=cfg.connect_timeout_s),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+        )
+        self.proxy = Proxy(cfg, self.registry, self.client, self.policy, self.metrics)
+        self.scraper = Scraper(cfg, self.registry, self.client, self.metrics)
+        self.migrator = Migrator(cfg, self.registry, self.proxy, self.policy)
+        self._tasks: list[asyncio.Task] = []
+
+    async def start(self) -> None:
+        for url in self.cfg.instances:
+            await self.registry.add(url.rstrip("/"))
+        await self.registry.sync()
+        await self.scraper.scrape_all()  # route on real numbers from the first request on
+        self._tasks.append(asyncio.create_task(self.scraper.run(), name="lb-scraper"))
+        if self.cfg.migration_interval_s > 0:
+            self._tasks.append(asyncio.create_task(self.migrator.run(), name="lb-migrator"))
+        logger.info("balancer up: policy %s, %d instance(s)", self.policy.name, len(self.registry.instances))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.proxy.drain_background()
+        await self.client.aclose()
+        await self.registry.store.close()
+
+    def instance_views(self) -> list[InstanceView]:
+        now = time.monotonic()
+        remaining: dict[str, float] = {}
+        for relay in self.proxy.relays.values():
+            if relay.url is not None:
+                left = max(0, relay.info.max_tokens - relay.tokens_seen)
+                remaining[relay.url] = remaining.get(relay.url, 0.0) + left
+        views = []
+        for inst in self.registry.instances.values():
+            rate = inst.tokens_per_s(now, self.registry.window_s)
+            left = remaining.get(inst.url, 0.0)
+            views.append(
+                InstanceView(
+                    url=inst.url,
+                    healthy=inst.healthy,
+                    draining=inst.draining,
+                    in_flight=inst.in_flight,
+                    running=inst.running,
+                    waiting=inst.waiting,
+                    remaining_tokens=left,
+                    tokens_per_s=rate,
+                    kv_cache_usage=inst.kv_cache_usage,
+                    drain_s=left / rate if rate > 0 else (0.0 if left == 0 else None),
+                    last_scrape_age_s=None if inst.last_scrape == float("-inf") else now - inst.last_scrape,
+                    consecutive_failures=inst.consecutive_failures,
+                    migrations_in=inst.migrations_in,
+                    migrations_out=inst.migrations_out,
+                    tokens_relayed=inst.tokens_relayed,
+                )
+            )
+        return views
+
+    def snapshot(self) -> DashboardSnapshot:
+        views = self.instance_views()
+        sample = self.metrics.prometheus.get_sample_value
+        return DashboardSnapshot(
+            now=time.time(),
+            policy=self.policy.name,
+            instances=views,
+            totals=Totals(
+                requests=self.proxy.requests_total,
+                in_flight=len(self.proxy.relays),
+                tokens_relayed=int(sample("lb_tokens_relayed_total") or 0),
+                tokens_per_s=sum(v.tokens_per_s for v in views),
+                migrations=int(sample("lb_migrations_total") or 0),
+                failovers=int(sample("lb_failovers_total") or 0),
+                ejections=int(sample("lb_ejections_total") or 0),
+            ),
+        )

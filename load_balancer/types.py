@@ -1,0 +1,110 @@
+"""Wire types of the balancer's own API (what crosses HTTP to and from it), all pydantic.
+
+Completion bodies are *not* modelled in full: every field goes to vLLM unchanged, so ``CompletionHead`` validates
+only the few fields the balancer reads to route and continue a request, and keeps the rest as extras.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
+
+
+class InstanceRegistration(BaseModel):
+    """Body of ``POST /instances`` and ``DELETE /instances``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str  # base URL of a vLLM OpenAI server, e.g. http://10.0.0.5:8000
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+            raise ValueError("url must be http(s)://host:port with no path")
+        if parts.query or parts.fragment:
+            raise ValueError("url must not carry a query or fragment")
+        return url.rstrip("/")
+
+
+class InstanceView(BaseModel):
+    """One entry of ``GET /instances`` (also what the dashboard polls)."""
+
+    url: str
+    healthy: bool
+    draining: bool  # deregistered; finishes what it runs, gets nothing new
+    in_flight: int  # requests the balancer relays from it now
+    running: int  # vllm:num_requests_running, last scrape
+    waiting: int  # vllm:num_requests_waiting, last scrape
+    remaining_tokens: float  # estimated output tokens still to generate for its in-flight requests
+    tokens_per_s: float  # measured generation rate (scraped counter, else relayed tokens)
+    kv_cache_usage: float  # 0..1, last scrape
+    drain_s: float | None  # remaining_tokens / tokens_per_s (None when the rate is unknown)
+    last_scrape_age_s: float | None  # None when never scraped successfully
+    consecutive_failures: int
+    migrations_in: int
+    migrations_out: int
+    tokens_relayed: int
+
+
+class Totals(BaseModel):
+    requests: int
+    in_flight: int
+    tokens_relayed: int
+    tokens_per_s: float
+    migrations: int
+    failovers: int
+    ejections: int
+
+
+class DashboardSnapshot(BaseModel):
+    """What ``GET /dashboard/data`` returns once per poll."""
+
+    now: float  # wall-clock seconds since the epoch
+    policy: str
+    instances: list[InstanceView]
+    totals: Totals
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    code: int
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI/vLLM-shaped error, so clients parse the balancer's errors like the engine's."""
+
+    error: ErrorBody
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: StrictBool | None = None
+
+
+class CompletionHead(BaseModel):
+    """The fields of a ``/v1/completions`` or ``/v1/chat/completions`` body the balancer reads (others pass through)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    prompt: str | list[StrictInt] | list[str] | list[list[StrictInt]] | None = None
+    messages: list[dict[str, Any]] | None = None
+    stream: StrictBool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: StrictInt | None = Field(default=None, ge=0)
+    max_completion_tokens: StrictInt | None = Field(default=None, ge=0)
+    min_tokens: StrictInt | None = Field(default=None, ge=0)
+    n: StrictInt = Field(default=1, ge=1)
+    best_of: StrictInt | None = None
+    echo: StrictBool = False
+    return_token_ids: StrictBool | None = None
+    logprobs: StrictInt | StrictBool | None = None
+    prompt_logprobs: StrictInt | None = None
+
+
+Endpoint = Literal["/v1/completions", "/v1/chat/completions"]

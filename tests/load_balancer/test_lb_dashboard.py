@@ -1,0 +1,77 @@
+"""/dashboard in a real headless Chromium: the page renders every instance, and its numbers move while load runs
+through the balancer (the page polls by itself; it is never reloaded)."""
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import lb_test_policies  # noqa: F401  (registers test_move_after)
+import pytest
+from lb_chromium import Chromium, chromium_path
+
+pytestmark = pytest.mark.skipif(chromium_path() is None, reason="needs chromium: scripts/setup_system_lb.sh")
+
+# Set to write the screenshot somewhere kept (docs/dashboard.png is made this way).
+SCREENSHOT = os.environ.get("AM_RL_LB_DASHBOARD_SCREENSHOT")
+
+
+def read_page(browser: Chromium) -> dict:
+    return browser.evaluate(
+        """({
+          rows: [...document.querySelectorAll('#instances tr')].map(tr => [...tr.children].map(td => td.textContent)),
+          rate: document.getElementById('t-rate').textContent,
+          tokens: document.getElementById('t-tokens').textContent,
+          requests: document.getElementById('t-requests').textContent,
+          migrations: document.getElementById('t-migrations').textContent,
+          updated: document.getElementById('updated').textContent,
+          policy: document.getElementById('policy').textContent,
+        })"""
+    )
+
+
+def test_dashboard_renders_and_updates_live(loadgens, balancer, tmp_path):
+    gens = loadgens(3, tokens_per_s=300)
+    lb = balancer([g.url for g in gens], policy="test_move_after", policy_options={"after": 150},
+                  migration_interval_s=0.1, api_key="k")  # fmt: skip
+    stop = threading.Event()
+
+    def load():  # bounded: 6 client threads, each stops when the test is done
+        with httpx.Client(timeout=30, headers={"Authorization": "Bearer k"}) as client:
+            while not stop.is_set():
+                body = {"model": "loadgen", "prompt": "x", "max_tokens": 400, "stream": True}
+                client.post(f"{lb.url}/v1/completions", json=body)
+
+    browser = Chromium()
+    clients = [threading.Thread(target=load, daemon=True) for _ in range(6)]
+    try:
+        browser.navigate(f"{lb.url}/dashboard?api_key=k")
+        deadline = time.monotonic() + 20
+        while len((first := read_page(browser))["rows"]) < 3 or first["updated"] == "never":
+            assert time.monotonic() < deadline, f"dashboard never rendered: {first}"
+            time.sleep(0.2)
+        assert first["policy"] == "test_move_after"
+        assert {row[0] for row in first["rows"]} == {g.url for g in gens}
+        assert all(row[1] == "healthy" for row in first["rows"])
+        for c in clients:
+            c.start()
+        deadline = time.monotonic() + 30
+        while True:
+            later = read_page(browser)
+            busy = [row for row in later["rows"] if row[2] not in ("0", "")]
+            if busy and float(later["rate"]) > 0 and int(later["migrations"]) > 0 and int(later["tokens"]) > 1000:
+                break
+            assert time.monotonic() < deadline, f"dashboard values never moved: {later}"
+            time.sleep(0.3)
+        assert later["updated"] != first["updated"] and int(later["requests"]) > int(first["requests"])
+        time.sleep(2)  # let the chart gather a few points
+        shot = Path(SCREENSHOT) if SCREENSHOT else tmp_path / "dashboard.png"
+        browser.screenshot(shot)
+        assert shot.stat().st_size > 10_000
+    finally:
+        stop.set()
+        browser.close()
+        for c in clients:
+            if c.is_alive():
+                c.join(30)

@@ -1,0 +1,81 @@
+"""The /metrics scraper: vLLM's numbers reach the registry, a slow instance never blocks routing, failing
+instances are ejected and re-admitted once healthy again."""
+
+import concurrent.futures
+import time
+
+import httpx
+from lb_helpers import sse_chunks
+
+from load_balancer.scraper import parse_vllm_metrics
+
+BODY = {"model": "loadgen", "prompt": "p", "max_tokens": 40, "stream": True}
+
+
+def wait_for(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while not (value := predicate()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return value
+
+
+def test_parse_sums_engines_and_reads_the_counter():
+    text = (
+        "# TYPE vllm:num_requests_running gauge\n"
+        'vllm:num_requests_running{engine="0"} 3.0\nvllm:num_requests_running{engine="1"} 2.0\n'
+        "# TYPE vllm:generation_tokens counter\n"
+        'vllm:generation_tokens_total{engine="0"} 100.0\nvllm:generation_tokens_created{engine="0"} 17.0\n'
+        "# TYPE vllm:kv_cache_usage_perc gauge\nvllm:kv_cache_usage_perc 0.25\n"
+    )
+    assert parse_vllm_metrics(text) == {"running": 5.0, "gen": 100.0, "kv": 0.25}
+
+
+def test_scrapes_feed_running_and_rate(loadgens, balancer):
+    (gen,) = loadgens(1, tokens_per_s=100)
+    lb = balancer([gen.url])
+    body = BODY | {"max_tokens": 200}  # 2 s each
+    with httpx.Client(timeout=20) as client, concurrent.futures.ThreadPoolExecutor(4) as pool:
+        futures = [pool.submit(client.post, f"{lb.url}/v1/completions", json=body) for _ in range(4)]
+
+        def busy():
+            (v,) = httpx.get(f"{lb.url}/instances").json()
+            return v if v["running"] == 4 and v["tokens_per_s"] > 100 and v["in_flight"] == 4 else None
+
+        view = wait_for(busy, 5, "the scrape to see 4 running requests")
+        assert 0 < view["remaining_tokens"] < 800 and view["last_scrape_age_s"] < 1.0
+        assert view["drain_s"] is not None and view["drain_s"] > 0
+        assert all(len(sse_chunks(f.result().text)) == 200 for f in futures)
+
+
+def test_a_slow_metrics_endpoint_never_blocks_routing(loadgens, balancer):
+    slow, fast = loadgens(2, tokens_per_s=2000)
+    httpx.post(f"{slow.url}/control", json={"metrics_delay_s": 2.0})
+    lb = balancer([slow.url, fast.url], policy="round_robin", scrape_timeout_s=0.5)
+    started = time.monotonic()
+    for _ in range(6):
+        r = httpx.post(f"{lb.url}/v1/completions", json=BODY | {"max_tokens": 2}, timeout=10)
+        assert len(sse_chunks(r.text)) == 2
+    assert time.monotonic() - started < 2.0  # each scrape of `slow` takes 0.5 s (its timeout) and runs beside us
+    fast_view = next(v for v in httpx.get(f"{lb.url}/instances").json() if v["url"] == fast.url)
+    assert fast_view["last_scrape_age_s"] < 0.6
+
+
+def test_failing_instance_is_ejected_then_readmitted(loadgens, balancer):
+    flaky, good = loadgens(2, tokens_per_s=2000)
+    lb = balancer([flaky.url, good.url], policy="round_robin", readmit_backoff_s=0.2)
+    httpx.post(f"{flaky.url}/control", json={"fail_metrics": True})
+
+    def view():
+        return next(v for v in httpx.get(f"{lb.url}/instances").json() if v["url"] == flaky.url)
+
+    wait_for(lambda: not view()["healthy"], 10, "ejection")
+    for _ in range(4):  # everything goes to the healthy instance meanwhile
+        httpx.post(f"{lb.url}/v1/completions", json=BODY | {"max_tokens": 2}, timeout=10)
+    assert len(httpx.get(f"{flaky.url}/stats").json()["finished"]) == 0
+    assert "lb_ejections_total 1.0" in httpx.get(f"{lb.url}/metrics").text
+    httpx.post(f"{flaky.url}/control", json={"fail_metrics": False})
+    wait_for(lambda: view()["healthy"], 10, "re-admission")
+    for _ in range(4):
+        httpx.post(f"{lb.url}/v1/completions", json=BODY | {"max_tokens": 2}, timeout=10)
+    assert len(httpx.get(f"{flaky.url}/stats").json()["finished"]) >= 1
