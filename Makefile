@@ -3,9 +3,13 @@ PYTHON ?= python3.11
 VENV := .venv
 VLLM_VENV := .venv-vllm
 
-.PHONY: setup demo test model
+.PHONY: setup system demo test model
 
-setup: $(VENV)/.installed $(VLLM_VENV)/.installed
+setup: system $(VENV)/.installed $(VLLM_VENV)/.installed
+
+# Debian packages the tests need (headless chromium for the dashboard); installs only what is missing.
+system:
+	@scripts/setup_system_lb.sh
 
 $(VENV)/.installed: setup.py requirements/cpu.lock
 	PYTHON=$(PYTHON) scripts/setup_venvs.sh main
