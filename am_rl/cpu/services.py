@@ -78,4 +78,6 @@ def start_services(cfg: DictConfig, model_dir: Path, log_dir: Path) -> Iterator[
         logger.info("load balancer at %s (dashboard: %s/dashboard)", balancer_url, balancer_url)
 
         reward = RewardScores(RewardClient(RewardClientConfig(url=reward_url, timeout_s=section.reward.timeout_s)))
-        yield Endpoints(balancer_url=balancer_url, vllm_urls=engines.urls, model_name=SERVED_MODEL_NAME, reward=reward)
+        yield Endpoints(
+            balancer_url=balancer_url, vllm_urls=engines.urls, model_name=SERVED_MODEL_NAME, reward=reward, engines=engines
+        )

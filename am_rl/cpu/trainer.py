@@ -39,6 +39,7 @@ class Endpoints:
     vllm_urls: list[str]  # weight pushes go to each engine directly
     model_name: str  # the name the engines serve the policy under
     reward: object  # am_rl.rewards client: ``await score_batch(items) -> list[float]``
+    engines: object = None  # the VLLMServerGroup when the caller started the engines (tests reach processes here)
 
 
 class GRPOTrainer:
