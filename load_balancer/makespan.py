@@ -161,7 +161,10 @@ class MakespanPolicy:
     def _drop(self, request_id: str) -> _Tracked | None:
         t = self._tracked.pop(request_id, None)
         if t is not None:
-            self._siblings[t.request.prompt_key].discard(request_id)
+            live = self._siblings[t.request.prompt_key]
+            live.discard(request_id)
+            if not live:  # a long-lived balancer sees endless prompts: keep only those in flight
+                del self._siblings[t.request.prompt_key]
             self._refreshed_at = -math.inf  # the old instance's aggregates are stale: rebuild before routing again
         return t
 
