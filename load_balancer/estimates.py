@@ -1,6 +1,6 @@
-"""Online estimate behind the ``makespan`` policy: how long a decode step takes, fitted from scrapes.
+"""The math behind the ``makespan`` policy: a decode step-time fit from scrapes, and an instance's drain time.
 
-Pure math on what the balancer observes; no I/O. Units: tokens, seconds.
+Pure functions and plain objects on what the balancer observes; no I/O. Units: tokens, seconds.
 """
 
 from __future__ import annotations
@@ -36,3 +36,47 @@ class StepTimeFit:
         """(3,) t0 (s), a (s per sequence), c (s per context token), each clipped at 0."""
         theta = np.linalg.solve(self._xtx + self.ridge * np.eye(3), self._xty + self.ridge * self.prior)
         return np.maximum(theta / self._SCALE, 0.0)
+
+
+class DrainQueue:
+    """Requests on one instance as migration planning sees them, and its drain time in the lockstep model.
+
+    ``theta = (t0, a, c)``; an item is (remaining tokens r, context tokens x, request); it adds ``a * r`` and
+    ``c * (x r + r²/2)`` to the drain and sets ``t0 * max r``. ``stall_s`` is re-prefill time already planned here.
+    """
+
+    def __init__(self, theta: np.ndarray) -> None:
+        self.theta = theta
+        self.items: list[tuple[float, float, object]] = []
+        self.stall_s = 0.0
+        self._sum = 0.0  # a * r + c * (x r + r²/2) over the items
+        self._longest: float | None = 0.0  # max r over the items; None when it must be recomputed
+
+    def _cost(self, r: float, x: float) -> float:
+        return self.theta[1] * r + self.theta[2] * (x * r + r * r / 2.0)
+
+    def longest(self) -> float:
+        if self._longest is None:
+            self._longest = max((r for r, _, _ in self.items), default=0.0)
+        return self._longest
+
+    def add(self, item: tuple[float, float, object]) -> None:
+        self.items.append(item)
+        self._sum += self._cost(item[0], item[1])
+        if self._longest is not None:
+            self._longest = max(self._longest, item[0])
+
+    def remove(self, item: tuple[float, float, object]) -> None:
+        self.items.remove(item)
+        self._sum -= self._cost(item[0], item[1])
+        self._longest = None
+
+    def drain_s(self) -> float:
+        return self.theta[0] * self.longest() + self._sum + self.stall_s
+
+    def drain_with_s(self, r: float, x: float) -> float:
+        return self.theta[0] * max(self.longest(), r) + self._sum + self._cost(r, x) + self.stall_s
+
+    def drain_without_s(self, item: tuple[float, float, object]) -> float:
+        longest = max((r for r, _, it in self.items if it is not item[2]), default=0.0)
+        return self.theta[0] * longest + self._sum - self._cost(item[0], item[1]) + self.stall_s

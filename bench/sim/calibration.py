@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Anchor:
@@ -64,8 +66,6 @@ class SpeedModel:
 
     def step_s(self, batch, sum_context, max_context):
         """Seconds per decode step; works elementwise on numpy arrays (one entry per instance)."""
-        import numpy as np
-
         return (
             self.t0_s
             + self.per_seq_s * batch

@@ -93,7 +93,7 @@ def simulate(
     prefill_left = np.zeros(n)  # seconds of prefill still owed before decoding
     queued_at = np.zeros(n)  # FCFS order key in the instance's waiting queue
     admitted_at = np.zeros(n)  # admission order, for newest-first preemption
-    started = np.zeros(n)
+    started = np.zeros(n)  # when each request was first routed (RunningRequest.started_at)
     finish = np.full(n, np.nan)
     in_flight = np.zeros(m, dtype=np.int64)
     counter = 0.0  # monotone key for queue and admission order
@@ -131,6 +131,7 @@ def simulate(
                 k = index_of[url]
                 policy.on_routed(infos[i], url, now)
                 enqueue(int(i), k)
+                started[i] = now
                 in_flight[k] += 1
                 states[k] = dataclasses.replace(states[k], in_flight=int(in_flight[k]))
 
@@ -184,8 +185,6 @@ def simulate(
             prefill_left[i] -= spend
             if prefill_left[i] <= 1e-12:
                 phase[i] = RUNNING
-                if started[i] == 0.0:
-                    started[i] = now
 
         run = np.flatnonzero(phase == RUNNING)
         tokens_this_tick = np.zeros(m)

@@ -181,3 +181,17 @@ def test_step_time_fit_recovers_a_linear_step_model():
         context = batch * rng.uniform(1_000, 30_000, 32)
         fit.observe(batch, context, 0.0165 + 5e-5 * batch + 3.5e-8 * context)
     np.testing.assert_allclose(fit.coefficients(), [0.0165, 5e-5, 3.5e-8], rtol=0.02)
+
+
+def test_makespan_releases_per_request_state_when_requests_end():
+    policy = MakespanPolicy(max_prompts=3)
+    instances = [instance("a"), instance("b")]
+    for i in range(20):
+        route(policy, request(i, f"p{i // 2}"), instances)
+    for i in range(20):
+        if i % 2:
+            policy.on_failed(f"r{i}", 1.0)
+        else:
+            policy.on_finished(f"r{i}", 100 * i, 1.0)
+    assert not policy._tracked and not policy._siblings
+    assert list(policy._finished_by_prompt) == ["p7", "p8", "p9"]  # only the most recent prompts are remembered
