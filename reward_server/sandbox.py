@@ -13,7 +13,6 @@ only that sandbox's processes.
 import json
 import logging
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -79,16 +78,15 @@ def _root_binds() -> list[str]:
     return args
 
 
-def _set_limits(limits: Limits) -> None:
+def _launcher(limits: Limits, ready_fd: int) -> str:
+    """bash run by bwrap inside the sandbox: set the rlimits (soft = hard, so the program cannot raise them),
+    report "up" on `ready_fd`, then exec the program with that fd closed. Setting rlimits here rather than in
+    a preexec_fn lets Python spawn bwrap with vfork, which is what keeps a sandboxed run cheap."""
     cpu = int(limits.wall_s) + 1
-    mem = limits.memory_mb * 1024 * 1024
-    fsize = limits.max_file_mb * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-    resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
-    resource.setrlimit(resource.RLIMIT_NPROC, (limits.max_procs, limits.max_procs))
-    resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files, limits.open_files))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    return (
+        f"ulimit -S -H -t {cpu} -v {limits.memory_mb * 1024} -u {limits.max_procs} -f {limits.max_file_mb * 1024} "
+        f'-n {limits.open_files} -c 0 && printf up >&{ready_fd} && exec "$@" {ready_fd}>&-'
+    )
 
 
 SETUP_RETRIES = 6  # bwrap setup can hit EAGAIN while a killed sandbox's processes still count against NPROC
@@ -132,15 +130,15 @@ def _run_once(
         cmd += [
             "--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp", "--setenv", "LANG", "C.UTF-8",
             "--chdir", "/tmp", "--json-status-fd", str(status_w),
-            "--", "/bin/bash", "-c", f'printf up >&{ready_w} && exec "$@" {ready_w}>&-', "launcher", *argv,
+            "--", "/bin/bash", "-c", _launcher(limits, ready_w), "launcher", *argv,
         ]
+        if ids:  # setpriv, not Popen(user=...): changing uid in Popen rules out vfork
+            cmd = ["/usr/bin/setpriv", f"--reuid={ids[0]}", f"--regid={ids[1]}", "--clear-groups", *cmd]
         t0 = time.monotonic()
         with open(io / "stdin", "rb") as fin, open(io / "stdout", "wb") as fout, open(io / "stderr", "wb") as ferr:
             try:
                 proc = subprocess.Popen(
                     cmd, stdin=fin, stdout=fout, stderr=ferr, pass_fds=(status_w, ready_w), start_new_session=True,
-                    user=ids[0] if ids else None, group=ids[1] if ids else None, extra_groups=[] if ids else None,
-                    preexec_fn=lambda: _set_limits(limits),
                 )
             except OSError as e:
                 os.close(status_r)
