@@ -44,7 +44,11 @@ def executions_per_s(code: str, stdin: bytes, runs: int) -> dict:
     finally:
         sandbox.remove_dir(code_dir)
     assert len(outputs) == 1, f"sandboxed and bare runs disagree: {outputs}"
-    return {"sandboxed_per_s": round(boxed, 1), "bare_subprocess_per_s": round(bare, 1), "ratio": round(boxed / bare, 3)}
+    return {
+        "sandboxed_per_s": round(boxed, 1),
+        "bare_subprocess_per_s": round(bare, 1),
+        "ratio": round(boxed / bare, 3),
+    }
 
 
 def mixed_items(n: int) -> list[dict]:
@@ -55,17 +59,44 @@ def mixed_items(n: int) -> list[dict]:
     for i in range(n_py):
         wrong = i % 3 == 0
         code = f"a, b = map(int, input().split())\nprint(a + b + {1 if wrong else 0})  # {i}"
-        items.append({"reward_type": "code", "response": f"```python\n{code}\n```", "ground_truth": {
-            "language": "python", "test_type": "stdin_stdout",
-            "tests": [{"input": f"{i} 1", "output": str(i + 1)}, {"input": f"2 {i}", "output": str(i + 2)}]}})
+        items.append(
+            {
+                "reward_type": "code",
+                "response": f"```python\n{code}\n```",
+                "ground_truth": {
+                    "language": "python",
+                    "test_type": "stdin_stdout",
+                    "tests": [{"input": f"{i} 1", "output": str(i + 1)}, {"input": f"2 {i}", "output": str(i + 2)}],
+                },
+            }
+        )
     for i in range(n_call):
         code = f"class Solution:\n    def f(self, xs):\n        return sorted(xs)[::-1]  # {i}"
-        items.append({"reward_type": "code", "response": f"```python\n{code}\n```", "ground_truth": {
-            "language": "python", "test_type": "call", "fn_name": "f", "tests": [{"input": [[i, 3, 1]], "output": sorted([i, 3, 1])[::-1]}]}})
+        items.append(
+            {
+                "reward_type": "code",
+                "response": f"```python\n{code}\n```",
+                "ground_truth": {
+                    "language": "python",
+                    "test_type": "call",
+                    "fn_name": "f",
+                    "tests": [{"input": [[i, 3, 1]], "output": sorted([i, 3, 1])[::-1]}],
+                },
+            }
+        )
     for i in range(n_cpp):
-        code = f"#include <cstdio>\nint main(){{long a,b;scanf(\"%ld %ld\",&a,&b);printf(\"%ld\\n\",a*b+{i});}}"
-        items.append({"reward_type": "code", "response": f"```cpp\n{code}\n```", "ground_truth": {
-            "language": "cpp", "test_type": "stdin_stdout", "tests": [{"input": "6 7", "output": str(42 + i)}]}})
+        code = f'#include <cstdio>\nint main(){{long a,b;scanf("%ld %ld",&a,&b);printf("%ld\\n",a*b+{i});}}'
+        items.append(
+            {
+                "reward_type": "code",
+                "response": f"```cpp\n{code}\n```",
+                "ground_truth": {
+                    "language": "cpp",
+                    "test_type": "stdin_stdout",
+                    "tests": [{"input": "6 7", "output": str(42 + i)}],
+                },
+            }
+        )
     return items
 
 
@@ -80,27 +111,45 @@ def main() -> None:
     for name, r in ratio.items():
         print(f"{name}: sandboxed {r['sandboxed_per_s']}/s vs bare {r['bare_subprocess_per_s']}/s, ratio {r['ratio']}")
     items = mixed_items(args.items)
-    with tempfile.TemporaryDirectory() as tmp, reward_service(Path(tmp) / "server.log", workers=args.workers) as (url, _):
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        reward_service(Path(tmp) / "server.log", workers=args.workers) as (url, _),
+    ):
         lat, results, wall = asyncio.run(score_each(url, items, args.concurrency))
         errors = [r for r in results if r.get("status") not in ("ok", "timeout")]
         assert not errors, errors[:3]
         lat_c, results_c, wall_c = asyncio.run(score_each(url, items, args.concurrency))
         assert [r["score"] for r in results_c] == [r["score"] for r in results] and all(r["cached"] for r in results_c)
     batch = {
-        "items": len(items), "by_type": {t: sum(1 for it in items if it["reward_type"] == t) for t in ("math", "code")},
+        "items": len(items),
+        "by_type": {t: sum(1 for it in items if it["reward_type"] == t) for t in ("math", "code")},
         "cpp_items": sum(1 for it in items if it["reward_type"] == "code" and it["ground_truth"]["language"] == "cpp"),
-        "concurrency": args.concurrency, "workers": args.workers, "wall_s": round(wall, 1),
-        "items_per_s": round(len(items) / wall, 1), "p50_s": round(percentile(lat, 0.5), 3),
-        "p99_s": round(percentile(lat, 0.99), 3), "mean_score": round(sum(r["score"] for r in results) / len(results), 3),
-        "cached_wall_s": round(wall_c, 2), "cached_p50_s": round(percentile(lat_c, 0.5), 4),
-        "cached_p99_s": round(percentile(lat_c, 0.99), 4), "cache_hit_speedup": round(wall / wall_c, 1),
+        "concurrency": args.concurrency,
+        "workers": args.workers,
+        "wall_s": round(wall, 1),
+        "items_per_s": round(len(items) / wall, 1),
+        "p50_s": round(percentile(lat, 0.5), 3),
+        "p99_s": round(percentile(lat, 0.99), 3),
+        "mean_score": round(sum(r["score"] for r in results) / len(results), 3),
+        "cached_wall_s": round(wall_c, 2),
+        "cached_p50_s": round(percentile(lat_c, 0.5), 4),
+        "cached_p99_s": round(percentile(lat_c, 0.99), 4),
+        "cache_hit_speedup": round(wall / wall_c, 1),
     }
-    print(f"mixed batch of {len(items)}: {wall:.1f}s, p50 {batch['p50_s']}s, p99 {batch['p99_s']}s; "
-          f"cached {wall_c:.2f}s ({batch['cache_hit_speedup']}x)")
-    write("reward_code", {
-        "benchmark": "code: sandboxed vs bare-subprocess executions/s; mixed-batch latency through the service",
-        "executions": ratio, "target_ratio": 0.6, "mixed_batch": batch, "machine": machine(),
-    })
+    print(
+        f"mixed batch of {len(items)}: {wall:.1f}s, p50 {batch['p50_s']}s, p99 {batch['p99_s']}s; "
+        f"cached {wall_c:.2f}s ({batch['cache_hit_speedup']}x)"
+    )
+    write(
+        "reward_code",
+        {
+            "benchmark": "code: sandboxed vs bare-subprocess executions/s; mixed-batch latency through the service",
+            "executions": ratio,
+            "target_ratio": 0.6,
+            "mixed_batch": batch,
+            "machine": machine(),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -21,9 +21,15 @@ def math_items(n: int, seed: int = 0) -> list[dict]:
         a, b = rng.randint(1, 99), rng.randint(2, 99)
         kind = i % 4
         if kind == 0:
-            truth, answer = f"\\frac{{{a}}}{{{b}}}", f"{a / b:.6f}" if rng.random() < 0.5 else f"\\frac{{{a}}}{{{b + 1}}}"
+            truth, answer = (
+                f"\\frac{{{a}}}{{{b}}}",
+                f"{a / b:.6f}" if rng.random() < 0.5 else f"\\frac{{{a}}}{{{b + 1}}}",
+            )
         elif kind == 1:
-            truth, answer = f"{a}\\sqrt{{{b}}}", f"\\sqrt{{{a * a * b}}}" if rng.random() < 0.5 else f"{a + 1}\\sqrt{{{b}}}"
+            truth, answer = (
+                f"{a}\\sqrt{{{b}}}",
+                f"\\sqrt{{{a * a * b}}}" if rng.random() < 0.5 else f"{a + 1}\\sqrt{{{b}}}",
+            )
         elif kind == 2:
             truth, answer = f"x^2 + {2 * a}x + {a * a}", f"(x+{a})^2" if rng.random() < 0.5 else f"(x+{a + 1})^2"
         else:
@@ -40,6 +46,7 @@ async def score_each(url: str, items: list[dict], concurrency: int) -> tuple[lis
     results: list[dict] = [{}] * len(items)
     limits = httpx.Limits(max_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, timeout=900, limits=limits) as http:
+
         async def one(i: int) -> None:
             async with gate:
                 t0 = time.perf_counter()

@@ -53,7 +53,10 @@ def main() -> None:
     print(f"raw in-process Math-Verify: {raw_before:.1f} items/s")
     runs = {}
     for workers in args.workers:
-        with tempfile.TemporaryDirectory() as tmp, reward_service(Path(tmp) / "server.log", workers=workers) as (url, _):
+        with (
+            tempfile.TemporaryDirectory() as tmp,
+            reward_service(Path(tmp) / "server.log", workers=workers) as (url, _),
+        ):
             service_items_per_s(url, warm, args.chunk)  # workers import and warm up
             rate, scores = service_items_per_s(url, items, args.chunk)
             assert scores == raw_scores, "service and raw verifier disagree"
@@ -64,17 +67,29 @@ def main() -> None:
     raw_rate = (raw_before + raw_after) / 2
     service = {}
     for workers, (rate, cached_rate) in runs.items():
-        service[workers] = {"items_per_s": round(rate, 1), "ratio_vs_raw": round(rate / raw_rate, 3),
-                            "cached_items_per_s": round(cached_rate, 1), "cache_hit_speedup": round(cached_rate / rate, 1)}
-        print(f"service, {workers} worker(s): {rate:.1f} items/s, ratio {rate / raw_rate:.2f} vs raw {raw_rate:.1f}; "
-              f"cached {cached_rate:.1f} items/s ({cached_rate / rate:.1f}x)")
-    write("reward_math", {
-        "benchmark": "math items/s: reward service vs raw in-process Math-Verify (same items, same run)",
-        "items": len(items), "correct_fraction": sum(raw_scores) / len(raw_scores),
-        "raw_in_process_items_per_s": round(raw_rate, 1),
-        "raw_in_process_before_after": [round(raw_before, 1), round(raw_after, 1)], "service_by_workers": service,
-        "target_ratio": 0.7, "machine": machine(),
-    })
+        service[workers] = {
+            "items_per_s": round(rate, 1),
+            "ratio_vs_raw": round(rate / raw_rate, 3),
+            "cached_items_per_s": round(cached_rate, 1),
+            "cache_hit_speedup": round(cached_rate / rate, 1),
+        }
+        print(
+            f"service, {workers} worker(s): {rate:.1f} items/s, ratio {rate / raw_rate:.2f} vs raw {raw_rate:.1f}; "
+            f"cached {cached_rate:.1f} items/s ({cached_rate / rate:.1f}x)"
+        )
+    write(
+        "reward_math",
+        {
+            "benchmark": "math items/s: reward service vs raw in-process Math-Verify (same items, same run)",
+            "items": len(items),
+            "correct_fraction": sum(raw_scores) / len(raw_scores),
+            "raw_in_process_items_per_s": round(raw_rate, 1),
+            "raw_in_process_before_after": [round(raw_before, 1), round(raw_after, 1)],
+            "service_by_workers": service,
+            "target_ratio": 0.7,
+            "machine": machine(),
+        },
+    )
 
 
 if __name__ == "__main__":

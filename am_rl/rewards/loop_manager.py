@@ -84,9 +84,14 @@ class RemoteServiceLoopRewardManager(RewardManagerBase):
         response_ids = item.batch["responses"]  # (response_length,)
         valid = int(item.batch["attention_mask"][-response_ids.shape[-1] :].sum())
         text = self.tokenizer.decode(response_ids[:valid], skip_special_tokens=True)
-        request = self.router.item(item.non_tensor_batch["data_source"], text,
-                                   item.non_tensor_batch["reward_model"]["ground_truth"],
-                                   item.non_tensor_batch.get("extra_info", None))
+        request = self.router.item(
+            item.non_tensor_batch["data_source"],
+            text,
+            item.non_tensor_batch["reward_model"]["ground_truth"],
+            item.non_tensor_batch.get("extra_info", None),
+        )
         result = await self.coalescer.score(request)
-        return {"reward_score": result.score,
-                "reward_extra_info": {"acc": result.score, "reward_cached": result.cached}}
+        return {
+            "reward_score": result.score,
+            "reward_extra_info": {"acc": result.score, "reward_cached": result.cached},
+        }

@@ -13,8 +13,15 @@ from verl.workers.reward_manager import get_reward_manager_cls
 
 import am_rl.rewards as rewards
 from am_rl.models.tiny import TinyModelSpec, train_tokenizer
-from am_rl.rewards import (RewardClient, RewardClientConfig, RewardRequestError, RewardRouter, RewardServiceError,
-                           compute_score, compute_score_batch)
+from am_rl.rewards import (
+    RewardClient,
+    RewardClientConfig,
+    RewardRequestError,
+    RewardRouter,
+    RewardServiceError,
+    compute_score,
+    compute_score_batch,
+)
 from reward_server.launcher import free_port, reward_service
 
 CODE_TRUTH = {"language": "python", "test_type": "stdin_stdout", "tests": [{"input": "2 3", "output": "5"}]}
@@ -31,8 +38,13 @@ def test_client_scores_a_mixed_batch_in_order(service):
     items = []
     for i in range(30):
         items.append({"reward_type": "math", "response": rf"\boxed{{{i}}}", "ground_truth": str(i if i % 2 else -1)})
-    items.append({"reward_type": "code", "response": "```python\nprint(sum(map(int, input().split())))\n```",
-                  "ground_truth": CODE_TRUTH})
+    items.append(
+        {
+            "reward_type": "code",
+            "response": "```python\nprint(sum(map(int, input().split())))\n```",
+            "ground_truth": CODE_TRUTH,
+        }
+    )
     client = RewardClient(RewardClientConfig(url=service, chunk_size=7, max_concurrency=3))
     results = client.score_batch_sync(items)
     assert [r.score for r in results] == [float(i % 2) for i in range(30)] + [1.0]
@@ -64,12 +76,16 @@ def test_rejected_batch_is_a_request_error_without_retries(service):
 
 def test_client_retries_until_the_service_comes_up(tmp_path):
     port = free_port()
-    client = RewardClient(RewardClientConfig(url=f"http://127.0.0.1:{port}", retries=12, backoff_s=0.5, backoff_max_s=4))
+    client = RewardClient(
+        RewardClientConfig(url=f"http://127.0.0.1:{port}", retries=12, backoff_s=0.5, backoff_max_s=4)
+    )
     out: dict = {}
 
     def call():
         try:
-            out["results"] = client.score_batch_sync([{"reward_type": "math", "response": r"\boxed{9}", "ground_truth": "9"}])
+            out["results"] = client.score_batch_sync(
+                [{"reward_type": "math", "response": r"\boxed{9}", "ground_truth": "9"}]
+            )
         except Exception as e:
             out["error"] = e
 
@@ -123,7 +139,9 @@ def verl_batch(tokenizer, texts):
         tensors={"prompts": prompts, "responses": responses, "attention_mask": mask},
         non_tensors={
             "data_source": np.array(["math_dapo", "math_dapo", "codecontests"], dtype=object),
-            "reward_model": np.array([{"ground_truth": "12"}, {"ground_truth": "12"}, {"ground_truth": json.dumps(CODE_TRUTH)}], dtype=object),
+            "reward_model": np.array(
+                [{"ground_truth": "12"}, {"ground_truth": "12"}, {"ground_truth": json.dumps(CODE_TRUTH)}], dtype=object
+            ),
         },
     ), lengths
 
