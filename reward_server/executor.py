@@ -26,8 +26,10 @@ _ITEM = TypeAdapter(ScoreItem)
 POLL_S = 0.5  # how often the parent wakes to heartbeat while a job runs
 
 
-def _serve(conn: Connection, verifiers: dict, tmp_root: str) -> None:
+def _serve(conn: Connection, parent_end: Connection, verifiers: dict, tmp_root: str) -> None:
+    parent_end.close()  # the fork copied the worker's end; holding it would hide the worker's death (no EOF)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a replacement child would inherit the worker's handler
     tempfile.tempdir = tmp_root  # every temp dir a verifier makes lands where the parent can sweep it
     try:
         while True:
@@ -65,7 +67,9 @@ class Executor:
         self.tmp_root = tempfile.mkdtemp(prefix="rs-exec-")
         os.chmod(self.tmp_root, 0o711)  # sandbox uids traverse into the code dirs below, nothing more
         self._conn, child_conn = self._ctx.Pipe()
-        self._proc = self._ctx.Process(target=_serve, args=(child_conn, self._verifiers, self.tmp_root), daemon=True)
+        self._proc = self._ctx.Process(
+            target=_serve, args=(child_conn, self._conn, self._verifiers, self.tmp_root), daemon=True
+        )
         self._proc.start()
         child_conn.close()
 

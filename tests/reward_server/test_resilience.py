@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import redis
 
@@ -66,13 +67,17 @@ def test_worker_killed_mid_job_loses_nothing(tmp_path, tcp_redis):
                     victim = key.decode().removeprefix(keys.processing(""))
             time.sleep(0.05)
         assert victim is not None, "no worker picked the job up"
-        os.kill(int(victim.split(":")[1]), signal.SIGKILL)
+        victim_pid = int(victim.split(":")[1])
+        orphans = psutil.Process(victim_pid).children()  # its verifier process, mid-job
+        os.kill(victim_pid, signal.SIGKILL)
         thread.join(timeout=60)
         assert not thread.is_alive()
         response = out["response"]
         assert response.status_code == 200, response.text
         assert response.json()["score"] == 1.0
         assert r.zscore(keys.WORKERS, victim) is None  # reaped
+        _, alive = psutil.wait_procs(orphans, timeout=30)  # it finishes its run, sees its worker gone, exits
+        assert not alive
         assert r.llen(keys.JOBS) == 0 and not list(r.scan_iter(match=keys.attempts("*")))
         deadline = time.monotonic() + 30
         while len(httpx.get(url + "/healthz", timeout=5).json().get("workers", [])) < 2:  # the supervisor replaced it
