@@ -27,6 +27,7 @@ class ServerConfig:
     max_body_bytes: int = 64 * 1024 * 1024
     request_timeout_s: float = 900.0
     redis_grace_s: float = 30.0
+    no_worker_grace_s: float = 30.0
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     log_level: str = "INFO"
 
@@ -90,10 +91,15 @@ def create_app(config: ServerConfig) -> FastAPI:
     async def lifespan(app: FastAPI):
         embedded = EmbeddedRedis().start() if config.redis_url is None else None
         redis_url = embedded.url if embedded else config.redis_url
-        broker = Broker(BrokerSettings(
-            redis_url=redis_url, request_timeout_s=config.request_timeout_s, redis_grace_s=config.redis_grace_s,
-            heartbeat_ttl_s=config.worker.heartbeat_ttl_s,
-        ))
+        broker = Broker(
+            BrokerSettings(
+                redis_url=redis_url,
+                request_timeout_s=config.request_timeout_s,
+                redis_grace_s=config.redis_grace_s,
+                no_worker_grace_s=config.no_worker_grace_s,
+                heartbeat_ttl_s=config.worker.heartbeat_ttl_s,
+            )
+        )
         supervisor = WorkerSupervisor(redis_url, config.worker, config.num_workers, config.log_level)
         supervisor.start()
         app.state.broker, app.state.supervisor = broker, supervisor

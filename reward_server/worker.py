@@ -93,7 +93,12 @@ class Worker:
             logger.warning("worker %s reaped dead worker %s: %d job(s) requeued", self.id, dead, moved)
 
     def _handle(self, raw: bytes) -> None:
-        job = Job.model_validate_json(raw)
+        try:
+            job = Job.model_validate_json(raw)
+        except ValueError:  # not ours (another version, manual push): drop it rather than crash on it forever
+            logger.error("worker %s: dropping malformed job %r", self.id, raw[:200])
+            self._with_redis(lambda: self.redis.lrem(keys.processing(self.id), 1, raw))
+            return
         attempts = self._with_redis(lambda: self._count_attempt(job.id))
         if attempts > self.settings.max_attempts:
             result = ScoreResult(

@@ -50,6 +50,7 @@ class RewardClient:
         gate = asyncio.Semaphore(cfg.max_concurrency)
         results: list[ScoreResult | None] = [None] * len(parsed)
         async with httpx.AsyncClient(base_url=cfg.url, timeout=timeout, limits=limits) as http:
+
             async def run_chunk(start: int) -> None:
                 async with gate:
                     chunk = parsed[start : start + cfg.chunk_size]
@@ -88,8 +89,14 @@ class RewardClient:
         last_error = ""
         for attempt in range(cfg.retries + 1):
             if attempt:
-                logger.warning("reward service: retry %d/%d for %d item(s) in %.1fs (%s)",
-                               attempt, cfg.retries, len(todo), delay, last_error)
+                logger.warning(
+                    "reward service: retry %d/%d for %d item(s) in %.1fs (%s)",
+                    attempt,
+                    cfg.retries,
+                    len(todo),
+                    delay,
+                    last_error,
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, cfg.backoff_max_s)
             body = {"items": [chunk[i].model_dump(mode="json") for i in todo]}
@@ -99,7 +106,9 @@ class RewardClient:
                 last_error = f"{type(e).__name__}: {e} ({cfg.url})"
                 continue
             if 400 <= response.status_code < 500:
-                raise RewardRequestError(f"reward service rejected the batch ({response.status_code}): {response.text[:2000]}")
+                raise RewardRequestError(
+                    f"reward service rejected the batch ({response.status_code}): {response.text[:2000]}"
+                )
             if response.status_code != 200:
                 last_error = f"HTTP {response.status_code}: {response.text[:500]}"
                 continue

@@ -23,9 +23,16 @@ logger = logging.getLogger(__name__)
 
 @register("am_remote")
 class RemoteServiceRewardManager(AbstractRewardManager):
-    def __init__(self, tokenizer: Any, num_examine: int = 0, compute_score: Any = None,
-                 reward_fn_key: str = "data_source", service_url: str | None = None,
-                 reward_table: Mapping[str, str] | None = None, **client_options: Any):
+    def __init__(
+        self,
+        tokenizer: Any,
+        num_examine: int = 0,
+        compute_score: Any = None,
+        reward_fn_key: str = "data_source",
+        service_url: str | None = None,
+        reward_table: Mapping[str, str] | None = None,
+        **client_options: Any,
+    ):
         # compute_score is accepted for verl's constructor contract and unused: the service scores.
         self.tokenizer = tokenizer
         self.num_examine = num_examine
@@ -61,7 +68,9 @@ class RemoteServiceRewardManager(AbstractRewardManager):
             extra["reward_cached"].append(result.cached)
             if printed[data_sources[i]] < self.num_examine:
                 printed[data_sources[i]] += 1
-                logger.info("[%s] %s score=%s details=%s", data_sources[i], item["reward_type"], result.score, result.details)
+                logger.info(
+                    "[%s] %s score=%s details=%s", data_sources[i], item["reward_type"], result.score, result.details
+                )
         if return_dict:
             return {"reward_tensor": reward_tensor, "reward_extra_info": dict(extra)}
         return reward_tensor

@@ -36,13 +36,19 @@ def _as_verl(result: ScoreResult, reward_type: str) -> dict[str, Any]:
     return {"score": float(result.score), "reward_type": reward_type, "status": result.status, "cached": result.cached}
 
 
-def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_info: Mapping | None = None,
-                  **_: Any) -> dict[str, Any]:
+def compute_score(
+    data_source: str, solution_str: str, ground_truth: Any, extra_info: Mapping | None = None, **_: Any
+) -> dict[str, Any]:
     return compute_score_batch([data_source], [solution_str], [ground_truth], [extra_info])[0]
 
 
-def compute_score_batch(data_sources: Sequence[str], solution_strs: Sequence[str], ground_truths: Sequence[Any],
-                        extra_infos: Sequence[Mapping | None] | None = None, **_: Any) -> list[dict[str, Any]]:
+def compute_score_batch(
+    data_sources: Sequence[str],
+    solution_strs: Sequence[str],
+    ground_truths: Sequence[Any],
+    extra_infos: Sequence[Mapping | None] | None = None,
+    **_: Any,
+) -> list[dict[str, Any]]:
     client, router = _ensure_configured()
     extra_infos = extra_infos if extra_infos is not None else [None] * len(data_sources)
     items = [router.item(*args) for args in zip(data_sources, solution_strs, ground_truths, extra_infos)]

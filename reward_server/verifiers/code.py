@@ -15,7 +15,15 @@ from reward_server.verifiers import register
 logger = logging.getLogger(__name__)
 
 PYTHON = "/usr/bin/python3"  # the system interpreter: all of it lives under the read-only /usr
-GXX = ["/usr/bin/g++", "-O2", "-std=gnu++17", "-pipe", "-o", f"{sandbox.BUILD_MOUNT}/prog", f"{sandbox.CODE_MOUNT}/solution.cpp"]
+GXX = [
+    "/usr/bin/g++",
+    "-O2",
+    "-std=gnu++17",
+    "-pipe",
+    "-o",
+    f"{sandbox.BUILD_MOUNT}/prog",
+    f"{sandbox.CODE_MOUNT}/solution.cpp",
+]
 HARNESS = Path(__file__).with_name("call_harness.py").read_text()
 _FENCE = re.compile(r"```[ \t]*(python3?|py|cpp|c\+\+)[ \t]*\r?\n(.*?)```", re.DOTALL | re.IGNORECASE)
 _LANG = {"python": "python", "python3": "python", "py": "python", "cpp": "cpp", "c++": "cpp"}
@@ -49,7 +57,9 @@ def same_value(got, want) -> bool:
 
 def _run_record(run: RunResult) -> dict:
     return {
-        "status": run.status, "exit_code": run.exit_code, "wall_s": round(run.wall_s, 3),
+        "status": run.status,
+        "exit_code": run.exit_code,
+        "wall_s": round(run.wall_s, 3),
         "stderr": run.stderr.decode(errors="replace")[-500:],
     }
 
@@ -58,7 +68,9 @@ def _run_record(run: RunResult) -> dict:
 class CodeVerifier:
     def __init__(self, settings: WorkerSettings):
         self.settings = settings
-        common = dict(max_procs=settings.code_max_procs, max_file_mb=settings.code_max_file_mb, tmpfs_mb=settings.code_tmpfs_mb)
+        common = dict(
+            max_procs=settings.code_max_procs, max_file_mb=settings.code_max_file_mb, tmpfs_mb=settings.code_tmpfs_mb
+        )
         self.run_limits = Limits(wall_s=settings.code_test_timeout_s, memory_mb=settings.code_memory_mb, **common)
         self.compile_limits = Limits(
             wall_s=settings.code_compile_timeout_s, memory_mb=settings.code_compile_memory_mb, **common
@@ -109,10 +121,18 @@ class CodeVerifier:
                 kills.append(run.status)
             passed, why = self._check(truth, test, run)
             if not passed:
-                details = {"reason": why, "passed": i, "total": len(truth.tests), "failed_test": i,
-                           "run": _run_record(run), "sandbox_kills": kills}
+                details = {
+                    "reason": why,
+                    "passed": i,
+                    "total": len(truth.tests),
+                    "failed_test": i,
+                    "run": _run_record(run),
+                    "sandbox_kills": kills,
+                }
                 return Verdict(score=0.0, details=details)
-        return Verdict(score=1.0, details={"reason": "all_passed", "passed": len(truth.tests), "total": len(truth.tests)})
+        return Verdict(
+            score=1.0, details={"reason": "all_passed", "passed": len(truth.tests), "total": len(truth.tests)}
+        )
 
     @staticmethod
     def _check(truth, test, run: RunResult) -> tuple[bool, str]:

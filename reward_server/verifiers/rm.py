@@ -60,7 +60,9 @@ class HTTPBackend:
     def score(self, prompt: str, response: str, reference: object) -> RMScores:
         try:
             if self.settings.rm_api == "scores":
-                r = self.http.post(self.settings.rm_url, json={"prompt": prompt, "response": response, "reference": reference})
+                r = self.http.post(
+                    self.settings.rm_url, json={"prompt": prompt, "response": response, "reference": reference}
+                )
                 r.raise_for_status()
                 return RMScores.model_validate(r.json())
             return self._judge(prompt, response, reference)
@@ -68,9 +70,14 @@ class HTTPBackend:
             raise InfraError(f"reward model endpoint {self.settings.rm_url}: {type(e).__name__}: {e}") from e
 
     def _judge(self, prompt: str, response: str, reference: object) -> RMScores:
-        content = JUDGE_PROMPT.format(prompt=prompt, reference=reference if reference is not None else "(none)", response=response)
-        body = {"model": self.settings.rm_model or "judge", "temperature": 0.0,
-                "messages": [{"role": "user", "content": content}]}
+        content = JUDGE_PROMPT.format(
+            prompt=prompt, reference=reference if reference is not None else "(none)", response=response
+        )
+        body = {
+            "model": self.settings.rm_model or "judge",
+            "temperature": 0.0,
+            "messages": [{"role": "user", "content": content}],
+        }
         r = self.http.post(self.settings.rm_url, json=body)
         r.raise_for_status()
         text = r.json()["choices"][0]["message"]["content"]

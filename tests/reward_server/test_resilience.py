@@ -2,10 +2,14 @@
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import redis
 
@@ -18,8 +22,15 @@ SETTINGS = {"heartbeat_ttl_s": 2.0, "code_test_timeout_s": 10.0}
 
 def slow_code_item(seconds: float, answer: int) -> dict:
     code = f"import time\ntime.sleep({seconds})\nprint(int(input()) + {answer})"
-    return {"reward_type": "code", "response": f"```python\n{code}\n```",
-            "ground_truth": {"language": "python", "test_type": "stdin_stdout", "tests": [{"input": "0", "output": str(answer)}]}}
+    return {
+        "reward_type": "code",
+        "response": f"```python\n{code}\n```",
+        "ground_truth": {
+            "language": "python",
+            "test_type": "stdin_stdout",
+            "tests": [{"input": "0", "output": str(answer)}],
+        },
+    }
 
 
 def post_in_thread(url: str, path: str, body: dict) -> tuple[threading.Thread, dict]:
@@ -56,13 +67,17 @@ def test_worker_killed_mid_job_loses_nothing(tmp_path, tcp_redis):
                     victim = key.decode().removeprefix(keys.processing(""))
             time.sleep(0.05)
         assert victim is not None, "no worker picked the job up"
-        os.kill(int(victim.split(":")[1]), signal.SIGKILL)
+        victim_pid = int(victim.split(":")[1])
+        orphans = psutil.Process(victim_pid).children()  # its verifier process, mid-job
+        os.kill(victim_pid, signal.SIGKILL)
         thread.join(timeout=60)
         assert not thread.is_alive()
         response = out["response"]
         assert response.status_code == 200, response.text
         assert response.json()["score"] == 1.0
         assert r.zscore(keys.WORKERS, victim) is None  # reaped
+        _, alive = psutil.wait_procs(orphans, timeout=30)  # it finishes its run, sees its worker gone, exits
+        assert not alive
         assert r.llen(keys.JOBS) == 0 and not list(r.scan_iter(match=keys.attempts("*")))
         deadline = time.monotonic() + 30
         while len(httpx.get(url + "/healthz", timeout=5).json().get("workers", [])) < 2:  # the supervisor replaced it
@@ -105,3 +120,38 @@ def test_redis_down_is_503_and_recovers(tmp_path, tcp_redis):
             assert time.monotonic() < deadline, up.text
             time.sleep(0.5)
         assert up.json()["score"] == 0.0
+
+
+def test_no_worker_is_an_error_then_a_remote_worker_serves(tmp_path, tcp_redis):
+    item = {"reward_type": "math", "response": r"\boxed{6}", "ground_truth": "6"}
+    with reward_service(
+        tmp_path / "server.log",
+        redis_url=tcp_redis.url,
+        workers=0,
+        settings=SETTINGS,
+        extra_args=("--no-worker-grace", "2"),
+        require_workers=False,
+    ) as (url, _):
+        assert httpx.get(url + "/healthz", timeout=10).json()["status"] == "no_workers"
+        t0 = time.monotonic()
+        r = httpx.post(url + "/score", json=item, timeout=60)
+        assert r.status_code == 503 and "no live reward worker" in r.json()["error"], r.text
+        assert time.monotonic() - t0 < 30
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]),
+        }
+        with open(tmp_path / "worker.log", "wb") as log:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "reward_server.worker", "--redis-url", tcp_redis.url],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            r = httpx.post(url + "/score", json=item, timeout=120)
+            assert r.status_code == 200 and r.json()["score"] == 1.0, r.text
+        finally:
+            worker.terminate()
+            worker.wait(timeout=30)
+        assert worker.returncode == 0, (tmp_path / "worker.log").read_text()[-2000:]

@@ -24,8 +24,16 @@ def tiny_rm(tmp_path_factory):
     from transformers import Qwen2Config, Qwen2ForSequenceClassification
 
     tokenizer = train_tokenizer(TinyModelSpec(corpus_size=200))
-    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, num_labels=3, pad_token_id=tokenizer.pad_token_id)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        num_labels=3,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(0)
     model = Qwen2ForSequenceClassification(config)
     path = tmp_path_factory.mktemp("tiny-rm")
@@ -42,7 +50,9 @@ def test_local_hf_backend_scores_mean_of_three_heads(tiny_rm):
     with torch.inference_mode():
         enc = tokenizer("What is 2+3?", "2+3=5", return_tensors="pt")
         logits = model(**enc).logits[0]  # (3,)
-    assert [verdict.details[k] for k in ("helpfulness", "correctness", "coherence")] == pytest.approx(logits.tolist(), abs=1e-5)
+    assert [verdict.details[k] for k in ("helpfulness", "correctness", "coherence")] == pytest.approx(
+        logits.tolist(), abs=1e-5
+    )
     assert verdict.score == pytest.approx(logits.mean().item(), abs=1e-5)
     other = verifier.verify(item.model_copy(update={"response": "something else entirely"}))
     assert other.score != verdict.score
@@ -51,7 +61,8 @@ def test_local_hf_backend_scores_mean_of_three_heads(tiny_rm):
 def test_missing_model_is_an_infra_error(tmp_path):
     with pytest.raises(InfraError, match="cannot load reward model"):
         RMVerifier(WorkerSettings(rm_backend="hf", rm_model=str(tmp_path / "nope"))).verify(
-            RMItem(reward_type="rm", prompt="p", response="r"))
+            RMItem(reward_type="rm", prompt="p", response="r")
+        )
     with pytest.raises(InfraError, match="no reward-model backend"):
         RMVerifier(WorkerSettings()).verify(RMItem(reward_type="rm", prompt="p", response="r"))
 
@@ -64,8 +75,11 @@ def judge_app() -> FastAPI:
         response = body["response"]
         if response == "crash":
             return {"helpfulness": "not a number"}
-        return {"helpfulness": len(response) % 5, "correctness": 1.0 if body["reference"] == response else 0.0,
-                "coherence": 2.0}
+        return {
+            "helpfulness": len(response) % 5,
+            "correctness": 1.0 if body["reference"] == response else 0.0,
+            "coherence": 2.0,
+        }
 
     @app.post("/v1/chat/completions")
     async def chat(body: dict):
@@ -109,7 +123,9 @@ def test_http_scores_backend_through_the_service(judge, tmp_path):
         assert r.json()["details"]["helpfulness"] == 4
         broken = httpx.post(url + "/score", json={**item, "response": "crash"}, timeout=60)
         assert broken.status_code == 503 and "reward model endpoint" in broken.json()["error"]
-        batch = httpx.post(url + "/score_batch", json={"items": [item, {**item, "response": "crash"}]}, timeout=60).json()
+        batch = httpx.post(
+            url + "/score_batch", json={"items": [item, {**item, "response": "crash"}]}, timeout=60
+        ).json()
         assert batch["results"][0]["status"] == "ok" and batch["results"][1]["status"] == "error"
         assert batch["results"][1]["score"] is None
         missing_prompt = httpx.post(url + "/score", json={k: v for k, v in item.items() if k != "prompt"}, timeout=30)

@@ -2,7 +2,6 @@
 correct programs score 1.0. Expected outputs are fresh random tokens, so only a program that reads them from
 somewhere can print them, and nothing in the sandbox holds them."""
 
-import os
 import socket
 import tempfile
 import textwrap
@@ -30,19 +29,32 @@ def verifier():
 
 
 def stdio(code: str, lang: str = "python", tests=None) -> CodeItem:
-    return CodeItem.model_validate({
-        "reward_type": "code", "response": f"Here:\n```{lang}\n{textwrap.dedent(code)}\n```\n",
-        "ground_truth": {"language": lang, "test_type": "stdin_stdout",
-                         "tests": tests or [{"input": "", "output": TOKEN}]},
-    })
+    return CodeItem.model_validate(
+        {
+            "reward_type": "code",
+            "response": f"Here:\n```{lang}\n{textwrap.dedent(code)}\n```\n",
+            "ground_truth": {
+                "language": lang,
+                "test_type": "stdin_stdout",
+                "tests": tests or [{"input": "", "output": TOKEN}],
+            },
+        }
+    )
 
 
 def call(code: str, fn_name: str = "solve", tests=None) -> CodeItem:
-    return CodeItem.model_validate({
-        "reward_type": "code", "response": f"```python\n{textwrap.dedent(code)}\n```",
-        "ground_truth": {"language": "python", "test_type": "call", "fn_name": fn_name,
-                         "tests": tests or [{"input": [1], "output": TOKEN}]},
-    })
+    return CodeItem.model_validate(
+        {
+            "reward_type": "code",
+            "response": f"```python\n{textwrap.dedent(code)}\n```",
+            "ground_truth": {
+                "language": "python",
+                "test_type": "call",
+                "fn_name": fn_name,
+                "tests": tests or [{"input": [1], "output": TOKEN}],
+            },
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -226,10 +238,13 @@ ATTACKS = {
     "exit_code_zero_wrong_output": stdio("print('definitely not it')"),
     "cpp_infinite_loop": stdio("int main(){ volatile long x = 0; for(;;) x++; }", lang="cpp"),
     "cpp_fork_bomb": stdio("#include <unistd.h>\nint main(){ for(;;) fork(); }", lang="cpp"),
-    "cpp_reads_disk": stdio("""
+    "cpp_reads_disk": stdio(
+        """
         #include <cstdio>
         int main(){ FILE* f = fopen("/etc/shadow", "r"); char b[100] = {0}; if (f) fread(b, 1, 99, f); puts(b); }
-    """, lang="cpp"),
+    """,
+        lang="cpp",
+    ),
     "cpp_compile_bomb": stdio("#include </dev/zero>\nint main(){}", lang="cpp"),
     "language_mismatch": stdio("print(1)", lang="cpp"),
 }
@@ -264,14 +279,18 @@ def test_leak_server_really_leaks_outside_the_sandbox(leak_server):
 
 
 CORRECT = {
-    "python_stdio": stdio("""
+    "python_stdio": stdio(
+        """
         import sys
         n = int(sys.stdin.readline())
         xs = list(map(int, sys.stdin.readline().split()))
         print(sum(xs[:n]))
         print("tail   ")
-    """, tests=[{"input": "3\n1 2 3 4\n", "output": "6\ntail\n\n"}, {"input": "1\n-5\n", "output": "-5\ntail"}]),
-    "python_call_class_solution": call("""
+    """,
+        tests=[{"input": "3\n1 2 3 4\n", "output": "6\ntail\n\n"}, {"input": "1\n-5\n", "output": "-5\ntail"}],
+    ),
+    "python_call_class_solution": call(
+        """
         class Solution:
             def twoSum(self, nums: List[int], target: int) -> List[int]:
                 seen = {}
@@ -279,17 +298,26 @@ CORRECT = {
                     if target - x in seen:
                         return [seen[target - x], i]
                     seen[x] = i
-    """, fn_name="twoSum", tests=[{"input": [[2, 7, 11, 15], 9], "output": [0, 1]},
-                                  {"input": [[3, 2, 4], 6], "output": [1, 2]}]),
-    "python_call_top_level": call("""
+    """,
+        fn_name="twoSum",
+        tests=[{"input": [[2, 7, 11, 15], 9], "output": [0, 1]}, {"input": [[3, 2, 4], 6], "output": [1, 2]}],
+    ),
+    "python_call_top_level": call(
+        """
         def solve(s, k):
             return {"len": len(s) * k, "ok": True, "ratio": 1 / 3}
-    """, tests=[{"input": ["abc", 2], "output": {"len": 6, "ok": True, "ratio": 0.3333333333333333}}]),
-    "cpp_stdio": stdio("""
+    """,
+        tests=[{"input": ["abc", 2], "output": {"len": 6, "ok": True, "ratio": 0.3333333333333333}}],
+    ),
+    "cpp_stdio": stdio(
+        """
         #include <bits/stdc++.h>
         using namespace std;
         int main(){ long long a, b; cin >> a >> b; cout << a * b << "\\n"; }
-    """, lang="cpp", tests=[{"input": "6 7\n", "output": "42"}, {"input": "100000 100000", "output": "10000000000\n"}]),
+    """,
+        lang="cpp",
+        tests=[{"input": "6 7\n", "output": "42"}, {"input": "100000 100000", "output": "10000000000\n"}],
+    ),
 }
 
 

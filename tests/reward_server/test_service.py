@@ -3,7 +3,6 @@
 import json
 import time
 
-import httpx
 import pytest
 
 MATH_OK = {"reward_type": "math", "response": r"<think>hmm</think> so \boxed{\frac{1}{2}}", "ground_truth": "0.5"}
@@ -52,9 +51,45 @@ def test_cache_hit_on_repeat(client):
         (json.dumps({"reward_type": "math", "ground_truth": "1"}).encode(), "application/json"),
         (json.dumps({"reward_type": "math", "response": 5, "ground_truth": "1"}).encode(), "application/json"),
         (json.dumps({"reward_type": "math", "response": "x", "ground_truth": {"a": 1}}).encode(), "application/json"),
-        (json.dumps({"reward_type": "code", "response": "x", "ground_truth": {"language": "rust", "test_type": "stdin_stdout", "tests": [{"input": "", "output": ""}]}}).encode(), "application/json"),
-        (json.dumps({"reward_type": "code", "response": "x", "ground_truth": {"language": "python", "test_type": "call", "fn_name": "f; import os", "tests": [{"input": [], "output": 1}]}}).encode(), "application/json"),
-        (json.dumps({"reward_type": "ifeval", "response": "x", "ground_truth": {"instruction_id_list": ["a"], "kwargs": [{}]}}).encode(), "application/json"),
+        (
+            json.dumps(
+                {
+                    "reward_type": "code",
+                    "response": "x",
+                    "ground_truth": {
+                        "language": "rust",
+                        "test_type": "stdin_stdout",
+                        "tests": [{"input": "", "output": ""}],
+                    },
+                }
+            ).encode(),
+            "application/json",
+        ),
+        (
+            json.dumps(
+                {
+                    "reward_type": "code",
+                    "response": "x",
+                    "ground_truth": {
+                        "language": "python",
+                        "test_type": "call",
+                        "fn_name": "f; import os",
+                        "tests": [{"input": [], "output": 1}],
+                    },
+                }
+            ).encode(),
+            "application/json",
+        ),
+        (
+            json.dumps(
+                {
+                    "reward_type": "ifeval",
+                    "response": "x",
+                    "ground_truth": {"instruction_id_list": ["a"], "kwargs": [{}]},
+                }
+            ).encode(),
+            "application/json",
+        ),
         (json.dumps({**MATH_OK, "extra": 1}).encode(), "application/json"),
         (b"", "application/json"),
         (b"reward_type=math", "application/x-www-form-urlencoded"),
@@ -116,7 +151,9 @@ def test_megabyte_response_scores_fast(client):
 def test_hung_verifier_is_killed_and_worker_replaced(client):
     before = client.get("/metrics").text
     tower = "9^{9^{9^{9^{9^{9}}}}}"
-    r = client.post("/score", json={"reward_type": "math", "response": rf"\boxed{{{tower}}}", "ground_truth": tower + "+1"})
+    r = client.post(
+        "/score", json={"reward_type": "math", "response": rf"\boxed{{{tower}}}", "ground_truth": tower + "+1"}
+    )
     result = r.json()
     assert result["score"] == 0.0
     if result["status"] == "timeout":
@@ -128,15 +165,25 @@ def test_hung_verifier_is_killed_and_worker_replaced(client):
 def test_metrics_exposes_the_contract(client):
     client.post("/score", json=MATH_OK)
     text = client.get("/metrics").text
-    for name in ("reward_jobs_total", "reward_item_latency_seconds", "reward_queue_depth", "reward_cache_hits_total",
-                 "reward_timeouts_total", "reward_sandbox_kills_total", "reward_live_workers"):
+    for name in (
+        "reward_jobs_total",
+        "reward_item_latency_seconds",
+        "reward_queue_depth",
+        "reward_cache_hits_total",
+        "reward_timeouts_total",
+        "reward_sandbox_kills_total",
+        "reward_live_workers",
+    ):
         assert name in text
     assert 'reward_jobs_total{outcome="correct",reward_type="math"}' in text
 
 
 def test_code_through_service(client):
-    item = {"reward_type": "code", "response": "```python\nprint(int(input())*2)\n```",
-            "ground_truth": {"language": "python", "test_type": "stdin_stdout", "tests": [{"input": "21", "output": "42"}]}}
+    item = {
+        "reward_type": "code",
+        "response": "```python\nprint(int(input())*2)\n```",
+        "ground_truth": {"language": "python", "test_type": "stdin_stdout", "tests": [{"input": "21", "output": "42"}]},
+    }
     assert client.post("/score", json=item).json()["score"] == 1.0
     item["response"] = "```python\nprint(int(input())*3)\n```"
     assert client.post("/score", json=item).json()["score"] == 0.0
@@ -149,8 +196,15 @@ def test_unknown_route_and_method_are_json_4xx(client):
 
 
 def test_ifeval_through_service(client):
-    truth = {"instruction_id_list": ["punctuation:no_comma", "detectable_format:title"], "kwargs": [{}, {"keywords": None}]}
-    item = {"reward_type": "ifeval", "prompt": "Write a titled haiku without commas.", "ground_truth": truth,
-            "response": "<<Dawn>>\nsoft light on the lake"}
+    truth = {
+        "instruction_id_list": ["punctuation:no_comma", "detectable_format:title"],
+        "kwargs": [{}, {"keywords": None}],
+    }
+    item = {
+        "reward_type": "ifeval",
+        "prompt": "Write a titled haiku without commas.",
+        "ground_truth": truth,
+        "response": "<<Dawn>>\nsoft light on the lake",
+    }
     assert client.post("/score", json=item).json()["score"] == 1.0
     assert client.post("/score", json={**item, "response": "<<Dawn>>\nsoft, light"}).json()["score"] == 0.0

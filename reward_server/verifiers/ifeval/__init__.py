@@ -27,6 +27,8 @@ class IFEvalVerifier:
         truth = item.ground_truth
         followed = []
         for instruction_id, kwargs in zip(truth.instruction_id_list, truth.kwargs):
-            ok = bool(response.strip()) and CHECKS[instruction_id](response, **check_kwargs(instruction_id, kwargs or {}))
+            ok = bool(response.strip()) and CHECKS[instruction_id](
+                response, **check_kwargs(instruction_id, kwargs or {})
+            )
             followed.append(ok)
         return Verdict(score=1.0 if all(followed) else 0.0, details={"followed": followed})

@@ -1,0 +1,97 @@
+"""verl reward-loop manager "am_remote" (verl.experimental.reward_loop, what verl 0.9's trainer runs).
+
+verl's reward loop calls `run_single` once per sample, all samples of a step concurrently; the coalescer turns
+those calls into a few /score_batch requests. Select it with `reward.reward_manager.name=am_remote` once
+am_rl.rewards is imported (am_rl's entry point does), or without that import through verl's importlib source:
+`reward.reward_manager.source=importlib reward.reward_manager.module.path=<this file>
+reward.reward_manager.name=RemoteServiceLoopRewardManager`. Options come from `reward.am_remote` in the config
+({url, table, chunk_size, ...}) or AM_RL_REWARD_URL / AM_RL_REWARD_TABLE.
+"""
+
+import asyncio
+import json
+import os
+from typing import Any
+
+from verl import DataProto
+from verl.experimental.reward_loop.reward_manager import register
+from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
+
+from am_rl.rewards.client import RewardClient, RewardClientConfig
+from am_rl.rewards.routing import RewardRouter
+from reward_server.types import ScoreResult
+
+COALESCE_WINDOW_S = 0.02  # how long the first waiting sample holds the door for the rest of the step
+COALESCE_MAX = 4096
+
+
+class Coalescer:
+    """Gathers items submitted close together into one client.score_batch call."""
+
+    def __init__(self, client: RewardClient):
+        self.client = client
+        self.batches_sent = 0
+        self._pending: list[tuple[dict, asyncio.Future]] = []
+        self._flush_task: asyncio.Task | None = None
+
+    async def score(self, item: dict) -> ScoreResult:
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if len(self._pending) >= COALESCE_MAX:
+            self._flush_now()
+        elif self._flush_task is None:
+            self._flush_task = asyncio.create_task(self._flush_later())
+        return await future
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(COALESCE_WINDOW_S)
+        self._flush_task = None
+        self._flush_now()
+
+    def _flush_now(self) -> None:
+        batch, self._pending = self._pending, []
+        if batch:
+            asyncio.create_task(self._send(batch))
+
+    async def _send(self, batch: list[tuple[dict, asyncio.Future]]) -> None:
+        self.batches_sent += 1
+        try:
+            results = await self.client.score_batch([item for item, _ in batch])
+        except Exception as e:  # every waiting sample sees the service's error
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(e)
+            return
+        for (_, future), result in zip(batch, results):
+            if not future.done():
+                future.set_result(result)
+
+
+@register("am_remote")
+class RemoteServiceLoopRewardManager(RewardManagerBase):
+    def __init__(self, config, tokenizer, compute_score=None, reward_router_address=None, reward_model_tokenizer=None):
+        super().__init__(config, tokenizer, compute_score)
+        options: dict[str, Any] = dict(config.get("reward", {}).get("am_remote", None) or {})
+        table = options.pop("table", None)
+        if table is None and os.environ.get("AM_RL_REWARD_TABLE"):
+            table = json.loads(os.environ["AM_RL_REWARD_TABLE"])
+        url = options.pop("url", None) or os.environ.get("AM_RL_REWARD_URL", RewardClientConfig.url)
+        self.router = RewardRouter(dict(table) if table is not None else None)
+        self.coalescer = Coalescer(RewardClient(RewardClientConfig(url=url, **options)))
+
+    async def run_single(self, data: DataProto) -> dict:
+        item = data[-1]  # for multi-sequence outputs verl scores the last sequence
+        response_ids = item.batch["responses"]  # (response_length,)
+        valid = int(item.batch["attention_mask"][-response_ids.shape[-1] :].sum())
+        text = self.tokenizer.decode(response_ids[:valid], skip_special_tokens=True)
+        request = self.router.item(
+            item.non_tensor_batch["data_source"],
+            text,
+            item.non_tensor_batch["reward_model"]["ground_truth"],
+            item.non_tensor_batch.get("extra_info", None),
+        )
+        result = await self.coalescer.score(request)
+        return {
+            "reward_score": result.score,
+            "reward_extra_info": {"acc": result.score, "reward_cached": result.cached},
+        }

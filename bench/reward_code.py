@@ -1,0 +1,157 @@
+"""Code: sandboxed test executions/s vs the same programs in a bare subprocess, then p50/p99 latency of a
+4,096-item mixed batch through the service and its cache-hit speedup. One run, side by side.
+
+    PYTHONPATH=. python bench/reward_code.py [--runs 150] [--items 4096] [--workers 2]
+
+Two program shapes for the ratio: "startup" (print(a+b): the sandbox's fixed cost dominates) and "compute"
+(about 50 ms of work per test, closer to real test cases).
+"""
+
+import argparse
+import asyncio
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from bench.reward_common import machine, math_items, percentile, score_each, write
+from reward_server import sandbox
+from reward_server.config import WorkerSettings
+from reward_server.launcher import reward_service
+from reward_server.verifiers.code import PYTHON, CodeVerifier
+
+PROGRAMS = {
+    "startup": ("a, b = map(int, input().split())\nprint(a + b)", b"20 22\n", b"42"),
+    "compute": ("n = int(input())\nprint(sum(i * i % 7 for i in range(n)))", b"400000\n", None),
+}
+
+
+def executions_per_s(code: str, stdin: bytes, runs: int) -> dict:
+    limits = CodeVerifier(WorkerSettings()).run_limits
+    code_dir = sandbox.make_code_dir({"solution.py": code})
+    try:
+        argv_box = [PYTHON, "-I", f"{sandbox.CODE_MOUNT}/solution.py"]
+        argv_bare = [PYTHON, "-I", str(code_dir / "solution.py")]
+        outputs = set()
+        boxed_s = bare_s = 0.0
+        # Interleaved, so that both see the same load on a shared machine.
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            outputs.add(sandbox.run(argv_box, limits, code_dir, stdin=stdin).stdout)
+            t1 = time.perf_counter()
+            outputs.add(subprocess.run(argv_bare, input=stdin, capture_output=True, timeout=limits.wall_s).stdout)
+            boxed_s, bare_s = boxed_s + t1 - t0, bare_s + time.perf_counter() - t1
+        boxed, bare = runs / boxed_s, runs / bare_s
+    finally:
+        sandbox.remove_dir(code_dir)
+    assert len(outputs) == 1, f"sandboxed and bare runs disagree: {outputs}"
+    return {
+        "sandboxed_per_s": round(boxed, 1),
+        "bare_subprocess_per_s": round(bare, 1),
+        "ratio": round(boxed / bare, 3),
+    }
+
+
+def mixed_items(n: int) -> list[dict]:
+    """About half math, 45% python stdin/stdout (two tests), 4% python call-style, 1% C++ (unique programs)."""
+    n_cpp, n_call = max(1, n // 100), max(1, n // 25)
+    n_py = int(n * 0.45)
+    items = math_items(n - n_cpp - n_call - n_py, seed=1)
+    for i in range(n_py):
+        wrong = i % 3 == 0
+        code = f"a, b = map(int, input().split())\nprint(a + b + {1 if wrong else 0})  # {i}"
+        items.append(
+            {
+                "reward_type": "code",
+                "response": f"```python\n{code}\n```",
+                "ground_truth": {
+                    "language": "python",
+                    "test_type": "stdin_stdout",
+                    "tests": [{"input": f"{i} 1", "output": str(i + 1)}, {"input": f"2 {i}", "output": str(i + 2)}],
+                },
+            }
+        )
+    for i in range(n_call):
+        code = f"class Solution:\n    def f(self, xs):\n        return sorted(xs)[::-1]  # {i}"
+        items.append(
+            {
+                "reward_type": "code",
+                "response": f"```python\n{code}\n```",
+                "ground_truth": {
+                    "language": "python",
+                    "test_type": "call",
+                    "fn_name": "f",
+                    "tests": [{"input": [[i, 3, 1]], "output": sorted([i, 3, 1])[::-1]}],
+                },
+            }
+        )
+    for i in range(n_cpp):
+        code = f'#include <cstdio>\nint main(){{long a,b;scanf("%ld %ld",&a,&b);printf("%ld\\n",a*b+{i});}}'
+        items.append(
+            {
+                "reward_type": "code",
+                "response": f"```cpp\n{code}\n```",
+                "ground_truth": {
+                    "language": "cpp",
+                    "test_type": "stdin_stdout",
+                    "tests": [{"input": "6 7", "output": str(42 + i)}],
+                },
+            }
+        )
+    return items
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--runs", type=int, default=150)
+    p.add_argument("--items", type=int, default=4096)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--concurrency", type=int, default=64)
+    args = p.parse_args()
+    ratio = {name: executions_per_s(code, stdin, args.runs) for name, (code, stdin, _) in PROGRAMS.items()}
+    for name, r in ratio.items():
+        print(f"{name}: sandboxed {r['sandboxed_per_s']}/s vs bare {r['bare_subprocess_per_s']}/s, ratio {r['ratio']}")
+    items = mixed_items(args.items)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        reward_service(Path(tmp) / "server.log", workers=args.workers) as (url, _),
+    ):
+        lat, results, wall = asyncio.run(score_each(url, items, args.concurrency))
+        errors = [r for r in results if r.get("status") not in ("ok", "timeout")]
+        assert not errors, errors[:3]
+        lat_c, results_c, wall_c = asyncio.run(score_each(url, items, args.concurrency))
+        assert [r["score"] for r in results_c] == [r["score"] for r in results] and all(r["cached"] for r in results_c)
+    batch = {
+        "items": len(items),
+        "by_type": {t: sum(1 for it in items if it["reward_type"] == t) for t in ("math", "code")},
+        "cpp_items": sum(1 for it in items if it["reward_type"] == "code" and it["ground_truth"]["language"] == "cpp"),
+        "concurrency": args.concurrency,
+        "workers": args.workers,
+        "wall_s": round(wall, 1),
+        "items_per_s": round(len(items) / wall, 1),
+        "p50_s": round(percentile(lat, 0.5), 3),
+        "p99_s": round(percentile(lat, 0.99), 3),
+        "mean_score": round(sum(r["score"] for r in results) / len(results), 3),
+        "cached_wall_s": round(wall_c, 2),
+        "cached_p50_s": round(percentile(lat_c, 0.5), 4),
+        "cached_p99_s": round(percentile(lat_c, 0.99), 4),
+        "cache_hit_speedup": round(wall / wall_c, 1),
+    }
+    print(
+        f"mixed batch of {len(items)}: {wall:.1f}s, p50 {batch['p50_s']}s, p99 {batch['p99_s']}s; "
+        f"cached {wall_c:.2f}s ({batch['cache_hit_speedup']}x)"
+    )
+    write(
+        "reward_code",
+        {
+            "benchmark": "code: sandboxed vs bare-subprocess executions/s; mixed-batch latency through the service",
+            "executions": ratio,
+            "target_ratio": 0.6,
+            "mixed_batch": batch,
+            "machine": machine(),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
