@@ -7,8 +7,9 @@ VLLM_VENV := .venv-vllm
 
 setup: system $(VENV)/.installed $(VLLM_VENV)/.installed
 
-# Debian packages the tests need (headless chromium for the dashboard); installs only what is missing.
+# Debian packages: g++/setpriv for the code sandbox, headless chromium for the dashboard test; only what is missing.
 system:
+	@scripts/setup_system.sh
 	@scripts/setup_system_lb.sh
 
 $(VENV)/.installed: setup.py requirements/cpu.lock

