@@ -36,9 +36,9 @@ class RewardSection:
 
 @dataclass
 class WarmupSection:
-    steps: int = 200  # SFT steps before RL; 0 skips warm-up
-    batch_size: int = 32
-    lr: float = 3e-3
+    steps: int = 100  # SFT steps before RL; 0 skips warm-up
+    batch_size: int = 32  # dialogues per SFT step
+    lr: float = 3e-3  # AdamW, cosine-decayed to 10%
     seed: int = 0
 
 
@@ -48,7 +48,7 @@ class AMRLSection:
     # One rollout batch = exactly one optimizer step (mini-batch = batch, one epoch). Switch off only to experiment.
     strict_on_policy: bool = True
     shuffle: bool = True  # trainer-side shuffle of the B·n samples before dispatch (DESIGN.md §3.1)
-    max_operand: int = 9  # arithmetic problems draw operands from 0..max_operand (CPU demo data)
+    max_operand: int = 5  # arithmetic problems draw operands from 0..max_operand (CPU demo data)
     val_size: int = 64  # held-out problems evaluated at temperature 0.6, top-p 0.95
     vllm: VLLMSection = field(default_factory=VLLMSection)
     balancer: BalancerSection = field(default_factory=BalancerSection)

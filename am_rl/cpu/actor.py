@@ -21,7 +21,7 @@ class Actor:
     def __init__(self, model_dir: str | Path, actor_cfg: DictConfig, pad_id: int):
         from transformers import AutoModelForCausalLM
 
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
         self.model.train()
         self.pad_id = pad_id
         self.cfg = actor_cfg

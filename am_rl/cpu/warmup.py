@@ -29,11 +29,16 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class WarmupConfig:
-    steps: int = 300  # optimizer steps
-    batch_size: int = 32  # dialogues per step
-    lr: float = 3e-3  # AdamW, cosine-decayed to 10%
-    max_operand: int = 99  # problems draw operands from 0..max_operand
-    seed: int = 0
+    """Knobs and their defaults are documented in ``am_rl.config.schema`` (``am_rl.warmup``, ``am_rl.max_operand``).
+
+    The lr is cosine-decayed to 10% over the steps.
+    """
+
+    steps: int
+    batch_size: int
+    lr: float
+    max_operand: int
+    seed: int
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:12]
@@ -67,7 +72,7 @@ def train(model_dir: Path, out_dir: Path, cfg: WarmupConfig) -> float:
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.train()
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, T_max=cfg.steps, eta_min=cfg.lr * 0.1)
@@ -85,7 +90,7 @@ def train(model_dir: Path, out_dir: Path, cfg: WarmupConfig) -> float:
     return float(loss)
 
 
-def ensure_warm_model(base_dir: Path, cfg: WarmupConfig = WarmupConfig()) -> Path:
+def ensure_warm_model(base_dir: Path, cfg: WarmupConfig) -> Path:
     """The warmed-up copy of ``base_dir`` for ``cfg``, trained once and cached beside it."""
     target = base_dir.parent / f"{base_dir.name}-sft-{cfg.key()}"
     if (target / "config.json").exists():

@@ -21,7 +21,7 @@ def vllm_greedy(url, model_path, prompt, n_tokens=12):
 
 
 def test_pushed_weights_give_trainer_logprobs_on_every_server(vllm_servers, tiny_model):
-    model = AutoModelForCausalLM.from_pretrained(tiny_model, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
     original = {k: v.clone() for k, v in model.state_dict().items()}
     before, _ = vllm_greedy(vllm_servers.urls[0], str(tiny_model), PROMPT)
 
@@ -54,7 +54,7 @@ def test_pushed_weights_give_trainer_logprobs_on_every_server(vllm_servers, tiny
 
 
 def test_push_to_dead_server_names_it(tiny_model):
-    model = AutoModelForCausalLM.from_pretrained(tiny_model, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float32)
     pusher = WeightPusher(["http://127.0.0.1:9"])  # discard port: nothing listens
     try:
         with pytest.raises(WeightSyncError, match="127.0.0.1:9"):
