@@ -126,7 +126,9 @@ class Proxy:
 
     def choose(self, relay: Relay, exclude: set[str]) -> str:
         now = time.monotonic()
-        candidates = self.registry.routable_states(now, exclude)
+        # Instances that failed this request are skipped while others exist; when none does, they get another try
+        # (a stale keep-alive connection fails once without the instance being down; max_attempts bounds it).
+        candidates = self.registry.routable_states(now, exclude) or self.registry.routable_states(now)
         if not candidates:
             raise NoInstance("no healthy instance available" + (f" (failed: {sorted(exclude)})" if exclude else ""))
         url = self.policy.choose(relay.progress_info(), candidates, now)
