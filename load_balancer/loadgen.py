@@ -46,6 +46,7 @@ class LoadGenSettings:
     stream_interval: int = 1  # tokens per SSE chunk unless the request says otherwise
     metrics_delay_s: float = 0.0  # make /metrics slow (scraper timeout tests)
     fail_metrics: bool = False  # make /metrics answer 500
+    fail_health: bool = False  # make /health answer 503
     max_running: int = 10_000  # beyond this, requests wait (vllm:num_requests_waiting)
 
 
@@ -127,7 +128,7 @@ def build_loadgen_app(settings: LoadGenSettings | None = None) -> FastAPI:
 
     @app.get("/health")
     async def health() -> Response:
-        return Response(status_code=200)
+        return Response(status_code=503 if state.settings.fail_health else 200)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:

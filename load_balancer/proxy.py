@@ -65,6 +65,12 @@ def describe_prompt(head: CompletionHead, body: dict[str, Any], default_max_toke
     return key, length, cap if cap is not None else default_max_tokens
 
 
+def count_prompts(head: CompletionHead) -> int:
+    """A batch prompt is a list of strings or of token-id lists; vLLM numbers its engine requests per prompt."""
+    p = head.prompt
+    return len(p) if isinstance(p, list) and p and not isinstance(p[0], int) else 1
+
+
 class Proxy:
     def __init__(
         self,
@@ -89,7 +95,6 @@ class Proxy:
         self.requests_total += 1
         key, prompt_tokens, cap = describe_prompt(head, body, self.cfg.default_max_tokens)
         request_id = uuid.uuid4().hex[:16]
-        prompts = head.prompt if isinstance(head.prompt, list) and head.prompt and not isinstance(head.prompt[0], int) else [0]
         relay = Relay(
             request_id=request_id,
             endpoint=endpoint,
@@ -97,7 +102,7 @@ class Proxy:
             head=head,
             info=RequestInfo(request_id, key, prompt_tokens, cap),
             started_at=time.monotonic(),
-            num_prompts=len(prompts),
+            num_prompts=count_prompts(head),
         )
         self.relays[request_id] = relay
         resp: httpx.Response | None = None
@@ -270,7 +275,8 @@ class Proxy:
         self.abort_in_background(relay, resp)
         self.leave(relay)
         moved = target is not None
-        if relay.finish_seen or not (relay.can_continue() or (not relay.generated and not relay.continued)):
+        nothing_relayed = relay.first_id is None  # then it can start over anywhere, whatever kind of request
+        if relay.finish_seen or not (relay.can_continue() or nothing_relayed):
             logger.warning("request %s on %s: %s; cannot continue it", relay.request_id, source, why)
             return None
         if moved:

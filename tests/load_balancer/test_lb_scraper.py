@@ -64,7 +64,7 @@ def test_a_slow_metrics_endpoint_never_blocks_routing(loadgens, balancer):
 def test_failing_instance_is_ejected_then_readmitted(loadgens, balancer):
     flaky, good = loadgens(2, tokens_per_s=2000)
     lb = balancer([flaky.url, good.url], policy="round_robin", readmit_backoff_s=0.2)
-    httpx.post(f"{flaky.url}/control", json={"fail_metrics": True})
+    httpx.post(f"{flaky.url}/control", json={"fail_metrics": True, "fail_health": True})
 
     def view():
         return next(v for v in httpx.get(f"{lb.url}/instances").json() if v["url"] == flaky.url)
@@ -74,7 +74,7 @@ def test_failing_instance_is_ejected_then_readmitted(loadgens, balancer):
         httpx.post(f"{lb.url}/v1/completions", json=BODY | {"max_tokens": 2}, timeout=10)
     assert len(httpx.get(f"{flaky.url}/stats").json()["finished"]) == 0
     assert "lb_ejections_total 1.0" in httpx.get(f"{lb.url}/metrics").text
-    httpx.post(f"{flaky.url}/control", json={"fail_metrics": False})
+    httpx.post(f"{flaky.url}/control", json={"fail_metrics": False, "fail_health": False})
     wait_for(lambda: view()["healthy"], 10, "re-admission")
     for _ in range(4):
         httpx.post(f"{lb.url}/v1/completions", json=BODY | {"max_tokens": 2}, timeout=10)
