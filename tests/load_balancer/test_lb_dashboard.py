@@ -17,9 +17,10 @@ pytestmark = pytest.mark.skipif(chromium_path() is None, reason="needs chromium:
 SCREENSHOT = os.environ.get("AM_RL_LB_DASHBOARD_SCREENSHOT")
 
 
-def read_page(browser: Chromium) -> dict:
+def read_page(browser: Chromium) -> dict | None:
+    """What the page shows; None while the navigation has not produced the dashboard yet."""
     return browser.evaluate(
-        """({
+        """!document.getElementById('t-rate') ? null : ({
           rows: [...document.querySelectorAll('#instances tr')].map(tr => [...tr.children].map(td => td.textContent)),
           rate: document.getElementById('t-rate').textContent,
           tokens: document.getElementById('t-tokens').textContent,
@@ -49,7 +50,7 @@ def test_dashboard_renders_and_updates_live(loadgens, balancer, tmp_path):
     try:
         browser.navigate(f"{lb.url}/dashboard?api_key=k")
         deadline = time.monotonic() + 20
-        while len((first := read_page(browser))["rows"]) < 3 or first["updated"] == "never":
+        while (first := read_page(browser)) is None or len(first["rows"]) < 3 or first["updated"] == "never":
             assert time.monotonic() < deadline, f"dashboard never rendered: {first}"
             time.sleep(0.2)
         assert first["policy"] == "test_move_after"
