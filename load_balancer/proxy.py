@@ -53,7 +53,7 @@ class UpstreamStatus(Exception):
         self.response = response
 
 
-def describe_prompt(head: CompletionHead, body: dict[str, Any], default_max_tokens: int) -> tuple[str, int, int]:
+def describe_prompt(head: CompletionHead, default_max_tokens: int) -> tuple[str, int, int]:
     """(prompt key, prompt length in tokens, output cap) for routing; text length is estimated at ~4 chars/token."""
     prompt = head.messages if head.messages is not None else head.prompt
     key = hashlib.blake2b(orjson.dumps(prompt), digest_size=8).hexdigest()
@@ -93,7 +93,7 @@ class Proxy:
 
     async def handle(self, endpoint: str, body: dict[str, Any], head: CompletionHead, request: Request) -> Response:
         self.requests_total += 1
-        key, prompt_tokens, cap = describe_prompt(head, body, self.cfg.default_max_tokens)
+        key, prompt_tokens, cap = describe_prompt(head, self.cfg.default_max_tokens)
         request_id = uuid.uuid4().hex[:16]
         relay = Relay(
             request_id=request_id,
