@@ -33,7 +33,7 @@ def balancer(request: Request) -> Balancer:
     return request.app.state.balancer
 
 
-def require_api_key(request: Request) -> None:
+async def require_api_key(request: Request) -> None:  # async: FastAPI runs a sync dependency in a thread pool
     """OpenAI-style ``Authorization: Bearer KEY``; ``X-API-Key`` or ``?api_key=`` for tools and the dashboard page."""
     expected = request.app.state.balancer.cfg.api_key
     if expected is None:

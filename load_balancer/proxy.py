@@ -163,15 +163,20 @@ class Proxy:
                 if other.url == url:
                     other.interrupt("instance ejected")
 
+    @staticmethod
+    def upstream_headers(relay: Relay) -> dict[str, str]:
+        # X-Request-Id fixes vLLM's internal id (cmpl-<id>-<i>), which /abort_requests needs.
+        return {"X-Request-Id": relay.upstream_id, "Content-Type": "application/json"}
+
     async def open_upstream(self, relay: Relay, target: str | None = None) -> httpx.Response:
         """Send the relay's next attempt; retry connection failures and busy answers elsewhere, up to max_attempts."""
-        body = relay.upstream_body()
+        payload = orjson.dumps(relay.upstream_body())  # several times faster than httpx's stdlib json= for id lists
         endpoint = "/v1/completions" if relay.continued else relay.endpoint
         for n in range(self.cfg.max_attempts):
             url = target if target is not None and n == 0 else self.choose(relay, relay.tried)
             self.place(relay, url)
             request = self.client.build_request(
-                "POST", url + endpoint, json=body, headers={"X-Request-Id": relay.upstream_id}
+                "POST", url + endpoint, content=payload, headers=self.upstream_headers(relay)
             )
             try:
                 resp = await self.client.send(request, stream=True)
@@ -300,12 +305,12 @@ class Proxy:
 
     async def unary(self, relay: Relay, request: Request) -> Response:
         """A whole response at once; a connection failure before it arrives is retried elsewhere from scratch."""
-        body = relay.body
+        payload = orjson.dumps(relay.body)
         for _ in range(self.cfg.max_attempts):
             url = self.choose(relay, relay.tried)
             self.place(relay, url)
             call = asyncio.ensure_future(
-                self.client.post(url + relay.endpoint, json=body, headers={"X-Request-Id": relay.upstream_id})
+                self.client.post(url + relay.endpoint, content=payload, headers=self.upstream_headers(relay))
             )
             try:
                 resp = await self.until_disconnect(call, request)
