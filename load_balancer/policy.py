@@ -82,6 +82,14 @@ class RoutingPolicy(Protocol):
         ...
 
 
+def healthy_instances(instances: Sequence[InstanceState]) -> list[InstanceState]:
+    """The healthy ones among ``instances``; raises when there are none (a policy cannot route anywhere)."""
+    healthy = [s for s in instances if s.healthy]
+    if not healthy:
+        raise ValueError("no healthy instance to route to")
+    return healthy
+
+
 POLICIES: dict[str, Callable[[], RoutingPolicy]] = {}
 
 

@@ -1,0 +1,1 @@
+"""Discrete-event simulator of vLLM instances behind a routing policy (a simulator, not a benchmark of real engines)."""

@@ -1,0 +1,296 @@
+"""Our routing policy, ``makespan`` (the default): route on projected finish, migrate off laggards at the tail.
+
+A plain object behind :class:`load_balancer.policy.RoutingPolicy` (no I/O, time passed in), shared by the live
+balancer and the simulator in ``bench/``. Units: tokens, seconds, tokens/s.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict, defaultdict
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from load_balancer.estimates import DrainQueue, StepTimeFit
+from load_balancer.policy import (
+    InstanceState,
+    Migration,
+    RequestInfo,
+    RunningRequest,
+    healthy_instances,
+    register_policy,
+)
+
+
+@dataclass
+class _Tracked:
+    """What ``makespan`` remembers of one request in flight."""
+
+    request: RequestInfo
+    url: str
+    generated: int  # output tokens so far, across every instance it ran on
+    migrations: int = 0
+    moved_at: float = -math.inf
+
+
+@dataclass
+class _InstanceLoad:
+    """Expected remaining work on one instance, kept incrementally between full refreshes."""
+
+    work: float = 0.0  # sum of expected remaining tokens of the requests routed there
+    by_prompt: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # prompt_key -> their work
+    variance: float = 0.0  # sum over prompts of by_prompt**2: siblings' lengths move together
+
+
+@register_policy("makespan")
+class MakespanPolicy:
+    """Route to the earliest projected finish; migrate the longest-remaining sequences off laggards.
+
+    **Length estimate.** A request's expected total output is the largest of: the mean its finished siblings
+    reached (shrunk toward ``prior_fraction * max_tokens`` with weight ``prior_weight``), the median of
+    ``(1 + lindy) * generated`` over its running siblings (a hard prompt shows itself by all its samples running
+    long), and ``(1 + lindy)`` times its own progress (a long-tailed length that has run far runs further);
+    capped by ``max_tokens``. Remaining = that minus what it generated.
+
+    **Routing.** Projected finish of an instance = (remaining work + ``risk`` * sqrt(variance)) / measured rate,
+    times a KV / queueing penalty. The variance treats the remaining lengths of one prompt's siblings as fully
+    correlated and different prompts as independent, so piling siblings onto one instance costs more than
+    spreading them: that keeps a hard prompt's 16 samples off a single "crowded" instance.
+
+    **Migration.** Sequences on one instance advance in lockstep (one token per step each), so an instance holding
+    remaining lengths ``r_j`` at contexts ``x_j`` drains in ``t0 * max r + a * sum r + c * sum(x_j r_j + r_j²/2)``
+    seconds, with ``t0, a, c`` fitted online from scrapes (:class:`StepTimeFit`). Planning moves the longest-remaining
+    request of the instance that drains last to the instance that would then drain earliest (re-prefill of prompt +
+    generated tokens included), while that shortens the later of the two by ``min_gain`` and ``min_gain_s``;
+    a moved request stays put ``cooldown_s`` and moves at most ``max_migrations_per_request`` times.
+    """
+
+    def __init__(
+        self,
+        *,
+        migrate: bool = True,
+        prior_fraction: float = 0.25,  # expected length / max_tokens before a sibling has finished
+        prior_weight: float = 2.0,  # pseudo-count of the prior when averaging finished siblings
+        lindy: float = 0.5,  # a request that has generated g tokens is expected to generate >= lindy * g more
+        max_prompts: int = 65_536,  # prompts whose finished sibling lengths are remembered (oldest forgotten)
+        risk: float = 1.0,  # weight of the standard deviation of an instance's work in its projected finish
+        kv_soft: float = 0.90,  # KV-cache usage above which new work will queue or be preempted
+        refresh_s: float = 1.0,  # recompute every instance's expected work at most this often
+        plan_interval_s: float = 2.0,  # migration planning runs at most this often
+        min_gain: float = 0.01,  # a move must shorten max(source, target) drain by this fraction...
+        min_gain_s: float = 3.0,  # ...and by this many seconds (hysteresis: no ping-pong on noise)
+        cooldown_s: float = 60.0,  # a moved request stays put at least this long
+        max_migrations_per_request: int = 2,
+        max_moves_per_plan: int = 16,
+        prefill_tokens_per_s: float = 8_000.0,  # re-prefill speed assumed when costing a move
+    ) -> None:
+        self.migrate = migrate
+        self.prior_fraction = prior_fraction
+        self.prior_weight = prior_weight
+        self.lindy = lindy
+        self.risk = risk
+        self.kv_soft = kv_soft
+        self.refresh_s = refresh_s
+        self.plan_interval_s = plan_interval_s
+        self.min_gain = min_gain
+        self.min_gain_s = min_gain_s
+        self.cooldown_s = cooldown_s
+        self.max_migrations_per_request = max_migrations_per_request
+        self.max_moves_per_plan = max_moves_per_plan
+        self.prefill_tokens_per_s = prefill_tokens_per_s
+        self.max_prompts = max_prompts
+        self.fit = StepTimeFit()
+
+        self._tracked: dict[str, _Tracked] = {}
+        self._siblings: dict[str, set[str]] = defaultdict(set)  # prompt_key -> request ids in flight
+        self._finished_by_prompt: OrderedDict[str, list[int]] = OrderedDict()
+        self._load: dict[str, _InstanceLoad] = defaultdict(_InstanceLoad)
+        self._refreshed_at = -math.inf
+        self._planned_at = -math.inf
+
+    # --- length estimates -------------------------------------------------------------------------------------
+
+    def expected_remaining(self, request: RequestInfo, generated: int) -> float:
+        """Expected output tokens still to come (see the class docstring), at least 1 while the request runs."""
+        return float(self.expected_remaining_many([request], np.array([generated]))[0])
+
+    def expected_remaining_many(self, requests: Sequence[RequestInfo], generated: Sequence[int]) -> np.ndarray:
+        """(k,) expected remaining tokens of ``requests`` (k,) that have generated ``generated`` (k,) tokens."""
+        per_prompt: dict[str, float] = {}  # prompt_key -> expected total from its siblings
+        out = np.empty(len(requests))
+        for k, (request, g) in enumerate(zip(requests, generated)):
+            key = request.prompt_key
+            if key not in per_prompt:
+                per_prompt[key] = self._prompt_estimate(request)
+            estimate = max(per_prompt[key], (1.0 + self.lindy) * g)
+            out[k] = max(1.0, min(float(request.max_tokens), estimate) - g)
+        return out
+
+    def _prompt_estimate(self, request: RequestInfo) -> float:
+        """Expected total length of a sample of ``request``'s prompt, from its finished and running siblings."""
+        done = self._finished_by_prompt.get(request.prompt_key, ())
+        prior = self.prior_fraction * request.max_tokens
+        estimate = (self.prior_weight * prior + sum(done)) / (self.prior_weight + len(done))
+        live = sorted(self._tracked[s].generated for s in self._siblings.get(request.prompt_key, ()))
+        if live:
+            estimate = max(estimate, (1.0 + self.lindy) * live[len(live) // 2])
+        return estimate
+
+    # --- bookkeeping ------------------------------------------------------------------------------------------
+
+    def _add_load(self, t: _Tracked, r: float | None = None) -> None:
+        if r is None:
+            r = self.expected_remaining(t.request, t.generated)
+        load = self._load[t.url]
+        w = load.by_prompt[t.request.prompt_key]
+        load.variance += 2.0 * w * r + r * r
+        load.by_prompt[t.request.prompt_key] = w + r
+        load.work += r
+
+    def _refresh(self, now: float) -> None:
+        """Recompute every instance's work from current estimates (they drift as siblings finish and requests grow)."""
+        self._load = defaultdict(_InstanceLoad)
+        tracked = list(self._tracked.values())
+        remaining = self.expected_remaining_many([t.request for t in tracked], np.array([t.generated for t in tracked]))
+        for t, r in zip(tracked, remaining):
+            self._add_load(t, float(r))
+        self._refreshed_at = now
+
+    def _drop(self, request_id: str) -> _Tracked | None:
+        t = self._tracked.pop(request_id, None)
+        if t is not None:
+            live = self._siblings[t.request.prompt_key]
+            live.discard(request_id)
+            if not live:  # a long-lived balancer sees endless prompts: keep only those in flight
+                del self._siblings[t.request.prompt_key]
+            self._refreshed_at = -math.inf  # the old instance's aggregates are stale: rebuild before routing again
+        return t
+
+    def on_routed(self, request: RequestInfo, url: str, now: float) -> None:
+        """Record a new request, or (same request_id) a migration / failover that continued it on ``url``."""
+        t = self._drop(request.request_id)
+        if t is None:
+            t = _Tracked(request, url, request.generated_tokens)
+        t.url, t.generated = url, max(t.generated, request.generated_tokens)
+        self._tracked[request.request_id] = t
+        self._siblings[request.prompt_key].add(request.request_id)
+        if math.isfinite(self._refreshed_at):
+            self._add_load(t)
+
+    def on_progress(self, request_id: str, generated_tokens: int, now: float) -> None:
+        t = self._tracked.get(request_id)
+        if t is not None:
+            t.generated = max(t.generated, generated_tokens)
+
+    def on_finished(self, request_id: str, generated_tokens: int, now: float) -> None:
+        t = self._drop(request_id)
+        if t is None:
+            return
+        key = t.request.prompt_key
+        self._finished_by_prompt.setdefault(key, []).append(generated_tokens)
+        self._finished_by_prompt.move_to_end(key)
+        if len(self._finished_by_prompt) > self.max_prompts:
+            self._finished_by_prompt.popitem(last=False)
+
+    def on_failed(self, request_id: str, now: float) -> None:
+        self._drop(request_id)
+
+    # --- routing ----------------------------------------------------------------------------------------------
+
+    def _penalty(self, s: InstanceState) -> float:
+        """>1 when the instance is saturated: a full KV cache or a waiting queue means new work will not start now."""
+        kv_excess = max(0.0, s.kv_cache_usage - self.kv_soft) / (1.0 - self.kv_soft)
+        return 1.0 + kv_excess + s.waiting / max(1, s.running)
+
+    def projected_finish(self, s: InstanceState, rate: float, extra: float = 0.0, extra_key: str = "") -> float:
+        """Seconds until ``s`` drains its expected work, plus ``extra`` tokens of prompt ``extra_key``."""
+        load = self._load[s.url]
+        variance = load.variance + 2.0 * load.by_prompt.get(extra_key, 0.0) * extra + extra * extra
+        return (load.work + extra + self.risk * math.sqrt(variance)) / rate * self._penalty(s)
+
+    def choose(self, request: RequestInfo, instances: Sequence[InstanceState], now: float) -> str:
+        healthy = healthy_instances(instances)
+        if now - self._refreshed_at >= self.refresh_s:
+            self._refresh(now)
+        known = [s.tokens_per_s for s in healthy if s.tokens_per_s > 0]
+        fallback = sum(known) / len(known) if known else 1.0  # unmeasured instances: assume the average
+        r = self.expected_remaining(request, request.generated_tokens)
+        costs = [
+            self.projected_finish(s, s.tokens_per_s if s.tokens_per_s > 0 else fallback, r, request.prompt_key)
+            for s in healthy
+        ]
+        return healthy[min(range(len(healthy)), key=lambda k: (costs[k], k))].url
+
+    # --- migration --------------------------------------------------------------------------------------------
+
+    def _observe(self, instances: Sequence[InstanceState], context: dict[str, float]) -> None:
+        """Feed the step-time fit from instances whose whole load is running (a queue would skew ``K``)."""
+        obs = [(s.running, context.get(s.url, 0.0), s.running / s.tokens_per_s)
+               for s in instances if s.running > 0 and s.tokens_per_s > 0 and s.waiting == 0]
+        if obs:
+            self.fit.observe(*zip(*obs))
+
+    def plan_migrations(
+        self, instances: Sequence[InstanceState], running: Sequence[RunningRequest], now: float
+    ) -> list[Migration]:
+        """Moves that shorten the step's projected finish (see the class docstring); [] most of the time."""
+        if not self.migrate or now - self._planned_at < self.plan_interval_s:
+            return []
+        self._planned_at = now
+        healthy = {s.url: s for s in instances if s.healthy}
+        items: list[tuple[float, float, RunningRequest]] = []
+        context: dict[str, float] = defaultdict(float)
+        running = list(running)
+        for rr in running:
+            t = self._tracked.get(rr.request.request_id)
+            if t is not None:
+                t.generated = max(t.generated, rr.generated_tokens)
+        remaining = self.expected_remaining_many([rr.request for rr in running], [rr.generated_tokens for rr in running])
+        for rr, r in zip(running, remaining):
+            x = rr.request.prompt_tokens + rr.generated_tokens
+            context[rr.url] += x
+            if rr.url in healthy:
+                items.append((float(r), x, rr))
+        self._observe(list(healthy.values()), context)
+        if len(healthy) < 2:
+            return []
+        theta = self.fit.coefficients()
+        queues = {url: DrainQueue(theta) for url in healthy}
+        for item in items:
+            queues[item[2].url].add(item)
+        drain = {url: q.drain_s() for url, q in queues.items()}
+
+        moves: list[Migration] = []
+        received: set[str] = set()
+        while len(moves) < self.max_moves_per_plan:
+            source = max((u for u in drain if u not in received), key=lambda u: (drain[u], u), default=None)
+            if source is None:
+                break
+            before = drain[source]
+            movable = sorted((it for it in queues[source].items if self._movable(it[2].request.request_id, now)),
+                             key=lambda it: (-it[0], it[2].request.request_id))
+            if not movable:
+                break
+            item = movable[0]  # the longest-remaining request that may move
+            r, x, rr = item
+            stall = x / self.prefill_tokens_per_s  # the target stops decoding while it re-prefills
+            target = min((u for u in queues if u != source), key=lambda u: (queues[u].drain_with_s(r, x), u))
+            after = max(queues[source].drain_without_s(item), queues[target].drain_with_s(r, x) + stall)
+            if before - after < max(self.min_gain * before, self.min_gain_s):
+                break
+            queues[source].remove(item)
+            queues[target].add(item)
+            queues[target].stall_s += stall
+            drain[source], drain[target] = queues[source].drain_s(), queues[target].drain_s()
+            received.add(target)
+            moves.append(Migration(rr.request.request_id, source, target))
+            t = self._tracked.get(rr.request.request_id)
+            if t is not None:
+                t.migrations, t.moved_at = t.migrations + 1, now
+        return moves
+
+    def _movable(self, request_id: str, now: float) -> bool:
+        t = self._tracked.get(request_id)
+        return t is None or (t.migrations < self.max_migrations_per_request and now - t.moved_at >= self.cooldown_s)
