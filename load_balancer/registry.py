@@ -55,9 +55,8 @@ class Instance:
         """The rate the instance generates at while it has work: its engine's counter (which also covers traffic
         that bypasses us) when scraped, else what we relayed. An idle instance keeps its last busy rate: it is a
         capacity, and an idle instance reading ~0 tok/s would look infinitely slow to a work-based policy."""
-        if self.scraped_rate is not None:
-            return self.scraped_rate
-        return self.relayed_rate(now, window_s)
+        current = self.throughput(now, window_s)
+        return current if self.scraped_rate is None else max(self.scraped_rate, current)
 
     def throughput(self, now: float, window_s: float) -> float:
         """Tokens/s generated right now (what the dashboard and /metrics show)."""
