@@ -24,7 +24,7 @@ from load_balancer.policy import make_policy
 from load_balancer.proxy import error_response
 from load_balancer.registry import StoreUnavailable
 from load_balancer.service import Balancer  # imports the policies, registering their names
-from load_balancer.types import CompletionHead, InstanceRegistration, InstanceView
+from load_balancer.types import CompletionHead, GenerateHead, InstanceRegistration, InstanceView
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def balancer(request: Request) -> Balancer:
     return request.app.state.balancer
 
 
-def require_api_key(request: Request) -> None:
+async def require_api_key(request: Request) -> None:  # async: FastAPI runs a sync dependency in a thread pool
     """OpenAI-style ``Authorization: Bearer KEY``; ``X-API-Key`` or ``?api_key=`` for tools and the dashboard page."""
     expected = request.app.state.balancer.cfg.api_key
     if expected is None:
@@ -93,6 +93,21 @@ async def completions(request: Request) -> Response:
 @api.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
     return await proxied("/v1/chat/completions", request)
+
+
+@api.post("/inference/v1/generate")
+async def generate(request: Request) -> Response:
+    """vLLM's token-in/token-out endpoint: routed and failed over like the others, relayed as is (not migrated)."""
+    lb = balancer(request)
+    body = await read_json(request, lb.cfg.max_body_bytes)
+    try:
+        gen = GenerateHead.model_validate(body)
+    except ValidationError as e:
+        raise HTTPException(400, validation_message(e)) from None
+    cap = (gen.sampling_params or {}).get("max_tokens")
+    cap = cap if isinstance(cap, int) and cap >= 0 else None
+    head = CompletionHead(prompt=gen.token_ids, stream=bool(gen.stream), max_tokens=cap)
+    return await lb.proxy.handle("/inference/v1/generate", body, head, request)
 
 
 @api.get("/v1/models")

@@ -46,6 +46,7 @@ class LoadGenSettings:
     stream_interval: int = 1  # tokens per SSE chunk unless the request says otherwise
     metrics_delay_s: float = 0.0  # make /metrics slow (scraper timeout tests)
     fail_metrics: bool = False  # make /metrics answer 500
+    fail_health: bool = False  # make /health answer 503
     max_running: int = 10_000  # beyond this, requests wait (vllm:num_requests_waiting)
 
 
@@ -102,6 +103,28 @@ def build_loadgen_app(settings: LoadGenSettings | None = None) -> FastAPI:
     async def chat(request: Request) -> Response:
         return await generate(request, chat=True)
 
+    @app.post("/inference/v1/generate")
+    async def generate_tokens(request: Request) -> Response:
+        """Token in, token out (vLLM's shape, loosely: ``request_id`` and ``choices[].token_ids``)."""
+        body = orjson.loads(await request.body())
+        state.requests.append(body)
+        rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+        seq = list(body["token_ids"])
+        for _ in range((body.get("sampling_params") or {}).get("max_tokens") or 16):
+            seq.append(next_token(seq))
+        out = seq[len(body["token_ids"]) :]
+        await asyncio.sleep(len(out) / state.settings.tokens_per_s)
+        state.generated_total += len(out)
+
+        def chunk(tokens: list[int], finish: str | None) -> bytes:
+            choice = {"index": 0, "token_ids": tokens, "finish_reason": finish}
+            return orjson.dumps({"request_id": rid, "choices": [choice]})
+
+        if not body.get("stream"):
+            return Response(chunk(out, "length"), media_type="application/json")
+        events = [b"data: " + chunk([t], "length" if i == len(out) - 1 else None) + b"\n\n" for i, t in enumerate(out)]
+        return StreamingResponse(iter([*events, b"data: [DONE]\n\n"]), media_type="text/event-stream")
+
     @app.post("/abort_requests")
     async def abort(request: Request) -> dict[str, Any]:
         ids = (await request.json()).get("request_ids") or list(state.running)
@@ -127,7 +150,7 @@ def build_loadgen_app(settings: LoadGenSettings | None = None) -> FastAPI:
 
     @app.get("/health")
     async def health() -> Response:
-        return Response(status_code=200)
+        return Response(status_code=503 if state.settings.fail_health else 200)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:

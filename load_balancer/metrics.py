@@ -28,7 +28,7 @@ class InstanceCollector:
         }  # fmt: skip
         for inst in list(self.registry.instances.values()):
             gauges["in_flight"].add_metric([inst.url], inst.in_flight)
-            gauges["rate"].add_metric([inst.url], inst.tokens_per_s(now, self.registry.window_s))
+            gauges["rate"].add_metric([inst.url], inst.throughput(now, self.registry.window_s))
             gauges["healthy"].add_metric([inst.url], float(inst.routable()))
             gauges["waiting"].add_metric([inst.url], inst.waiting)
             gauges["kv"].add_metric([inst.url], inst.kv_cache_usage)

@@ -33,7 +33,8 @@ class Instance:
     waiting: int = 0
     kv_cache_usage: float = 0.0
     gen_tokens_total: float | None = None  # vllm:generation_tokens_total at last_scrape
-    scraped_rate: float | None = None  # tokens/s from successive generation_tokens_total values (EWMA)
+    scraped_rate: float | None = None  # tokens/s while busy, from generation_tokens_total (EWMA): a capacity
+    scraped_now: float | None = None  # tokens/s over the last scrape interval, busy or not: current throughput
     # balancer-side counters
     in_flight: int = 0
     tokens_relayed: int = 0
@@ -51,17 +52,24 @@ class Instance:
         return sum(n for _, n in self.relayed) / window_s
 
     def tokens_per_s(self, now: float, window_s: float) -> float:
-        """The engine's own counter covers traffic that bypasses us; our relayed count is the fallback."""
+        """The rate the instance generates at while it has work: its engine's counter (which also covers traffic
+        that bypasses us) when scraped, else what we relayed. An idle instance keeps its last busy rate: it is a
+        capacity, and an idle instance reading ~0 tok/s would look infinitely slow to a work-based policy."""
+        current = self.throughput(now, window_s)
+        return current if self.scraped_rate is None else max(self.scraped_rate, current)
+
+    def throughput(self, now: float, window_s: float) -> float:
+        """Tokens/s generated right now (what the dashboard and /metrics show)."""
         relayed = self.relayed_rate(now, window_s)
-        if self.scraped_rate is None:
-            return relayed
-        return max(self.scraped_rate, relayed)
+        return relayed if self.scraped_now is None else max(self.scraped_now, relayed)
 
     def record_scrape(self, running: int, waiting: int, kv: float, gen_total: float | None, now: float) -> None:
         if gen_total is not None and self.gen_tokens_total is not None and now > self.last_scrape:
             sample = max(0.0, gen_total - self.gen_tokens_total) / (now - self.last_scrape)
-            # A short EWMA: one 250 ms scrape sees few engine steps, so single samples are noisy.
-            self.scraped_rate = sample if self.scraped_rate is None else 0.5 * self.scraped_rate + 0.5 * sample
+            self.scraped_now = sample
+            if running > 0 or self.running > 0:
+                # A short EWMA: one 250 ms scrape sees few engine steps, so single samples are noisy.
+                self.scraped_rate = sample if self.scraped_rate is None else 0.5 * self.scraped_rate + 0.5 * sample
         self.running, self.waiting, self.kv_cache_usage = running, waiting, kv
         self.gen_tokens_total = gen_total
         self.last_scrape = now

@@ -76,6 +76,12 @@ class Relay:
         return bool(self.head.return_token_ids)
 
     @property
+    def tracks_token_ids(self) -> bool:
+        """The OpenAI endpoints get ``return_token_ids`` added (and nulled again on the way back); vLLM's generate
+        endpoint is relayed untouched."""
+        return self.endpoint in ("/v1/completions", "/v1/chat/completions")
+
+    @property
     def upstream_id(self) -> str:
         return f"{self.request_id}-{self.attempt}"
 
@@ -83,6 +89,8 @@ class Relay:
         """vLLM's engine-side ids for the current attempt (DESIGN.md §6), the only form /abort_requests honours."""
         if self.endpoint == "/v1/chat/completions" and not self.continued:
             return [f"chatcmpl-{self.upstream_id}"]
+        if not self.tracks_token_ids:
+            return [self.upstream_id]
         return [f"cmpl-{self.upstream_id}-{i}" for i in range(self.num_prompts)]
 
     @property
@@ -135,6 +143,8 @@ class Relay:
 
     def upstream_body(self) -> dict[str, Any]:
         """The first attempt sends the client's body; later ones, prompt + generated ids with the cap reduced."""
+        if not self.tracks_token_ids:
+            return self.body
         if not self.generated and not self.continued:
             return self.body | {"return_token_ids": True}
         body = self.body | {"prompt": self.prompt_ids + self.generated, "return_token_ids": True}
@@ -179,7 +189,7 @@ class Relay:
             else:
                 out.append(sse_event(self._rewrite(chunk)))
         blob = b"".join(out)
-        return blob if self.wants_ids or not plain else null_token_ids(blob)
+        return null_token_ids(blob) if plain and self.tracks_token_ids and not self.wants_ids else blob
 
     def _record(self, chunk: dict[str, Any]) -> None:
         if self.first_id is None and "id" in chunk:

@@ -47,30 +47,48 @@ class Scraper:
         self.registry = registry
         self.client = client
         self.metrics = metrics
+        self._pending: dict[str, asyncio.Task] = {}  # url -> its scrape or health check in progress
 
     async def run(self) -> None:
-        """Forever: sleep, follow the shared registry, then scrape (or health-check) every instance.
+        """Forever: every interval, follow the shared registry and start a scrape (or health check) of each
+        instance that has none in progress. Rounds never wait for a slow instance, so it cannot delay the others.
 
         The caller did the first round itself at startup."""
         started = time.monotonic()
-        while True:
-            await asyncio.sleep(max(0.0, self.cfg.scrape_interval_s - (time.monotonic() - started)))
-            started = time.monotonic()
-            try:
-                await asyncio.wait_for(self.registry.sync(), self.cfg.scrape_timeout_s)
-            except Exception as e:  # a gone Redis must not stop scraping of the instances we know
-                logger.warning("registry sync failed: %r", e)
-            await self.scrape_all()
+        try:
+            while True:
+                await asyncio.sleep(max(0.0, self.cfg.scrape_interval_s - (time.monotonic() - started)))
+                started = time.monotonic()
+                try:
+                    await asyncio.wait_for(self.registry.sync(), self.cfg.scrape_timeout_s)
+                except Exception as e:  # a gone Redis must not stop scraping of the instances we know
+                    logger.warning("registry sync failed: %r", e)
+                self.launch_round()
+        finally:
+            for task in list(self._pending.values()):
+                task.cancel()
 
     async def scrape_all(self) -> None:
+        """One round, awaited (startup, registration)."""
+        await asyncio.gather(*self.launch_round())
+
+    def launch_round(self) -> list[asyncio.Task]:
         now = time.monotonic()
-        jobs = []
+        launched = []
         for inst in list(self.registry.instances.values()):
+            if inst.url in self._pending:
+                continue
             if inst.healthy:
-                jobs.append(self.scrape(inst))
+                job = self.scrape(inst)
             elif now >= inst.next_health_check:
-                jobs.append(self.health_check(inst))
-        await asyncio.gather(*jobs)
+                job = self.health_check(inst)
+            else:
+                continue
+            task = asyncio.create_task(job)
+            self._pending[inst.url] = task
+            task.add_done_callback(lambda _, url=inst.url: self._pending.pop(url, None))
+            launched.append(task)
+        return launched
 
     async def scrape(self, inst: Instance) -> None:
         try:

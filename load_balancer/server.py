@@ -23,7 +23,10 @@ class ThreadedServer:
         self.app = app
         self.host = host
         self._server = uvicorn.Server(
-            uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on")
+            uvicorn.Config(
+                app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on",
+                timeout_graceful_shutdown=2,  # streams still open at stop() are cut after 2 s, not waited for
+            )  # fmt: skip
         )
         self._thread: threading.Thread | None = None
 

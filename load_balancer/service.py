@@ -68,7 +68,8 @@ class Balancer:
                 remaining[relay.url] = remaining.get(relay.url, 0.0) + left
         views = []
         for inst in self.registry.instances.values():
-            rate = inst.tokens_per_s(now, self.registry.window_s)
+            rate = inst.throughput(now, self.registry.window_s)
+            capacity = inst.tokens_per_s(now, self.registry.window_s)
             left = remaining.get(inst.url, 0.0)
             views.append(
                 InstanceView(
@@ -81,7 +82,7 @@ class Balancer:
                     remaining_tokens=left,
                     tokens_per_s=rate,
                     kv_cache_usage=inst.kv_cache_usage,
-                    drain_s=left / rate if rate > 0 else (0.0 if left == 0 else None),
+                    drain_s=left / capacity if capacity > 0 else (0.0 if left == 0 else None),
                     last_scrape_age_s=None if inst.last_scrape == float("-inf") else now - inst.last_scrape,
                     consecutive_failures=inst.consecutive_failures,
                     migrations_in=inst.migrations_in,

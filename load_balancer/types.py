@@ -6,7 +6,7 @@ only the few fields the balancer reads to route and continue a request, and keep
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator
@@ -107,4 +107,11 @@ class CompletionHead(BaseModel):
     prompt_logprobs: StrictInt | None = None
 
 
-Endpoint = Literal["/v1/completions", "/v1/chat/completions"]
+class GenerateHead(BaseModel):
+    """The fields of vLLM's token-in/token-out ``/inference/v1/generate`` body the balancer reads."""
+
+    model_config = ConfigDict(extra="allow")
+
+    token_ids: list[StrictInt] = Field(min_length=1)
+    stream: StrictBool | None = False
+    sampling_params: dict[str, Any] | None = None

@@ -80,7 +80,10 @@ class TcpLink:
     nothing listens any more — what the balancer sees when an engine dies, while the real engine behind it lives on
     for the other tests of the session."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, throttle_s: float = 0.0) -> None:
+        """``throttle_s``: pause per 1 KiB forwarded back to the client, so streams through the link last long
+        enough to be cut mid-way on any machine."""
+        self._throttle_s = throttle_s
         parts = urlsplit(target)
         self._target = (parts.hostname, parts.port)
         self._loop = asyncio.new_event_loop()
@@ -101,17 +104,22 @@ class TcpLink:
             return
         self._writers.update((writer, up_writer))
 
-        async def pipe(src, dst):
+        async def pipe(src, dst, size, pause):
             try:
-                while data := await src.read(65536):
+                while data := await src.read(size):
                     dst.write(data)
                     await dst.drain()
+                    if pause:
+                        await asyncio.sleep(pause)
             except (OSError, asyncio.CancelledError):
                 pass
             finally:
                 dst.close()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(
+            pipe(reader, up_writer, 65536, 0.0),
+            pipe(up_reader, writer, 1024 if self._throttle_s else 65536, self._throttle_s),
+        )
 
     def cut(self) -> None:
         async def close_all():
@@ -123,5 +131,13 @@ class TcpLink:
 
     def close(self) -> None:
         self.cut()
+
+        async def cancel_pipes():
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(cancel_pipes(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)

@@ -4,7 +4,6 @@ reads, to the client, exactly like one uninterrupted generation (tokens, text, l
 import concurrent.futures
 import os
 import signal
-import threading
 import time
 
 import httpx
@@ -60,9 +59,15 @@ def test_instance_killed_mid_stream_is_continued_elsewhere(loadgens, balancer):
     with loadgen_process(tokens_per_s=100) as (proc, victim):
         lb = balancer([victim, backup.url], policy="test_first")
         direct = sse_chunks(httpx.post(f"{backup.url}/v1/completions", json=BODY, timeout=10).text)
-        threading.Timer(0.4, os.killpg, (proc.pid, signal.SIGKILL)).start()  # ~40 of 120 tokens in
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
-            texts = list(pool.map(lambda _: httpx.post(f"{lb.url}/v1/completions", json=BODY, timeout=20).text, range(3)))
+            futures = [pool.submit(httpx.post, f"{lb.url}/v1/completions", json=BODY, timeout=30) for _ in range(3)]
+            relays = lb.balancer.proxy.relays
+            deadline = time.monotonic() + 20
+            while len(relays) < 3 or any(r.tokens_seen < 10 for r in list(relays.values())):
+                assert time.monotonic() < deadline, "the streams never got under way"
+                time.sleep(0.005)
+            os.killpg(proc.pid, signal.SIGKILL)  # every stream is ~10 of 120 tokens in
+            texts = [f.result().text for f in futures]
     for text in texts:
         assert_one_generation(sse_chunks(text), direct)
     continued = [r for r in httpx.get(f"{backup.url}/stats").json()["requests"] if isinstance(r["prompt"], list)]

@@ -17,9 +17,10 @@ pytestmark = pytest.mark.skipif(chromium_path() is None, reason="needs chromium:
 SCREENSHOT = os.environ.get("AM_RL_LB_DASHBOARD_SCREENSHOT")
 
 
-def read_page(browser: Chromium) -> dict:
+def read_page(browser: Chromium) -> dict | None:
+    """What the page shows; None while the navigation has not produced the dashboard yet."""
     return browser.evaluate(
-        """({
+        """!document.getElementById('t-rate') ? null : ({
           rows: [...document.querySelectorAll('#instances tr')].map(tr => [...tr.children].map(td => td.textContent)),
           rate: document.getElementById('t-rate').textContent,
           tokens: document.getElementById('t-tokens').textContent,
@@ -33,22 +34,23 @@ def read_page(browser: Chromium) -> dict:
 
 def test_dashboard_renders_and_updates_live(loadgens, balancer, tmp_path):
     gens = loadgens(3, tokens_per_s=300)
+    # Everything shares one process here; on a loaded machine a loopback connect can wait seconds for the GIL.
     lb = balancer([g.url for g in gens], policy="test_move_after", policy_options={"after": 150},
-                  migration_interval_s=0.1, api_key="k")  # fmt: skip
+                  migration_interval_s=0.1, api_key="k", connect_timeout_s=15, scrape_timeout_s=5)  # fmt: skip
     stop = threading.Event()
 
-    def load():  # bounded: 6 client threads, each stops when the test is done
+    def load():  # bounded: 4 client threads, each stops when the test is done
         with httpx.Client(timeout=30, headers={"Authorization": "Bearer k"}) as client:
             while not stop.is_set():
                 body = {"model": "loadgen", "prompt": "x", "max_tokens": 400, "stream": True}
                 client.post(f"{lb.url}/v1/completions", json=body)
 
     browser = Chromium()
-    clients = [threading.Thread(target=load, daemon=True) for _ in range(6)]
+    clients = [threading.Thread(target=load, daemon=True) for _ in range(4)]
     try:
         browser.navigate(f"{lb.url}/dashboard?api_key=k")
         deadline = time.monotonic() + 20
-        while len((first := read_page(browser))["rows"]) < 3 or first["updated"] == "never":
+        while (first := read_page(browser)) is None or len(first["rows"]) < 3 or first["updated"] == "never":
             assert time.monotonic() < deadline, f"dashboard never rendered: {first}"
             time.sleep(0.2)
         assert first["policy"] == "test_move_after"

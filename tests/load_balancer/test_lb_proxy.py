@@ -1,6 +1,7 @@
 """The streaming proxy against load generators: pass-through, token ids, usage, 4xx, chat, no instance."""
 
 import concurrent.futures
+import re
 
 import httpx
 from lb_helpers import sse_chunks, without_ids
@@ -90,3 +91,21 @@ def test_requests_spread_and_metrics_count_them(loadgens, balancer):
     views = httpx.get(f"{lb.url}/instances", timeout=10).json()
     assert {v["url"] for v in views} == {g.url for g in gens}
     assert all(v["tokens_relayed"] == 36 and v["in_flight"] == 0 and v["healthy"] for v in views)
+
+
+def test_token_in_token_out_generate_is_relayed_as_is(loadgens, balancer):
+    (gen,) = loadgens(1, tokens_per_s=5000)
+    lb = balancer([gen.url])
+    body = {"model": "loadgen", "token_ids": [5, 6, 7], "sampling_params": {"max_tokens": 6, "temperature": 0}}
+    for stream in (False, True):
+        direct = httpx.post(f"{gen.url}/inference/v1/generate", json=body | {"stream": stream}, timeout=10)
+        via = httpx.post(f"{lb.url}/inference/v1/generate", json=body | {"stream": stream}, timeout=10)
+        assert via.status_code == 200
+        ids = [t for c in (sse_chunks(via.text) if stream else [via.json()]) for t in c["choices"][0]["token_ids"]]
+        assert len(ids) == 6
+        blank = re.compile(rb'"request_id":"[^"]*"')
+        assert blank.sub(b"", via.content) == blank.sub(b"", direct.content)
+    sent = httpx.get(f"{gen.url}/stats").json()["requests"]
+    assert "return_token_ids" not in sent[-1]  # relayed untouched
+    bad = httpx.post(f"{lb.url}/inference/v1/generate", json={"token_ids": []}, timeout=10)
+    assert bad.status_code == 400 and "token_ids" in bad.json()["error"]["message"]

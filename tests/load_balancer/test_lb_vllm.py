@@ -17,7 +17,7 @@ from load_balancer.scraper import parse_vllm_metrics
 
 pytestmark = pytest.mark.vllm
 
-_VOLATILE = re.compile(rb'"(id|created)":("[^"]*"|\d+)')
+_VOLATILE = re.compile(rb'"(id|request_id|created)":("[^"]*"|\d+)')
 
 
 def normalised(raw: bytes) -> bytes:
@@ -66,6 +66,8 @@ def test_pass_through_is_byte_identical_to_direct(vllm_servers, tiny_model, bala
         ("/v1/chat/completions", greedy(tiny_model, messages=chat, max_tokens=16, stream=True)),
         ("/v1/chat/completions", greedy(tiny_model, messages=chat, max_tokens=16)),
         ("/v1/completions", greedy("no-such-model", prompt="x", max_tokens=4)),  # a 404 from vLLM
+        ("/inference/v1/generate", {"model": str(tiny_model), "token_ids": [19, 13, 20, 31],
+                                    "sampling_params": {"max_tokens": 8, "temperature": 0}}),
     ]  # fmt: skip
     for path, body in cases:
         direct = httpx.post(server + path, json=body, timeout=60)
@@ -109,7 +111,7 @@ def test_migration_mid_stream_equals_uninterrupted_greedy(vllm_servers, tiny_mod
 
 def test_instance_death_mid_step_loses_no_request(vllm_servers, tiny_model, balancer):
     a, b = vllm_servers.urls
-    link = TcpLink(a)  # the balancer's only way to `a`; cutting it looks like `a` died
+    link = TcpLink(a, throttle_s=0.01)  # the balancer's only way to `a`; cutting it looks like `a` died
     try:
         lb = balancer([link.url, b], policy="test_first")
         prompts = [f"{i}+{i}=" for i in range(4)]
@@ -117,7 +119,7 @@ def test_instance_death_mid_step_loses_no_request(vllm_servers, tiny_model, bala
         direct = [tokens_of(sse_chunks(httpx.post(f"{b}/v1/completions", json=x, timeout=60).text)) for x in bodies]
         with httpx.Client(timeout=60) as client, concurrent.futures.ThreadPoolExecutor(4) as pool:
             futures = [pool.submit(client.post, f"{lb.url}/v1/completions", json=x) for x in bodies]
-            relays = lb.balancer.proxy.relays  # watched in-process: on 2 cores the whole step takes ~1 s
+            relays = lb.balancer.proxy.relays  # watched in-process, to cut while every stream is under way
             deadline = time.monotonic() + 30
             while len(relays) < 4 or any(r.tokens_seen < 16 for r in list(relays.values())):
                 assert time.monotonic() < deadline, "the step never got under way"
@@ -127,7 +129,7 @@ def test_instance_death_mid_step_loses_no_request(vllm_servers, tiny_model, bala
     finally:
         link.close()
     assert results == direct
-    assert 1 <= metric_value(lb.url, "lb_failovers_total") <= 4  # each continued at most once
+    assert metric_value(lb.url, "lb_failovers_total") == 4
     view = {v["url"]: v for v in httpx.get(f"{lb.url}/instances", timeout=10).json()}
     deadline = time.monotonic() + 5
     while view[link.url]["healthy"]:
@@ -139,30 +141,29 @@ def test_instance_death_mid_step_loses_no_request(vllm_servers, tiny_model, bala
 def test_client_disconnect_aborts_the_engine_within_a_second(vllm_servers, tiny_model, balancer):
     server = vllm_servers.urls[1]
     lb = balancer([server])
-    body = greedy(tiny_model, prompt="9*9=", max_tokens=1000, stream=True)
+    # 4 requests x 4 sequences x 1000 tokens: seconds of engine work, so finishing early can only be the abort
+    body = greedy(tiny_model, prompt="9*9=", max_tokens=1000, stream=True, n=4)
+    all_started = threading.Barrier(5)
     stop = threading.Event()
 
     def read_a_little():
         with httpx.Client(timeout=60) as client, client.stream("POST", f"{lb.url}/v1/completions", json=body) as r:
-            lines = r.iter_lines()
-            next(lines)
-            stop.wait(10)
+            next(r.iter_lines())
+            all_started.wait(60)
+            stop.wait(60)
 
     def engine():
         return parse_vllm_metrics(httpx.get(f"{server}/metrics", timeout=10).text)
 
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        readers = [pool.submit(read_a_little) for _ in range(8)]  # 8 x 1000 tokens: seconds of work on 2 cores
-        deadline = time.monotonic() + 30
-        while engine()["running"] < 8:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+    generated_before = engine()["gen"]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        readers = [pool.submit(read_a_little) for _ in range(4)]
+        all_started.wait(60)
         stop.set()
         for r in readers:
             r.result()
     left = time.monotonic()
-    generated_then = engine()["gen"]
     while engine()["running"] > 0:
         assert time.monotonic() - left < 1.0, "vLLM still generating 1 s after every client left"
         time.sleep(0.05)
-    assert engine()["gen"] - generated_then < 8 * 1000 / 2  # it stopped well before finishing the work
+    assert engine()["gen"] - generated_before < 0.9 * 4 * 4 * 1000, "the work ran to completion: nothing was aborted"
