@@ -129,13 +129,26 @@ class Proxy:
 
     # ---- routing and upstream attempts -------------------------------------------------------------------------
 
-    def choose(self, relay: Relay, exclude: set[str]) -> str:
-        now = time.monotonic()
-        # Instances that failed this request are skipped while others exist; when none does, they get another try
-        # (a stale keep-alive connection fails once without the instance being down; max_attempts bounds it).
-        candidates = self.registry.routable_states(now, exclude) or self.registry.routable_states(now)
-        if not candidates:
-            raise NoInstance("no healthy instance available" + (f" (failed: {sorted(exclude)})" if exclude else ""))
+    async def choose(self, relay: Relay, exclude: set[str]) -> str:
+        """Pick an instance for the relay's next attempt.
+
+        When every registered instance is ejected, wait up to ``no_instance_wait_s`` for one to be re-admitted
+        instead of failing at once: on an overloaded host, engines that are slow, not dead, miss scrape and connect
+        timeouts, get ejected and come back a moment later; failing the request then would fail a whole GRPO step.
+        """
+        deadline = time.monotonic() + self.cfg.no_instance_wait_s
+        while True:
+            now = time.monotonic()
+            # Instances that failed this request are skipped while others exist; when none does, they get another
+            # try (a stale keep-alive connection fails once without the instance being down; max_attempts bounds it).
+            candidates = self.registry.routable_states(now, exclude) or self.registry.routable_states(now)
+            if candidates:
+                break
+            if now >= deadline or not self.registry.instances:
+                raise NoInstance(
+                    "no healthy instance available" + (f" (failed: {sorted(exclude)})" if exclude else "")
+                )
+            await asyncio.sleep(0.05)
         url = self.policy.choose(relay.progress_info(), candidates, now)
         self.metrics.routed.labels(url).inc()
         return url
@@ -173,7 +186,7 @@ class Proxy:
         payload = orjson.dumps(relay.upstream_body())  # several times faster than httpx's stdlib json= for id lists
         endpoint = "/v1/completions" if relay.continued else relay.endpoint
         for n in range(self.cfg.max_attempts):
-            url = target if target is not None and n == 0 else self.choose(relay, relay.tried)
+            url = target if target is not None and n == 0 else await self.choose(relay, relay.tried)
             self.place(relay, url)
             request = self.client.build_request(
                 "POST", url + endpoint, content=payload, headers=self.upstream_headers(relay)
@@ -307,7 +320,7 @@ class Proxy:
         """A whole response at once; a connection failure before it arrives is retried elsewhere from scratch."""
         payload = orjson.dumps(relay.body)
         for _ in range(self.cfg.max_attempts):
-            url = self.choose(relay, relay.tried)
+            url = await self.choose(relay, relay.tried)
             self.place(relay, url)
             call = asyncio.ensure_future(
                 self.client.post(url + relay.endpoint, content=payload, headers=self.upstream_headers(relay))

@@ -2,6 +2,7 @@
 instances are ejected and re-admitted once healthy again."""
 
 import concurrent.futures
+import threading
 import time
 
 import httpx
@@ -83,3 +84,29 @@ def test_failing_instance_is_ejected_then_readmitted(loadgens, balancer):
     for _ in range(4):
         httpx.post(f"{lb.url}/v1/completions", json=BODY | {"max_tokens": 2}, timeout=10)
     assert len(httpx.get(f"{flaky.url}/stats").json()["finished"]) >= 1
+
+
+def test_with_every_instance_ejected_a_request_waits_for_a_readmission(loadgens, balancer):
+    """A loaded host makes slow engines miss timeouts and get ejected; a step must not fail for that."""
+    (gen,) = loadgens(1, tokens_per_s=2000)
+    lb = balancer([gen.url], readmit_backoff_s=0.2, no_instance_wait_s=15.0)
+    httpx.post(f"{gen.url}/control", json={"fail_metrics": True, "fail_health": True})
+    wait_for(lambda: not httpx.get(f"{lb.url}/instances").json()[0]["healthy"], 10, "ejection")
+
+    healthy_again = {"fail_metrics": False, "fail_health": False}
+    recover = threading.Timer(1.0, httpx.post, args=(f"{gen.url}/control",), kwargs={"json": healthy_again})
+    recover.start()
+    started = time.monotonic()
+    r = httpx.post(f"{lb.url}/v1/completions", json=BODY | {"max_tokens": 2}, timeout=30)
+    recover.join()
+    assert r.status_code == 200 and len(sse_chunks(r.text)) == 2
+    assert time.monotonic() - started >= 1.0  # it waited for the re-admission rather than failing
+
+
+def test_with_no_readmission_in_time_the_request_gets_a_503(loadgens, balancer):
+    (gen,) = loadgens(1, tokens_per_s=2000)
+    lb = balancer([gen.url], readmit_backoff_s=0.2, no_instance_wait_s=0.5)
+    httpx.post(f"{gen.url}/control", json={"fail_metrics": True, "fail_health": True})
+    wait_for(lambda: not httpx.get(f"{lb.url}/instances").json()[0]["healthy"], 10, "ejection")
+    r = httpx.post(f"{lb.url}/v1/completions", json=BODY | {"max_tokens": 2}, timeout=30)
+    assert r.status_code == 503 and "no healthy instance" in r.json()["error"]["message"]
