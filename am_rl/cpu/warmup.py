@@ -13,16 +13,14 @@ import hashlib
 import json
 import logging
 import random
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from filelock import FileLock
 from tqdm import tqdm
 
 from am_rl.data.arithmetic import make_problem
+from am_rl.models.tiny import build_once
 
 logger = logging.getLogger(__name__)
 
@@ -92,17 +90,8 @@ def train(model_dir: Path, out_dir: Path, cfg: WarmupConfig) -> float:
 
 def ensure_warm_model(base_dir: Path, cfg: WarmupConfig) -> Path:
     """The warmed-up copy of ``base_dir`` for ``cfg``, trained once and cached beside it."""
-    target = base_dir.parent / f"{base_dir.name}-sft-{cfg.key()}"
-    if (target / "config.json").exists():
-        return target
-    with FileLock(str(target) + ".lock"):
-        if (target / "config.json").exists():
-            return target
-        scratch = Path(tempfile.mkdtemp(dir=base_dir.parent, prefix=".build-"))
-        try:
-            final_loss = train(base_dir, scratch, cfg)
-            logger.info("SFT warm-up done: final loss %.3f", final_loss)
-            scratch.rename(target)
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-    return target
+
+    def train_into(out_dir: Path) -> None:
+        logger.info("SFT warm-up done: final loss %.3f", train(base_dir, out_dir, cfg))
+
+    return build_once(base_dir.parent / f"{base_dir.name}-sft-{cfg.key()}", train_into)

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from filelock import FileLock
 
@@ -119,24 +120,31 @@ def build(spec: TinyModelSpec, out_dir: Path) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
-def ensure_tiny_model(spec: TinyModelSpec = TinyModelSpec(), root: Path | None = None) -> Path:
-    """Return the directory of the tiny model for ``spec``, building it first if it is not cached."""
-    models = (root or cache_root()) / "models"
-    target = models / f"tiny-qwen2-{spec.key()}"
+def build_once(target: Path, build_into: Callable[[Path], None]) -> Path:
+    """Return ``target``, a model directory, calling ``build_into(scratch_dir)`` first if it is not there yet.
+
+    Safe across processes (a file lock; the loser of a race reuses the winner's result) and across crashes (the
+    build goes to a scratch dir renamed into place, so the cache never holds a half-written model).
+    """
     if (target / "config.json").exists():
         return target
-    models.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(target) + ".lock"):
-        if (target / "config.json").exists():  # another process built it while we waited
+        if (target / "config.json").exists():
             return target
-        # Build in a scratch dir and rename, so a crash never leaves a half-written model in the cache.
-        scratch = Path(tempfile.mkdtemp(dir=models, prefix=".build-"))
+        scratch = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
         try:
-            build(spec, scratch)
+            build_into(scratch)
             scratch.rename(target)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     return target
+
+
+def ensure_tiny_model(spec: TinyModelSpec = TinyModelSpec(), root: Path | None = None) -> Path:
+    """Return the directory of the tiny model for ``spec``, building it first if it is not cached."""
+    target = (root or cache_root()) / "models" / f"tiny-qwen2-{spec.key()}"
+    return build_once(target, lambda out_dir: build(spec, out_dir))
 
 
 def main() -> None:
