@@ -81,7 +81,7 @@ class WeightPusher:
                 )
         finally:
             path.unlink(missing_ok=True)
-        errors = [f"{url}: {r}" for url, r in zip(self.urls, results) if isinstance(r, BaseException)]
+        errors = [f"{url}: {r}" for url, r in zip(self.urls, results, strict=True) if isinstance(r, BaseException)]
         if errors:
             raise WeightSyncError(f"weight push {version} failed on {len(errors)} server(s):\n" + "\n".join(errors))
         self._initialized = True

@@ -55,9 +55,11 @@ class Actor:
         """One optimizer step on the whole batch (strict on-policy).
 
         ``advantages``: (B, R) from the estimator, R = longest response. ``rollout_logprobs`` (B, R): the engines'
-        logprobs of the sampled tokens; their largest gap to the trainer's is logged as an on-policy health check. The "old" policy is the current one before
-        this step (verl recomputes old_log_prob with the actor; with exactly one step per batch that equals the
-        detached log-probs of this forward pass, so the ratio starts at 1 and clipping never bites).
+        logprobs of the sampled tokens; their largest gap to the trainer's is logged as an on-policy health check.
+
+        The "old" policy is the current one before this step (verl recomputes old_log_prob with the actor; with
+        exactly one step per batch that equals the detached log-probs of this forward pass, so the ratio starts at 1
+        and clipping never bites).
         """
         self.model.train()
         log_prob, mask = response_logprobs(self.model, prompts, responses, self.pad_id)  # (B, R), (B, R)

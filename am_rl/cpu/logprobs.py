@@ -15,12 +15,12 @@ def pad_batch(
     Returns (input_ids (B, T), attention_mask (B, T), response_mask (B, R), R) where R is the longest response;
     response j of row i sits at positions len(prompt_i) + j.
     """
-    lengths = [len(p) + len(r) for p, r in zip(prompts, responses)]
+    lengths = [len(p) + len(r) for p, r in zip(prompts, responses, strict=True)]
     max_len, max_resp = max(lengths), max(len(r) for r in responses)
     input_ids = torch.full((len(prompts), max_len), pad_id, dtype=torch.long)
     attention = torch.zeros((len(prompts), max_len), dtype=torch.long)
     response_mask = torch.zeros((len(prompts), max_resp), dtype=torch.float32)
-    for i, (p, r) in enumerate(zip(prompts, responses)):
+    for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
         input_ids[i, : len(p) + len(r)] = torch.tensor(list(p) + list(r))
         attention[i, : len(p) + len(r)] = 1
         response_mask[i, : len(r)] = 1
@@ -45,7 +45,7 @@ def response_logprobs(
     # Token at position t is predicted by the logits at t-1; gather the response tokens' predictions.
     out = torch.zeros(len(prompts), max_resp, dtype=logp.dtype)
     rows = []
-    for i, (p, r) in enumerate(zip(prompts, responses)):
+    for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
         pos = torch.arange(len(p) - 1, len(p) - 1 + len(r))  # (len(r),)
         rows.append(logp[i, pos, torch.tensor(list(r), dtype=torch.long)])
     for i, row in enumerate(rows):

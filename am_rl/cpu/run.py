@@ -25,7 +25,8 @@ def resolve_model(cfg: DictConfig) -> Path:
     if w.steps == 0:
         return base
     return ensure_warm_model(
-        base, WarmupConfig(steps=w.steps, batch_size=w.batch_size, lr=w.lr, max_operand=cfg.am_rl.max_operand, seed=w.seed)
+        base,
+        WarmupConfig(steps=w.steps, batch_size=w.batch_size, lr=w.lr, max_operand=cfg.am_rl.max_operand, seed=w.seed),
     )
 
 
@@ -43,6 +44,9 @@ def run(cfg: DictConfig) -> dict:
         summary = asyncio.run(GRPOTrainer(cfg, model_dir, endpoints).fit())
     logger.info(
         "done: held-out accuracy %.3f -> %.3f over %d steps; curve %s",
-        summary["initial_val_accuracy"], summary["final_val_accuracy"], summary["steps"], out_dir / "learning_curve.png",
+        summary["initial_val_accuracy"],
+        summary["final_val_accuracy"],
+        summary["steps"],
+        out_dir / "learning_curve.png",
     )
     return summary

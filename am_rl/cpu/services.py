@@ -60,7 +60,9 @@ def start_services(cfg: DictConfig, model_dir: Path, log_dir: Path) -> Iterator[
 
         reward_url = section.reward.url
         if reward_url is None:
-            reward_url, _ = stack.enter_context(reward_service(log_dir / "reward_server.log", workers=section.reward.workers))
+            reward_url, _ = stack.enter_context(
+                reward_service(log_dir / "reward_server.log", workers=section.reward.workers)
+            )
         logger.info("reward service at %s", reward_url)
 
         engines.start_wait()
@@ -79,5 +81,9 @@ def start_services(cfg: DictConfig, model_dir: Path, log_dir: Path) -> Iterator[
 
         reward = RewardScores(RewardClient(RewardClientConfig(url=reward_url, timeout_s=section.reward.timeout_s)))
         yield Endpoints(
-            balancer_url=balancer_url, vllm_urls=engines.urls, model_name=SERVED_MODEL_NAME, reward=reward, engines=engines
+            balancer_url=balancer_url,
+            vllm_urls=engines.urls,
+            model_name=SERVED_MODEL_NAME,
+            reward=reward,
+            engines=engines,
         )

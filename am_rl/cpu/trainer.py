@@ -1,7 +1,7 @@
 """The embedded CPU GRPO loop (DESIGN.md §5), one strictly on-policy step at a time:
 
-    prompts → repeat ×n + shuffle → rollout through the balancer → restore order → reward service
-    → am_grpo advantages (overlong → 0) → one policy-gradient step → push weights into every vLLM server → log
+prompts → repeat ×n + shuffle → rollout through the balancer → restore order → reward service
+→ am_grpo advantages (overlong → 0) → one policy-gradient step → push weights into every vLLM server → log
 """
 
 from __future__ import annotations
@@ -60,7 +60,9 @@ class GRPOTrainer:
             overlong_threshold=grpo.overlong_threshold or cfg.data.max_response_length,
             overlong_in_baseline=grpo.overlong_in_baseline,
         )
-        self.val_problems = make_problems(cfg.am_rl.val_size, seed=10_000 + cfg.trainer.seed, max_operand=cfg.am_rl.max_operand)
+        self.val_problems = make_problems(
+            cfg.am_rl.val_size, seed=10_000 + cfg.trainer.seed, max_operand=cfg.am_rl.max_operand
+        )
         self.out_dir = Path(cfg.trainer.default_local_dir)
 
     # ---- helpers -------------------------------------------------------------------------------------------------
@@ -72,7 +74,9 @@ class GRPOTrainer:
 
     def train_problems(self, step: int) -> list[Problem]:
         rng = random.Random(self.cfg.trainer.seed * 1_000_003 + step)
-        return make_problems(self.cfg.data.train_batch_size, seed=rng.randrange(2**31), max_operand=self.cfg.am_rl.max_operand)
+        return make_problems(
+            self.cfg.data.train_batch_size, seed=rng.randrange(2**31), max_operand=self.cfg.am_rl.max_operand
+        )
 
     async def score(self, problems: list[Problem], results: list[RolloutResult]) -> list[float]:
         items = [
@@ -81,7 +85,7 @@ class GRPOTrainer:
                 "response": self.tokenizer.decode(r.response_ids, skip_special_tokens=True),
                 "ground_truth": p.answer,
             }
-            for p, r in zip(problems, results)
+            for p, r in zip(problems, results, strict=True)
         ]
         return await self.endpoints.reward.score_batch(items)
 
@@ -124,7 +128,7 @@ class GRPOTrainer:
         width = max(1, max(map(len, responses)))
         mask = torch.zeros(len(results), width)  # (B·n, R)
         rewards = torch.zeros(len(results), width)  # (B·n, R): the score sits on the last response token
-        for i, (ids, s) in enumerate(zip(responses, scores)):
+        for i, (ids, s) in enumerate(zip(responses, scores, strict=True)):
             mask[i, : len(ids)] = 1
             rewards[i, max(len(ids) - 1, 0)] = s
         uids = np.array([f"{step}-{i // n}" for i in range(len(results))], dtype=object)
@@ -188,7 +192,9 @@ class GRPOTrainer:
 
         total = cfg.trainer.total_training_steps
         try:
-            for step in tqdm(range(start_step + 1, total + 1), desc="GRPO", unit="step", initial=start_step, total=total):
+            for step in tqdm(
+                range(start_step + 1, total + 1), desc="GRPO", unit="step", initial=start_step, total=total
+            ):
                 metrics = await self.train_step(step)
                 history.append({"step": step, **metrics})
                 tracking.log(metrics, step=step)

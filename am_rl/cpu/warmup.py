@@ -56,7 +56,7 @@ def sft_batch(tokenizer, rng: random.Random, cfg: WarmupConfig) -> tuple[torch.T
     input_ids = torch.full((len(rows), width), tokenizer.pad_token_id)
     labels = torch.full((len(rows), width), -100)
     attention = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (row, lab) in enumerate(zip(rows, label_rows)):
+    for i, (row, lab) in enumerate(zip(rows, label_rows, strict=True)):
         input_ids[i, : len(row)] = torch.tensor(row)
         labels[i, : len(lab)] = torch.tensor(lab)
         attention[i, : len(row)] = 1
