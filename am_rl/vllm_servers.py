@@ -50,6 +50,9 @@ class VLLMServerConfig:
     startup_timeout_s: float = 600.0  # ~75 s on 2 cores for the tiny model; more when several start at once
     extra_args: list[str] = field(default_factory=list)  # appended to the server command line
     env: dict[str, str] = field(default_factory=dict)  # added to the server's environment
+    # Tokens per streamed chunk (vLLM's --stream-interval). Every SSE event costs host CPU in the API server, the
+    # balancer and the client; on CPU machines that overhead, not the model, bounds rollout speed. 1 = per token.
+    stream_interval: int = 1
     log_dir: str | None = None  # where server logs go (default: a fresh temp dir)
 
 
@@ -97,8 +100,20 @@ class VLLMServer:
             "--max-model-len", str(cfg.max_model_len),
             "--kv-cache-memory-bytes", str(cfg.kv_cache_memory_bytes),
             "--disable-uvicorn-access-log",
+            "--stream-interval", str(cfg.stream_interval),
             *cfg.extra_args,
         ]  # fmt: skip
+
+    def cpu_binding(self) -> str:
+        """The core this server's engine computes on: server i on the i-th usable core, round robin.
+
+        vLLM's default ("auto") binds every server's engine to the same first core, so two servers on one machine
+        share a core while the others idle. An explicit VLLM_CPU_OMP_THREADS_BIND in the environment wins.
+        """
+        if "VLLM_CPU_OMP_THREADS_BIND" in os.environ:
+            return os.environ["VLLM_CPU_OMP_THREADS_BIND"]
+        cores = sorted(os.sched_getaffinity(0))
+        return str(cores[self.index % len(cores)])
 
     def start(self) -> None:
         if not Path(self.cfg.python).exists():
@@ -111,6 +126,7 @@ class VLLMServer:
             "VLLM_NO_USAGE_STATS": "1",
             "DO_NOT_TRACK": "1",
             "HF_HUB_OFFLINE": "1",
+            "VLLM_CPU_OMP_THREADS_BIND": self.cpu_binding(),
         } | self.cfg.env
         # The main venv's packages must not leak into the vLLM venv (transformers versions differ).
         env.pop("PYTHONPATH", None)

@@ -17,6 +17,9 @@ class VLLMSection:
     max_model_len: int = 512  # prompt + response tokens per sequence
     kv_cache_memory_bytes: int = 1 << 30  # per server; required on CPU (see DESIGN.md §6)
     startup_timeout_s: float = 600.0
+    # Tokens per streamed chunk (vLLM's --stream-interval): on CPU, per-token SSE events through server, balancer
+    # and client cost more host time than the model; the balancer still tracks progress at chunk granularity.
+    stream_interval: int = 8
 
 
 @dataclass

@@ -25,11 +25,14 @@ class Actor:
         self.model.train()
         self.pad_id = pad_id
         self.cfg = actor_cfg
+        optim = actor_cfg.optim
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
-            lr=actor_cfg.optim.lr,
-            betas=tuple(actor_cfg.optim.get("betas", (0.9, 0.999))),
-            weight_decay=actor_cfg.optim.get("weight_decay", 0.0),
+            lr=optim.lr,
+            betas=tuple(optim.get("betas", (0.9, 0.999))),
+            weight_decay=optim.get("weight_decay", 0.0),
+            # verl's key for extra optimizer constructor arguments (e.g. eps), passed through as verl's FSDP actor does
+            **OmegaConf.to_container(optim.get("override_optimizer_config") or OmegaConf.create({})),
         )
         self.policy_loss_fn = get_policy_loss_fn(actor_cfg.policy_loss.loss_mode)
         # The policy-loss functions read clip settings and global_batch_info from verl's ActorConfig; this holds

@@ -49,6 +49,7 @@ def start_services(cfg: DictConfig, model_dir: Path, log_dir: Path) -> Iterator[
             max_model_len=section.vllm.max_model_len,
             kv_cache_memory_bytes=section.vllm.kv_cache_memory_bytes,
             startup_timeout_s=section.vllm.startup_timeout_s,
+            stream_interval=section.vllm.stream_interval,
             extra_args=[*WEIGHT_SYNC_ARGS, "--served-model-name", SERVED_MODEL_NAME],
             log_dir=str(log_dir),
         )

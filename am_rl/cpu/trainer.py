@@ -161,9 +161,11 @@ class GRPOTrainer:
     async def evaluate(self, step: int) -> dict[str, float]:
         vk = self.cfg.actor_rollout_ref.rollout.val_kwargs
         start = time.monotonic()
+        n = vk.get("n", 1)
         # Its own permutation stream (offset), so evaluation never replays a training step's shuffle.
-        results, _ = await self.rollout(EVAL_STEP_OFFSET + step, self.val_problems, 1, vk.temperature, vk.top_p)
-        scores = await self.score(self.val_problems, results)
+        results, _ = await self.rollout(EVAL_STEP_OFFSET + step, self.val_problems, n, vk.temperature, vk.top_p)
+        scores = await self.score([p for p in self.val_problems for _ in range(n)], results)
+        # pass@1 averaged over n samples per problem, as the report evaluates: less noise than one sample each.
         return {"step": step, "val/accuracy": float(np.mean(scores)), "timing/eval_s": time.monotonic() - start}
 
     # ---- the loop --------------------------------------------------------------------------------------------------
