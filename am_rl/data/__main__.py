@@ -15,8 +15,8 @@ from pathlib import Path
 
 from am_rl.data.report import StageReport, report_path
 from am_rl.data.rows import read_rows, write_rows
-
-logger = logging.getLogger("am_rl.data")
+from am_rl.rewards.client import RewardServiceError
+from am_rl.rollout import RolloutError
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True, help="the model name the engines serve")
     s.add_argument("--tokenizer", required=True, help="HF tokenizer (model directory) that applies the chat template")
     s.add_argument("--reward-url", required=True, help="the reward service")
-    s.add_argument("--pass-rates", type=Path, default=None, help="pass-rate JSONL (default: <output stem>.pass_rates.jsonl)")
+    s.add_argument("--pass-rates", type=Path, default=None,
+                   help="pass-rate JSONL (default: <output stem>.pass_rates.jsonl)")  # fmt: skip
     s.add_argument("-k", type=int, default=so.k, help="samples per query")
     s.add_argument("--max-tokens", type=int, default=so.max_tokens)
     s.add_argument("--temperature", type=float, default=so.temperature)
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         run(args)
-    except (FileNotFoundError, ValueError, ConnectionError) as e:
+    except (FileNotFoundError, ValueError, ConnectionError, RolloutError, RewardServiceError) as e:
         print(f"python -m am_rl.data {args.command}: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -57,8 +57,8 @@ def shingles(text: str, size: int) -> set[str]:
 
 
 def word_ngrams(text: str, n: int) -> set[tuple[str, ...]]:
-    """Word n-grams (symbols count as words) of `text`; a text shorter than n words is one gram (so a short eval question still matches a
-    training copy of itself)."""
+    """Word n-grams (symbols count as words) of `text`; a text shorter than n words is one gram (so a short eval
+    question still matches a training copy of itself)."""
     words = tuple(_TOKEN.findall(normalise_text(text)))
     if len(words) < n:
         return {words} if words else set()

@@ -20,7 +20,6 @@ same verifier in training. Rows that cannot be normalised are reported with thei
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -31,8 +30,6 @@ from am_rl.data.arithmetic import MATH_SUFFIX, SYSTEM_PROMPT
 from am_rl.data.report import StageReport
 from am_rl.data.rows import ABILITY, STYLE, RowError, check_row, parse_truth, row_id, truth_text
 from am_rl.rewards.routing import RewardRouter
-
-logger = logging.getLogger(__name__)
 
 QUESTION_KEYS = ("prompt", "question", "problem", "query", "instruction")
 
@@ -121,10 +118,12 @@ def code_truth(record: dict) -> Any:
             meta = _maybe_json(record.get("metadata") or {})
             fn_name = record.get("fn_name") or meta.get("func_name")
             try:
+                # Functional inputs are one JSON argument per line.
                 tests = [
-                    {"input": [json.loads(a) for a in c["input"].splitlines() if a.strip()], "output": json.loads(c["output"])}
+                    {"input": [json.loads(a) for a in c["input"].splitlines() if a.strip()],
+                     "output": json.loads(c["output"])}
                     for c in cases
-                ]
+                ]  # fmt: skip
             except (json.JSONDecodeError, AttributeError) as e:
                 raise RowError(f"test_cases: functional test input/output is not JSON ({e})") from None
             return {"language": language, "test_type": "call", "fn_name": fn_name, "tests": tests}
@@ -153,9 +152,8 @@ def normalise(record: dict, source: str, opts: IngestOptions, router: RewardRout
     data_source = record.get("data_source") or opts.data_source or source
     record["data_source"] = data_source
     if isinstance(record.get("prompt"), list):  # already verl-shaped
-        record.setdefault("extra_info", {})
-        record["extra_info"] = dict(record["extra_info"] or {})
-        check_row({**record, "extra_info": {**record["extra_info"], "row_id": "-"}}, router)
+        record["extra_info"] = dict(record.get("extra_info") or {})
+        check_row(record, router, need_row_id=False)
         return record
     try:
         reward_type = router.reward_type(data_source)
@@ -192,7 +190,9 @@ def normalise(record: dict, source: str, opts: IngestOptions, router: RewardRout
     }
 
 
-def ingest(paths: list[Path], opts: IngestOptions, router: RewardRouter | None = None) -> tuple[list[dict], StageReport]:
+def ingest(
+    paths: list[Path], opts: IngestOptions, router: RewardRouter | None = None
+) -> tuple[list[dict], StageReport]:
     router = router or RewardRouter()
     report = StageReport("ingest")
     rows: list[dict] = []

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from am_rl.data.rows import DroppedRow
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass

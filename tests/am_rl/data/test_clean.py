@@ -4,7 +4,9 @@ import json
 
 from am_rl.data.clean import CleanOptions, clean, shingles, word_ngrams
 
-WORD_PROBLEM = "Tom has 3 apples and then buys 4 more apples at the market on Sunday. How many apples does Tom have now?"
+WORD_PROBLEM = (
+    "Tom has 3 apples and then buys 4 more apples at the market on Sunday. How many apples does Tom have now?"
+)
 
 
 def ids(rows):

@@ -66,8 +66,9 @@ def test_example_through_ingest_clean_and_stage2(tmp_path, capsys):
     general = tmp_path / "general_chat.jsonl"
     general.write_text("".join(json.dumps({"question": f"Chat about {i}."}) + "\n" for i in range(40)))
     assert data_main(capsys, "ingest", general, "-o", tmp_path / "general_chat.parquet")[0] == 0
-    code, _, _ = data_main(capsys, "stage2", tmp_path / "cleaned.parquet", "--logs", log,
-                           "--mix", f"{tmp_path / 'general_chat.parquet'}=0.25", "-o", tmp_path / "stage2.parquet")  # fmt: skip
+    mix = f"{tmp_path / 'general_chat.parquet'}=0.25"
+    code, _, _ = data_main(capsys, "stage2", tmp_path / "cleaned.parquet", "--logs", log, "--mix", mix,
+                           "-o", tmp_path / "stage2.parquet")  # fmt: skip
     assert code == 0
     stage2 = json.loads((tmp_path / "stage2.report.json").read_text())
     assert stage2["after"] == {"valid": 54, "unsolved": 52, "+general_chat": 65}
@@ -81,7 +82,8 @@ def test_bad_invocations_exit_2_with_a_message(tmp_path, capsys):
         data_main(capsys, "select", tmp_path / "missing.parquet", "-o", tmp_path / "x.parquet")
     assert exited.value.code == 2 and "--balancer-url" in capsys.readouterr().err  # argparse names the missing flags
     (tmp_path / "only_bad.jsonl").write_text('{"question": "no answer"}\n')
-    code, _, err = data_main(capsys, "ingest", tmp_path / "only_bad.jsonl", "--data-source", "math", "-o", tmp_path / "o.parquet")
+    code, _, err = data_main(capsys, "ingest", tmp_path / "only_bad.jsonl", "--data-source", "math",
+                             "-o", tmp_path / "o.parquet")  # fmt: skip
     assert code == 2 and "every row was dropped" in err
     report = json.loads((tmp_path / "o.report.json").read_text())
     assert report["dropped"][0]["row_id"] == "only_bad:1"
@@ -94,8 +96,8 @@ def test_stage2_rejects_bad_mix_ratios(tmp_path, capsys, make_rows, bad):
     write_rows(make_rows([{"question": "What is 1+1?", "answer": "2"}]), tmp_path / "s1.parquet")
     (tmp_path / "l.jsonl").write_text("")
     try:
-        code, _, err = data_main(capsys, "stage2", tmp_path / "s1.parquet", "--logs", tmp_path / "l.jsonl", "--mix", bad,
-                                 "-o", tmp_path / "o.parquet")  # fmt: skip
+        code, _, err = data_main(capsys, "stage2", tmp_path / "s1.parquet", "--logs", tmp_path / "l.jsonl",
+                                 "--mix", bad, "-o", tmp_path / "o.parquet")  # fmt: skip
     except SystemExit as e:  # argparse: not KEY=VALUE
         code, err = e.code, capsys.readouterr().err
     assert code == 2 and ("KEY=VALUE" in err or "could not convert" in err)

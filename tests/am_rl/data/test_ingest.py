@@ -28,7 +28,8 @@ def score_item(row):
 
 
 def test_flat_math_rows_get_the_demo_prompt_format_and_row_ids(tmp_path):
-    src = write_jsonl(tmp_path / "gsm8k_mini.jsonl", [{"question": "What is 2+2?", "answer": 4}, {"problem": "1+1?", "answer": "2"}])
+    records = [{"question": "What is 2+2?", "answer": 4}, {"problem": "1+1?", "answer": "2"}]
+    src = write_jsonl(tmp_path / "gsm8k_mini.jsonl", records)
     rows, report = ingest([src], IngestOptions())
     assert report.rows_in == 2 and report.rows_out == 2 and report.dropped == []
     first = rows[0]
@@ -49,16 +50,21 @@ def test_code_conventions_become_the_reward_service_format(tmp_path):
         [
             {"question": "sum", "input_output": json.dumps({"inputs": ["1 2\n"], "outputs": ["3\n"]})},
             {"question": "add", "input_output": {"fn_name": "add", "inputs": [[1, 2]], "outputs": [3]}},
-            {"question": "sq", "test_cases": [{"input": "3\n", "output": "9\n", "testtype": "stdin"}], "language": "cpp"},
-            {"question": "f", "test_cases": json.dumps([{"input": "[1, 2]\n5", "output": "8", "testtype": "functional"}]),
-             "metadata": json.dumps({"func_name": "f"})},
+            {"question": "sq", "language": "cpp",
+             "test_cases": [{"input": "3\n", "output": "9\n", "testtype": "stdin"}]},
+            {"question": "f", "metadata": json.dumps({"func_name": "f"}),
+             "test_cases": json.dumps([{"input": "[1, 2]\n5", "output": "8", "testtype": "functional"}])},
         ],
     )
     rows, report = ingest([src], IngestOptions())
     assert report.dropped == [] and len(rows) == 4
     truths = [json.loads(r["reward_model"]["ground_truth"]) for r in rows]
-    assert truths[0] == {"language": "python", "test_type": "stdin_stdout", "tests": [{"input": "1 2\n", "output": "3\n"}]}
-    assert truths[1] == {"language": "python", "test_type": "call", "fn_name": "add", "tests": [{"input": [1, 2], "output": 3}]}
+    assert truths[0] == {
+        "language": "python", "test_type": "stdin_stdout", "tests": [{"input": "1 2\n", "output": "3\n"}],
+    }  # fmt: skip
+    assert truths[1] == {
+        "language": "python", "test_type": "call", "fn_name": "add", "tests": [{"input": [1, 2], "output": 3}],
+    }  # fmt: skip
     assert truths[2]["language"] == "cpp"
     assert truths[3]["tests"] == [{"input": [[1, 2], 5], "output": 8}]
     assert {r["ability"] for r in rows} == {"code"}
@@ -68,8 +74,9 @@ def test_code_conventions_become_the_reward_service_format(tmp_path):
 def test_ifeval_rows_drop_the_datasets_none_kwargs(tmp_path):
     src = write_jsonl(
         tmp_path / "ifeval.jsonl",
-        [{"key": 7, "prompt": "Write in lowercase.", "instruction_id_list": ["change_case:english_lowercase", "length_constraints:number_words"],
-          "kwargs": [{"num_words": None}, {"num_words": 10, "relation": "at least", "keyword": None}]}],
+        [{"key": 7, "prompt": "Write in lowercase.",
+          "instruction_id_list": ["change_case:english_lowercase", "length_constraints:number_words"],
+          "kwargs": [{"num_words": None}, {"num_words": 10, "relation": "at least", "keyword": None}]}],  # fmt: skip
     )
     rows, report = ingest([src], IngestOptions())
     assert report.dropped == []
@@ -110,7 +117,8 @@ def test_bad_rows_are_reported_with_ids_and_the_rest_survive(tmp_path):
 def test_parquet_and_save_to_disk_inputs_and_verl_passthrough(tmp_path):
     from datasets import Dataset, DatasetDict
 
-    pq.write_table(pa.Table.from_pylist([{"question": "What is 1+2?", "answer": "3"}]), tmp_path / "arithmetic_pq.parquet")
+    table = pa.Table.from_pylist([{"question": "What is 1+2?", "answer": "3"}])
+    pq.write_table(table, tmp_path / "arithmetic_pq.parquet")
     DatasetDict({"train": Dataset.from_list([{"question": "What is 3+3?", "answer": "6"}] * 2)}).save_to_disk(
         str(tmp_path / "hf_math")
     )

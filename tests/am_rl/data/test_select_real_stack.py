@@ -73,8 +73,10 @@ def selected(stack, tiny_model, tmp_path_factory):
         {"data_source": "code_stdin", "question": "Read a and b; print a+b.",
          "input_output": {"inputs": ["1 2\n"], "outputs": ["3\n"]}},
         {"data_source": "ifeval", "prompt": "Describe the sea in at least 60 words.",  # > 24 tokens: cannot pass
-         "instruction_id_list": ["length_constraints:number_words"], "kwargs": [{"num_words": 60, "relation": "at least"}]},
-        {"data_source": "arithmetic_long", "question": "What is 1+1? " + "Think hard. " * 400, "answer": "2"},  # > max_model_len
+         "instruction_id_list": ["length_constraints:number_words"],
+         "kwargs": [{"num_words": 60, "relation": "at least"}]},
+        # longer than the servers' max_model_len: vLLM rejects it
+        {"data_source": "arithmetic_long", "question": "What is 1+1? " + "Think hard. " * 400, "answer": "2"},
     ]  # fmt: skip
     (src / "others.jsonl").write_text("".join(json.dumps(r) + "\n" for r in others))
     rows, ingest_report = ingest([src / "arithmetic.jsonl", src / "others.jsonl"], IngestOptions())
@@ -100,7 +102,8 @@ def test_selection_keeps_exactly_the_mixed_pass_rates(selected):
     for r in sampled:
         assert r.pass_rate == r.passes / K and r.kept == (0 < r.passes < K)
     assert sum(r.passes for r in sampled if r.reward_type == "math") > 0, "the warm model solves some arithmetic"
-    assert report.notes["pass_rate_histogram"] == {f"{p}/{K}": sum(r.passes == p for r in sampled) for p in range(K + 1)}
+    histogram = {f"{p}/{K}": sum(r.passes == p for r in sampled) for p in range(K + 1)}
+    assert report.notes["pass_rate_histogram"] == histogram
     by_id = {r.row_id: r for r in rates}
     assert [r["extra_info"]["row_id"] for r in kept] == [r.row_id for r in sampled if r.kept]
     assert all(r["extra_info"]["pass_rate"] == by_id[r["extra_info"]["row_id"]].pass_rate for r in kept)

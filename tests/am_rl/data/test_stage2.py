@@ -37,8 +37,9 @@ def test_solved_queries_dropped_and_mixes_added_in_proportion(tmp_path, make_row
         ],
         raw=("not json",),
     )
+    mixes = (MixSpec(tmp_path / "chat.parquet", ratio=0.5), MixSpec(tmp_path / "if.parquet", count=5))
     out, report = build_stage2(
-        stage1, [log], (MixSpec(tmp_path / "chat.parquet", ratio=0.5), MixSpec(tmp_path / "if.parquet", count=5)), seed=1
+        stage1, [log], mixes, seed=1
     )
     assert report.after == {"valid": 10, "unsolved": 8, "+chat": 12, "+if": 15}
     assert report.notes["mix_shortfall"] == {str(tmp_path / "if.parquet"): {"wanted": 5, "available": 3}}
@@ -52,7 +53,7 @@ def test_solved_queries_dropped_and_mixes_added_in_proportion(tmp_path, make_row
     assert [r["extra_info"]["index"] for r in out] == list(range(15))
     assert sources != sorted(sources, key=["arithmetic", "general_chat", "ifeval_set"].index)  # shuffled
     again, _ = build_stage2(
-        stage1, [log], (MixSpec(tmp_path / "chat.parquet", ratio=0.5), MixSpec(tmp_path / "if.parquet", count=5)), seed=1
+        stage1, [log], mixes, seed=1
     )
     assert again == out  # seeded
 
