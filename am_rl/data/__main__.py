@@ -29,7 +29,7 @@ def _pair(text: str) -> tuple[str, str]:
 def build_parser() -> argparse.ArgumentParser:
     from am_rl.data.clean import CleanOptions
     from am_rl.data.ingest import IngestOptions
-    from am_rl.data.select import SelectOptions
+    from am_rl.data.difficulty import SelectOptions
 
     p = argparse.ArgumentParser(prog="python -m am_rl.data", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> StageReport:
     elif args.command == "select":
         from transformers import AutoTokenizer
 
-        from am_rl.data.select import SelectOptions, select
+        from am_rl.data.difficulty import SelectOptions, select
 
         opts = SelectOptions(k=args.k, max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
                              min_pass_rate=args.min_pass_rate, max_pass_rate=args.max_pass_rate,

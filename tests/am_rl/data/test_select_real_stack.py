@@ -16,7 +16,7 @@ from am_rl.cpu.trainer import Endpoints, GRPOTrainer
 from am_rl.data.arithmetic import make_problems
 from am_rl.data.problems import ProblemSampler, load_problems
 from am_rl.data.rows import write_rows
-from am_rl.data.select import SelectOptions, select
+from am_rl.data.difficulty import SelectOptions, select
 from am_rl.rewards.client import RewardClient, RewardClientConfig
 from am_rl.weight_sync import WeightPusher
 
