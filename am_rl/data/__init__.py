@@ -1,1 +1,3 @@
-"""Datasets: synthetic arithmetic for the CPU demo and tests."""
+"""Data: synthetic arithmetic for the CPU demo and tests (arithmetic), the pipeline in front of the trainer
+(`python -m am_rl.data ingest|clean|select|stage2`), and the loader that feeds its parquet to the CPU demo
+(problems)."""
