@@ -49,10 +49,7 @@ def run(cfg: DictConfig) -> dict:
     out_dir = Path(cfg.trainer.default_local_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with start_services(cfg, model_dir, out_dir / "logs") as endpoints:
-        trainer = GRPOTrainer(cfg, model_dir, endpoints)
-        if sampler is not None:
-            trainer.train_problems = sampler
-        summary = asyncio.run(trainer.fit())
+        summary = asyncio.run(GRPOTrainer(cfg, model_dir, endpoints, problems=sampler).fit())
     logger.info(
         "done: held-out accuracy %.3f -> %.3f over %d steps; curve %s",
         summary["initial_val_accuracy"],

@@ -11,6 +11,7 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -43,7 +44,15 @@ class Endpoints:
 
 
 class GRPOTrainer:
-    def __init__(self, cfg: DictConfig, model_dir: Path, endpoints: Endpoints):
+    def __init__(
+        self,
+        cfg: DictConfig,
+        model_dir: Path,
+        endpoints: Endpoints,
+        problems: Callable[[int], list[Problem]] | None = None,
+    ):
+        """``problems(step)``: the prompts of training step ``step`` (e.g. an ``am_rl.data.ProblemSampler`` over a
+        parquet); None: synthetic arithmetic."""
         from transformers import AutoTokenizer
 
         self.cfg = cfg
@@ -64,6 +73,7 @@ class GRPOTrainer:
             cfg.am_rl.val_size, seed=10_000 + cfg.trainer.seed, max_operand=cfg.am_rl.max_operand
         )
         self.out_dir = Path(cfg.trainer.default_local_dir)
+        self.train_problems = problems or self.arithmetic_problems
 
     # ---- helpers -------------------------------------------------------------------------------------------------
 
@@ -72,7 +82,7 @@ class GRPOTrainer:
             problem.messages(), add_generation_prompt=True, tokenize=True, return_dict=False
         )
 
-    def train_problems(self, step: int) -> list[Problem]:
+    def arithmetic_problems(self, step: int) -> list[Problem]:
         rng = random.Random(self.cfg.trainer.seed * 1_000_003 + step)
         return make_problems(
             self.cfg.data.train_batch_size, seed=rng.randrange(2**31), max_operand=self.cfg.am_rl.max_operand

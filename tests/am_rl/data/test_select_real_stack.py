@@ -141,16 +141,15 @@ def test_cpu_demo_loop_trains_on_the_selected_parquet(selected, stack, vllm_serv
     balancer_url, reward_url, warm_dir = stack
     assert len(kept) >= 2, "selection kept too few rows to train on"
     write_rows(kept, tmp_path / "stage1.parquet")
-    cfg = compose("demo_cpu", [f"+data.train_files={tmp_path / 'stage1.parquet'}", "data.train_batch_size=4",
+    cfg = compose("demo_cpu", [f"data.train_files={tmp_path / 'stage1.parquet'}", "data.train_batch_size=4",
                                "actor_rollout_ref.rollout.n=4", "am_rl.val_size=4",
                                f"trainer.default_local_dir={tmp_path / 'run'}"])  # fmt: skip
-    # The hook am_rl.cpu.run adds when data.train_files is set.
+    # What am_rl.cpu.run does when data.train_files is set.
     problems = load_problems(cfg.data.train_files, reward_type=cfg.am_rl.reward.reward_type)
     sampler = ProblemSampler(problems, cfg.data.train_batch_size, cfg.trainer.seed)
     reward = RewardScores(RewardClient(RewardClientConfig(url=reward_url, timeout_s=120)))
     endpoints = Endpoints(balancer_url, list(vllm_servers.urls), str(tiny_model), reward)
-    trainer = GRPOTrainer(cfg, warm_dir, endpoints)
-    trainer.train_problems = sampler
+    trainer = GRPOTrainer(cfg, warm_dir, endpoints, problems=sampler)
     before = {k: v.clone() for k, v in trainer.actor.state_dict().items()}
 
     async def one_step():
