@@ -59,6 +59,8 @@ def gpu_violations(cfg: DictConfig) -> list[str]:
     """Keys that would make verl's GPU trainer bypass or break am_rl's rollout system (``am_rl.shape=gpu``)."""
     found = []
     rollout = "actor_rollout_ref.rollout"
+    if _get(cfg, "trainer.use_v1", False):
+        found.append("trainer.use_v1=true (am_rl runs verl's DataProto trainer through am_rl.gpu.task_runner)")
     if _get(cfg, f"{rollout}.name") != "vllm":
         found.append(f"{rollout}.name={_get(cfg, f'{rollout}.name')} (the load balancer fronts vLLM engines)")
     if _get(cfg, f"{rollout}.agent.agent_loop_manager_class") != AGENT_LOOP_MANAGER:

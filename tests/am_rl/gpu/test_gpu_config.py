@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[3]
         ("actor_rollout_ref.rollout.tensor_model_parallel_size=3", "tensor_model_parallel_size=3"),
         ("actor_rollout_ref.rollout.agent.num_workers=7", "num_workers=7"),
         ("actor_rollout_ref.actor.use_kl_loss=true", "use_kl_loss=true"),
+        ("trainer.use_v1=true", "trainer.use_v1=true"),
         ("actor_rollout_ref.actor.ppo_mini_batch_size=64", "ppo_mini_batch_size=64"),
     ],
 )

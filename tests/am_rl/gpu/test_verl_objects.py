@@ -1,6 +1,7 @@
 """What verl actually instantiates from our GPU recipes (asserted on the objects verl builds), the dry run's
 placement plan, and overlong samples reaching am_grpo through verl's own compute_advantage."""
 
+import cloudpickle
 import numpy as np
 import pytest
 import torch
@@ -51,6 +52,8 @@ def test_verl_builds_our_components(stage1):
     client = stage1.agent_loop_manager.llm_client
     assert isinstance(client, LLMServerClient) and type(client) is BalancerServerClient
     assert client.balancer_url == LB
+    shipped = cloudpickle.loads(cloudpickle.dumps(client))  # how Ray hands it to every agent-loop worker
+    assert type(shipped) is BalancerServerClient and shipped.balancer_url == LB and shipped.max_concurrency == 512
     assert load_class_from_fqn(cfg.actor_rollout_ref.rollout.checkpoint_manager_class, "CheckpointEngineManager") is (
         BalancerPausingCheckpointManager
     )
