@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
+from am_rl.config.validate import ConfigError
+
 
 @dataclass(frozen=True)
 class PlacementPlan:
@@ -177,7 +179,7 @@ def dry_run(cfg: DictConfig) -> DryRun:
         cfg.am_rl.balancer.url = default_balancer_url(cfg)
     OmegaConf.resolve(cfg)
     if need_reference_policy(cfg) or need_critic(cfg):
-        raise AssertionError("am_grpo runs with neither a reference model nor a critic")
+        raise ConfigError("verl would build a reference model or a critic; am_grpo runs with neither")
     verl_validate_config(cfg, use_reference_policy=False, use_critic=False)
     rollout = cfg.actor_rollout_ref.rollout
     agent_loop_cls = load_class_from_fqn(rollout.agent.agent_loop_manager_class, "AgentLoopManager")
