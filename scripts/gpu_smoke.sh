@@ -53,5 +53,8 @@ say "training 2 steps; log: $OUT/train.log"
 for step in 1 2; do
     grep -q "step:$step - " "$OUT/train.log" || { say "FAILED: no metrics line for step $step"; exit 1; }
 done
+# 2 steps x 4 prompts x 4 samples went through the balancer the trainer started (it prints its totals at exit).
+requests=$(grep -o "balancer totals: requests=[0-9]*" "$OUT/train.log" | tail -n 1 | grep -o "[0-9]*$" || echo 0)
+((requests >= 32)) || { say "FAILED: the balancer relayed $requests requests, expected >= 32"; exit 1; }
 grep -o "step:2 - .*" "$OUT/train.log" | tr ' ' '\n' | grep -E "^(actor/pg_loss|critic/score/mean|response_length/mean|timing_s/gen):" >&2 || true
-say "OK: 2 GRPO steps through the balancer"
+say "OK: 2 GRPO steps, $requests samples through the balancer"

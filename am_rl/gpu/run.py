@@ -42,7 +42,12 @@ def started_balancer(cfg: DictConfig) -> Iterator[str]:
     with server:
         url = f"http://{ray.util.get_node_ip_address()}:{server.port}"
         logger.info("load balancer at %s (dashboard: %s/dashboard)", url, url)
-        yield url
+        try:
+            yield url
+        finally:
+            totals = server.balancer.snapshot().totals
+            # One line that says the samples really went through the balancer (scripts/gpu_smoke.sh checks it).
+            print(f"balancer totals: requests={totals.requests} tokens_relayed={totals.tokens_relayed}", flush=True)
 
 
 @contextlib.contextmanager

@@ -52,3 +52,18 @@ def test_cli_dry_run_prints_the_stage1_plan_on_8x8():
     assert "8 node(s) x 8 GPUs = 64 GPUs" in out and "16 vLLM engine(s) x TP4" in out
     assert "256 prompts x 16 samples = 4096 samples, shuffled before dispatch" in out
     assert "<= 109,051,904 (B*n*(P+R))" in out and "reward         http://r:8200" in out
+
+
+def test_trainer_started_balancer_advertises_the_node_ip_and_reports_its_totals(capsys):
+    import httpx
+    import ray
+    from omegaconf import OmegaConf
+
+    from am_rl.gpu.run import started_balancer
+
+    cfg = OmegaConf.create({"am_rl": {"balancer": {"host": "0.0.0.0", "port": 0, "policy": "makespan"}}})
+    with started_balancer(cfg) as url:
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        assert host == ray.util.get_node_ip_address()
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).json()["status"] == "ok"
+    assert "balancer totals: requests=0 tokens_relayed=0" in capsys.readouterr().out
