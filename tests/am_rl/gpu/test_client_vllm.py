@@ -66,7 +66,7 @@ def test_agent_loop_through_balancer_to_vllm(balancer, tiny_model, tmp_path):
     text = tokenizer.decode(responses[0])
     assert text.strip(), "decoded response is empty"
     views = httpx.get(f"{balancer.url}/instances", timeout=10).json()
-    assert sum(v["tokens_relayed"] for v in views) >= 16 * RESPONSE_LEN
+    assert sum(v["tokens_relayed"] for v in views) >= int(mask.sum())  # every generated token came through it
 
 
 def test_finish_reasons_agree_with_what_am_grpo_reads(balancer, tiny_model, tmp_path):
