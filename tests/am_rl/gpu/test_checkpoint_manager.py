@@ -76,7 +76,8 @@ def test_registers_replicas_and_pauses_around_sleep_and_weight_sync(local_ray, e
         manager.update_weights(global_steps=1)
         assert log[-1][0] == "update_weights" and all(log[-1][1].values()), "paused during the weight load"
         assert not any(paused_flags(lb.url).values()), "resumed once the new weights are in"
-        r = httpx.post(f"{lb.url}/v1/completions", json={"model": "loadgen", "prompt": "x", "max_tokens": 2}, timeout=30)
+        body = {"model": "loadgen", "prompt": "x", "max_tokens": 2}
+        r = httpx.post(f"{lb.url}/v1/completions", json=body, timeout=30)
         assert r.status_code == 200
 
 
