@@ -1,5 +1,6 @@
 """verl's agent-loop manager with am_rl's dispatch: shuffle → verl's chunked dispatch → restore, every sample
-sent to the load balancer. Selected by ``actor_rollout_ref.rollout.agent.agent_loop_manager_class`` (a verl config hook).
+sent to the load balancer. Selected by ``actor_rollout_ref.rollout.agent.agent_loop_manager_class`` (a verl
+config hook).
 
 Overlong samples and ``am_grpo``: verl calls advantage estimators with ``token_level_rewards``, ``response_mask``,
 ``index`` and ``config`` only, so a per-sample finish reason cannot be passed to the estimator as an argument. What
