@@ -16,9 +16,8 @@ from am_rl.gpu.shuffle import restore_order, shuffle_for_dispatch
 def repeated_batch(prompts: int, n: int, step: int = 1) -> DataProto:
     """verl's layout after ``gen_batch.repeat(n, interleave=True)``: the n copies of a prompt are contiguous."""
     uids = np.array([f"p{i}" for i in range(prompts)], dtype=object)
-    batch = DataProto.from_single_dict(
-        {"prompt_id": torch.arange(prompts), "uid": uids, "raw_prompt": np.array([f"q{i}" for i in range(prompts)], dtype=object)}
-    )
+    raw = np.array([f"q{i}" for i in range(prompts)], dtype=object)
+    batch = DataProto.from_single_dict({"prompt_id": torch.arange(prompts), "uid": uids, "raw_prompt": raw})
     batch.meta_info["global_steps"] = step
     return batch.repeat(repeat_times=n, interleave=True)
 
