@@ -12,7 +12,6 @@ from ``am_rl.balancer.url`` (verl passes this class only the ``checkpoint_engine
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Any
 
@@ -20,8 +19,6 @@ from verl.checkpoint_engine import CheckpointEngineManager
 from verl.utils.ray_utils import auto_await
 
 from am_rl.gpu.balancer_control import BalancerControl
-
-logger = logging.getLogger(__name__)
 
 BALANCER_URL_ENV = "AM_RL_BALANCER_URL"
 CONTROL_TIMEOUT_ENV = "AM_RL_BALANCER_CONTROL_TIMEOUT_S"

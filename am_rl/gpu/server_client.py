@@ -16,7 +16,6 @@ the worker's event loop.
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any, Optional
 from uuid import uuid4
 
@@ -27,8 +26,6 @@ from verl.workers.rollout.replica import TokenOutput
 
 from am_rl.rollout.client import RolloutClient, RolloutError
 from am_rl.rollout.types import RolloutRequest
-
-logger = logging.getLogger(__name__)
 
 # verl's TokenOutput.stop_reason vocabulary: "completed" for stop and length alike, "aborted" for aborts.
 _STOP_REASON = {"stop": "completed", "length": "completed", "abort": "aborted"}
