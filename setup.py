@@ -14,6 +14,7 @@ from setuptools import find_packages, setup
 BASE = [
     "verl==0.9.1",
     "ray[default]==2.60.0",
+    "cachetools==8.0.0",  # imported by verl 0.9.1's rollout router (llm_server) but missing from verl's metadata
     "hydra-core==1.3.8",
     "omegaconf==2.3.1",
     "numpy>=2.0,<3",

@@ -22,10 +22,11 @@ def main(cfg: DictConfig) -> None:
     cfg = finalize_config(cfg)
     if cfg.am_rl.shape == "cpu":
         from am_rl.cpu.run import run
-
-        run(cfg)
+    elif cfg.am_rl.shape == "gpu":
+        from am_rl.gpu.run import run
     else:
-        raise ConfigError(f"am_rl.shape={cfg.am_rl.shape!r}: only 'cpu' is implemented so far (GPU shape: issue 7)")
+        raise ConfigError(f"am_rl.shape={cfg.am_rl.shape!r}: one of 'cpu', 'gpu'")
+    run(cfg)
 
 
 if __name__ == "__main__":

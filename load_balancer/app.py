@@ -24,7 +24,7 @@ from load_balancer.policy import make_policy
 from load_balancer.proxy import error_response
 from load_balancer.registry import StoreUnavailable
 from load_balancer.service import Balancer  # imports the policies, registering their names
-from load_balancer.types import CompletionHead, GenerateHead, InstanceRegistration, InstanceView
+from load_balancer.types import CompletionHead, GenerateHead, InstanceRegistration, InstanceView, PauseRequest
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +147,32 @@ async def deregister_instance(request: Request) -> dict[str, Any]:
     if not await lb.registry.remove(reg.url):
         raise HTTPException(404, f"instance {reg.url} is not registered")
     return {"url": reg.url, "removed": True}
+
+
+async def set_paused(request: Request, paused: bool) -> dict[str, Any]:
+    lb = balancer(request)
+    body = await read_json(request, 64 * 1024) if request.headers.get("content-length") not in (None, "0") else {}
+    try:
+        urls = PauseRequest.model_validate(body).urls
+    except ValidationError as e:
+        raise HTTPException(400, validation_message(e)) from None
+    try:
+        changed = lb.registry.set_paused(urls, paused)
+    except KeyError as e:
+        raise HTTPException(404, f"instance {e.args[0]} is not registered") from None
+    return {"urls": changed, "paused": paused}
+
+
+@api.post("/instances/pause")
+async def pause_instances(request: Request) -> dict[str, Any]:
+    """Stop routing new requests to the instances (all when no ``urls``); in-flight ones finish. For the trainer's
+    weight sync: an engine that sleeps or loads new weights must get nothing new."""
+    return await set_paused(request, True)
+
+
+@api.post("/instances/resume")
+async def resume_instances(request: Request) -> dict[str, Any]:
+    return await set_paused(request, False)
 
 
 def parse_registration(body: Any) -> InstanceRegistration:

@@ -24,6 +24,7 @@ class BalancerConfig:
     readmit_backoff_max_s: float = 30.0
     max_attempts: int = 4  # upstream attempts per request (first try + failovers/retries)
     no_instance_wait_s: float = 30.0  # with every instance ejected, how long a request waits for a re-admission
+    paused_wait_s: float = 600.0  # how long a request waits for a paused instance (weight sync) to resume
     migration_interval_s: float = 0.5  # how often the policy is asked for migrations (0 disables them)
     default_max_tokens: int = 1024  # routing estimate when a request sets no max_tokens
     max_body_bytes: int = 16 * 1024 * 1024  # larger request bodies get 413

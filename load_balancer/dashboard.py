@@ -56,7 +56,7 @@ function render(s) {
   body.replaceChildren(...s.instances.map(i => {
     const tr = document.createElement("tr");
     tr.dataset.url = i.url;
-    const health = i.draining ? ["draining", "drain"] : i.healthy ? ["healthy", "up"] : ["ejected", "down"];
+    const health = i.draining ? ["draining", "drain"] : i.paused ? ["paused", "drain"] : i.healthy ? ["healthy", "up"] : ["ejected", "down"];
     const kv = cell(""); const bar = document.createElement("span"); bar.className = "bar";
     bar.style.width = Math.round(60 * i.kv_cache_usage) + "px"; kv.append(bar, fmt(100 * i.kv_cache_usage, 1) + "%");
     tr.append(cell(i.url), cell(...health), cell(i.in_flight), cell(i.running), cell(i.waiting), cell(fmt(i.tokens_per_s, 1)),

@@ -133,10 +133,12 @@ class Proxy:
         """Pick an instance for the relay's next attempt.
 
         When every registered instance is ejected, wait up to ``no_instance_wait_s`` for one to be re-admitted
+        (``paused_wait_s`` while some are only paused for a weight sync)
         instead of failing at once: on an overloaded host, engines that are slow, not dead, miss scrape and connect
         timeouts, get ejected and come back a moment later; failing the request then would fail a whole GRPO step.
         """
-        deadline = time.monotonic() + self.cfg.no_instance_wait_s
+        started = time.monotonic()
+        deadline = started + self.cfg.no_instance_wait_s
         while True:
             now = time.monotonic()
             # Instances that failed this request are skipped while others exist; when none does, they get another
@@ -144,6 +146,8 @@ class Proxy:
             candidates = self.registry.routable_states(now, exclude) or self.registry.routable_states(now)
             if candidates:
                 break
+            if self.registry.any_paused():  # a weight sync in progress: wait for the resume, longer
+                deadline = max(deadline, started + self.cfg.paused_wait_s)
             if now >= deadline or not self.registry.instances:
                 raise NoInstance(
                     "no healthy instance available" + (f" (failed: {sorted(exclude)})" if exclude else "")

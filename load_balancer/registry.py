@@ -24,6 +24,7 @@ class Instance:
     url: str
     healthy: bool = True
     draining: bool = False  # deregistered; kept until its in-flight requests are done
+    paused: bool = False  # asleep or taking new weights (trainer's weight sync): finishes nothing new, gets nothing
     consecutive_failures: int = 0
     next_health_check: float = 0.0  # monotonic time of the next /health probe while ejected
     backoff_s: float = 0.0
@@ -98,7 +99,7 @@ class Instance:
         return False
 
     def routable(self) -> bool:
-        return self.healthy and not self.draining
+        return self.healthy and not self.draining and not self.paused
 
     def state(self, now: float, window_s: float) -> InstanceState:
         return InstanceState(
@@ -217,6 +218,24 @@ class Registry:
             logger.info("instance %s registered", url)
         inst.draining = False
         return inst
+
+    def set_paused(self, urls: list[str] | None, paused: bool) -> list[str]:
+        """Pause (or resume) routing to ``urls`` (None: every instance); returns the URLs changed.
+
+        Raises ``KeyError`` naming the first URL that is not registered, before changing any."""
+        targets = list(self.instances) if urls is None else urls
+        for url in targets:
+            if url not in self.instances:
+                raise KeyError(url)
+        for url in targets:
+            if self.instances[url].paused != paused:
+                logger.info("instance %s %s", url, "paused" if paused else "resumed")
+            self.instances[url].paused = paused
+        return targets
+
+    def any_paused(self) -> bool:
+        """True when some healthy instance is only paused: a request can wait for it to come back."""
+        return any(i.paused and i.healthy and not i.draining for i in self.instances.values())
 
     def drop_drained(self) -> None:
         for url in [u for u, i in self.instances.items() if i.draining and i.in_flight == 0]:

@@ -76,6 +76,7 @@ class Balancer:
                     url=inst.url,
                     healthy=inst.healthy,
                     draining=inst.draining,
+                    paused=inst.paused,
                     in_flight=inst.in_flight,
                     running=inst.running,
                     waiting=inst.waiting,

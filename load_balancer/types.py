@@ -30,12 +30,26 @@ class InstanceRegistration(BaseModel):
         return url.rstrip("/")
 
 
+class PauseRequest(BaseModel):
+    """Body of ``POST /instances/pause`` and ``/instances/resume``: the instances to switch, or all of them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    urls: list[str] | None = None  # None or absent: every registered instance
+
+    @field_validator("urls")
+    @classmethod
+    def _http_urls(cls, urls: list[str] | None) -> list[str] | None:
+        return None if urls is None else [InstanceRegistration._http_url(u) for u in urls]
+
+
 class InstanceView(BaseModel):
     """One entry of ``GET /instances`` (also what the dashboard polls)."""
 
     url: str
     healthy: bool
     draining: bool  # deregistered; finishes what it runs, gets nothing new
+    paused: bool  # routing paused (engine asleep or taking new weights); resumed by POST /instances/resume
     in_flight: int  # requests the balancer relays from it now
     running: int  # vllm:num_requests_running, last scrape
     waiting: int  # vllm:num_requests_waiting, last scrape

@@ -26,7 +26,12 @@ class VLLMSection:
 class BalancerSection:
     url: Optional[str] = None  # an already running balancer; None: start one in-process
     policy: str = "makespan"  # routing policy (load_balancer.policy registry)
-    max_concurrency: int = 256  # in-flight rollout requests from the trainer
+    max_concurrency: int = 256  # in-flight rollout requests from the trainer (GPU shape: per agent-loop worker)
+    # GPU shape, balancer started by the trainer (url None): where it listens; its dashboard is /dashboard there.
+    host: str = "0.0.0.0"
+    port: int = 8100
+    request_timeout_s: float = 7200.0  # GPU shape: one sample, whole generation (32k tokens at ~20 tok/s ~ 27 min)
+    control_timeout_s: float = 30.0  # GPU shape: each register / pause / resume call to the balancer
 
 
 @dataclass
@@ -47,10 +52,11 @@ class WarmupSection:
 
 @dataclass
 class AMRLSection:
-    shape: str = "cpu"  # "cpu": the embedded loop (this file's sections); "gpu": verl's Ray trainer
+    shape: str = "cpu"  # "cpu": the embedded loop (this file's sections); "gpu": verl's Ray trainer (am_rl.gpu)
     # One rollout batch = exactly one optimizer step (mini-batch = batch, one epoch). Switch off only to experiment.
     strict_on_policy: bool = True
     shuffle: bool = True  # trainer-side shuffle of the B·n samples before dispatch (DESIGN.md §3.1)
+    shuffle_seed: int = 0  # the dispatch permutation of step s is drawn from (shuffle_seed, s)
     max_operand: int = 5  # arithmetic problems draw operands from 0..max_operand (CPU demo data)
     val_size: int = 64  # held-out problems evaluated at temperature 0.6, top-p 0.95
     vllm: VLLMSection = field(default_factory=VLLMSection)

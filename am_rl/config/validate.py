@@ -50,6 +50,47 @@ def on_policy_violations(cfg: DictConfig) -> list[str]:
     return found
 
 
+AGENT_LOOP_MANAGER = "am_rl.gpu.agent_loop.AMAgentLoopManager"
+CHECKPOINT_MANAGER = "am_rl.gpu.checkpoint_manager.BalancerPausingCheckpointManager"
+ACTOR_STRATEGIES = frozenset({"fsdp", "fsdp2", "megatron"})
+
+
+def gpu_violations(cfg: DictConfig) -> list[str]:
+    """Keys that would make verl's GPU trainer bypass or break am_rl's rollout system (``am_rl.shape=gpu``)."""
+    found = []
+    rollout = "actor_rollout_ref.rollout"
+    if _get(cfg, "trainer.use_v1", False):
+        found.append("trainer.use_v1=true (am_rl runs verl's DataProto trainer through am_rl.gpu.task_runner)")
+    if _get(cfg, f"{rollout}.name") != "vllm":
+        found.append(f"{rollout}.name={_get(cfg, f'{rollout}.name')} (the load balancer fronts vLLM engines)")
+    if _get(cfg, f"{rollout}.agent.agent_loop_manager_class") != AGENT_LOOP_MANAGER:
+        found.append(f"{rollout}.agent.agent_loop_manager_class must be {AGENT_LOOP_MANAGER} (shuffle + balancer)")
+    if _get(cfg, f"{rollout}.checkpoint_manager_class") != CHECKPOINT_MANAGER:
+        found.append(f"{rollout}.checkpoint_manager_class must be {CHECKPOINT_MANAGER} (balancer pause on sync)")
+    if _get(cfg, f"{rollout}.disable_log_stats", True):
+        found.append(f"{rollout}.disable_log_stats=true (the balancer routes on vLLM's /metrics)")
+    strategy = _get(cfg, "actor_rollout_ref.actor.strategy")
+    if strategy not in ACTOR_STRATEGIES:
+        found.append(f"actor_rollout_ref.actor.strategy={strategy} (one of {sorted(ACTOR_STRATEGIES)})")
+    prompt, response = _get(cfg, "data.max_prompt_length"), _get(cfg, "data.max_response_length")
+    max_model_len = _get(cfg, f"{rollout}.max_model_len")
+    if max_model_len is not None and max_model_len < prompt + response:
+        # Then a long prompt gets max_tokens < max_response_length, and a response cut there looks complete to
+        # am_grpo, which reads truncation from the response filling its width (am_rl.gpu.agent_loop).
+        found.append(
+            f"{rollout}.max_model_len={max_model_len} < max_prompt_length + max_response_length = {prompt + response}"
+        )
+    gpus = _get(cfg, "trainer.nnodes", 0) * _get(cfg, "trainer.n_gpus_per_node", 0)
+    tp = _get(cfg, f"{rollout}.tensor_model_parallel_size", 1)
+    if gpus % tp:
+        found.append(f"{rollout}.tensor_model_parallel_size={tp} does not divide the {gpus} GPUs")
+    samples = _get(cfg, "data.train_batch_size", 0) * _get(cfg, f"{rollout}.n", 1)
+    workers = _get(cfg, f"{rollout}.agent.num_workers", 1)
+    if samples % workers:
+        found.append(f"{rollout}.agent.num_workers={workers} does not divide the {samples} samples of a step")
+    return found
+
+
 def validate_config(cfg: DictConfig) -> DictConfig:
     """Raise ``ConfigError`` listing every violation; return ``cfg`` unchanged when it is valid."""
     estimator = _get(cfg, "algorithm.adv_estimator")
@@ -62,6 +103,8 @@ def validate_config(cfg: DictConfig) -> DictConfig:
             errors.append(f"actor_rollout_ref.rollout.n={n} (a group-relative advantage needs n >= 2)")
     if _get(cfg, "am_rl.strict_on_policy", True):
         errors += on_policy_violations(cfg)
+    if _get(cfg, "am_rl.shape") == "gpu":
+        errors += gpu_violations(cfg)
     if errors:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(errors))
     return cfg

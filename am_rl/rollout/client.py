@@ -76,6 +76,8 @@ class RolloutClient:
             "logprobs": 0,  # the sampled token's logprob only
             "skip_special_tokens": False,
         }
+        if req.top_k != -1:
+            body["top_k"] = req.top_k
         if req.seed is not None:
             body["seed"] = req.seed
         return body

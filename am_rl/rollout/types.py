@@ -15,6 +15,7 @@ class RolloutRequest:
     max_tokens: int  # the response-length cap; reaching it makes the sample overlong
     temperature: float = 1.0
     top_p: float = 1.0
+    top_k: int = -1  # -1: no top-k cut (vLLM's default)
     seed: Optional[int] = None  # per-sample seed, for reproducible sampling
 
     def anon_repr(self) -> str:

@@ -1,0 +1,24 @@
+#!/bin/bash
+# Submit the reward service (CPU nodes) and a training run (GPU nodes) that starts once the reward job runs.
+#   recipes/slurm/launch.sh stage1_32b [hydra overrides...]
+# Env: AM_RL_REWARD_SBATCH_ARGS / AM_RL_TRAIN_SBATCH_ARGS (extra sbatch flags, e.g. "--partition=cpu"), and
+# those of reward.sbatch and train.sbatch (recipes/slurm/README.md).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+recipe=${1:?usage: launch.sh RECIPE [hydra overrides...]}
+shift
+log_dir=${AM_RL_LOG_DIR:-$PWD/logs/am_rl-$recipe-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$log_dir"
+url_file=$log_dir/reward_url
+rm -f "$url_file"
+# shellcheck disable=SC2086  # the extra flags are meant to split
+reward_job=$(sbatch --parsable ${AM_RL_REWARD_SBATCH_ARGS:-} --output="$log_dir/reward_job.out" \
+    --export=ALL,AM_RL_LOG_DIR="$log_dir",AM_RL_REWARD_URL_FILE="$url_file",AM_RL_SLURM_DIR="$here" \
+    "$here/reward.sbatch")
+# shellcheck disable=SC2086
+train_job=$(sbatch --parsable ${AM_RL_TRAIN_SBATCH_ARGS:-} --dependency="after:$reward_job" \
+    --output="$log_dir/train_job.out" \
+    --export=ALL,AM_RL_LOG_DIR="$log_dir",AM_RL_REWARD_URL_FILE="$url_file",AM_RL_RECIPE="$recipe",AM_RL_SLURM_DIR="$here" \
+    "$here/train.sbatch" "$@")
+echo "reward job $reward_job, train job $train_job; logs in $log_dir"
+echo "when training ends: scancel $reward_job"

@@ -1,0 +1,193 @@
+"""recipes/slurm: every script parses (bash -n), and dry runs with simulated Slurm commands (srun, sbatch, scontrol,
+curl, python on PATH, each recording what it was given) bring up the right components with the right arguments,
+and tear everything down when the batch script gets scancel's TERM."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SLURM = REPO / "recipes" / "slurm"
+SCRIPTS = sorted(p for p in SLURM.iterdir() if p.suffix in (".sh", ".sbatch"))
+
+# Each simulated command appends {"cmd": name, "argv": [...]} to $FAKE_LOG. srun prints an IP for `hostname`, and
+# with FAKE_BLOCK=1 keeps "long-running" steps alive until TERM, which it records.
+FAKE_SRUN = r"""#!/bin/bash
+python3 - "$@" <<'PY'
+import json, os, sys
+with open(os.environ["FAKE_LOG"], "a") as f:
+    f.write(json.dumps({"cmd": "srun", "argv": sys.argv[1:]}) + "\n")
+PY
+node=""; args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do [[ ${args[i]} == -w ]] && node=${args[i+1]}; done
+for a in "$@"; do
+    if [[ $a == hostname ]]; then echo "10.0.0.${node#node} fe80::1"; exit 0; fi
+done
+if [[ ${FAKE_BLOCK:-0} == 1 ]]; then
+    trap 'echo "{\"cmd\": \"TERM\", \"argv\": [\"$node\", \"$*\"]}" >> "$FAKE_LOG"; exit 143' TERM
+    sleep 300 & wait
+fi
+"""
+FAKE_SCONTROL = """#!/bin/bash
+[[ $1 == show && $2 == hostnames ]] || exit 2
+for i in $(seq "$FAKE_NODES"); do echo "node$i"; done
+"""
+FAKE_SBATCH = r"""#!/bin/bash
+python3 - "$@" <<'PY'
+import json, os, sys
+with open(os.environ["FAKE_LOG"], "a") as f:
+    f.write(json.dumps({"cmd": "sbatch", "argv": sys.argv[1:]}) + "\n")
+PY
+n=$(grep -c '"sbatch"' "$FAKE_LOG"); echo $((1000 + n))
+"""
+FAKE_OK = """#!/bin/bash
+exit 0
+"""
+
+
+def test_every_script_parses():
+    assert {p.name for p in SCRIPTS} >= {"lib.sh", "train.sbatch", "reward.sbatch", "launch.sh"}
+    for script in SCRIPTS:
+        result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert result.returncode == 0, (script.name, result.stderr)
+
+
+@pytest.fixture
+def fake_slurm(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in {"srun": FAKE_SRUN, "scontrol": FAKE_SCONTROL, "sbatch": FAKE_SBATCH, "curl": FAKE_OK,
+                       "python": FAKE_OK}.items():  # fmt: skip
+        (bin_dir / name).write_text(body)
+        (bin_dir / name).chmod(0o755)
+    log = tmp_path / "calls.jsonl"
+    log.touch()
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "FAKE_LOG": str(log),
+        "FAKE_NODES": "4",
+        "SLURM_JOB_NODELIST": "node[1-4]",
+        "SLURM_JOB_ID": "77",
+        "AM_RL_LOG_DIR": str(tmp_path / "logs"),
+        "AM_RL_SLURM_DIR": str(SLURM),
+        "AM_RL_RAY_HEAD_WAIT_S": "0",
+        "AM_RL_REDIS_SERVER": "/opt/redis/redis-server",
+    }
+    env.pop("AM_RL_REWARD_URL", None)
+
+    def calls(cmd: str = "srun") -> list[list[str]]:
+        return [c["argv"] for c in map(json.loads, log.read_text().splitlines()) if c["cmd"] == cmd]
+
+    return env, calls, tmp_path
+
+
+def steps(calls) -> dict[str, list[str]]:
+    """The background component steps by log name: {"ray_head": argv, ...}."""
+    found = {}
+    for argv in calls("srun"):
+        out = next((a for a in argv if a.startswith("--output=")), None)
+        if out:
+            found[Path(out.split("=", 1)[1]).stem] = argv
+    return found
+
+
+def node_of(argv: list[str]) -> str:
+    return argv[argv.index("-w") + 1]
+
+
+def test_train_dry_run_brings_up_ray_rewards_balancer_and_trainer(fake_slurm):
+    env, calls, tmp = fake_slurm
+    env["AM_RL_RECIPE"] = "stage1_32b"
+    result = subprocess.run(["bash", str(SLURM / "train.sbatch"), "trainer.total_training_steps=5"], env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    s = steps(calls)
+    assert set(s) == {"ray_head", "ray_worker_node2", "ray_worker_node3", "ray_worker_node4", "redis", "reward_api",
+                      "reward_workers_node1", "balancer", "trainer"}  # fmt: skip
+    head = s["ray_head"]
+    assert node_of(head) == "node1" and "--head" in head and "--node-ip-address=10.0.0.1" in head
+    assert "--port=6380" in head and "--num-gpus=8" in head
+    for n in (2, 3, 4):
+        worker = s[f"ray_worker_node{n}"]
+        assert node_of(worker) == f"node{n}" and "--address=10.0.0.1:6380" in worker and "--block" in worker
+    redis = s["redis"]
+    assert redis[redis.index("/opt/redis/redis-server") + 1 :][:4] == ["--port", "6379", "--bind", "0.0.0.0"]
+    api = s["reward_api"]
+    assert api[api.index("--redis-url") + 1] == "redis://10.0.0.1:6379/0" and api[api.index("--port") + 1] == "8200"
+    lb = s["balancer"]
+    assert node_of(lb) == "node1" and lb[lb.index("-m") + 1] == "load_balancer"
+    assert lb[lb.index("--host") + 1] == "0.0.0.0" and lb[lb.index("--port") + 1] == "8100"
+    trainer = s["trainer"]
+    assert node_of(trainer) == "node1"
+    args = trainer[trainer.index("am_rl.main_grpo") + 1 :]
+    assert args == ["--config-name", "stage1_32b", "trainer.nnodes=4", "trainer.n_gpus_per_node=8",
+                    "am_rl.balancer.url=http://10.0.0.1:8100", "am_rl.reward.url=http://10.0.0.1:8200",
+                    "trainer.total_training_steps=5"]  # fmt: skip
+    # Order (the script's own log, in launch order): Ray, rewards and balancer all up before the trainer.
+    order = re.findall(r"start (\S+) on node", result.stderr)
+    assert order.index("ray_head") < order.index("balancer") < order.index("trainer")
+    assert order.index("reward_api") < order.index("trainer")
+    assert (tmp / "logs").is_dir()
+
+
+def test_train_uses_a_given_reward_service(fake_slurm):
+    env, calls, _ = fake_slurm
+    env["AM_RL_REWARD_URL"] = "http://cpu7:8200"
+    result = subprocess.run(["bash", str(SLURM / "train.sbatch")], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    s = steps(calls)
+    assert "reward_api" not in s and "redis" not in s
+    assert "am_rl.reward.url=http://cpu7:8200" in s["trainer"]
+
+
+def test_reward_job_starts_redis_api_and_workers_and_writes_its_url(fake_slurm):
+    env, calls, tmp = fake_slurm
+    env["FAKE_NODES"] = "2"
+    url_file = tmp / "reward_url"
+    env["AM_RL_REWARD_URL_FILE"] = str(url_file)
+    result = subprocess.run(["bash", str(SLURM / "reward.sbatch")], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    s = steps(calls)
+    assert set(s) == {"redis", "reward_api", "reward_workers_node1", "reward_workers_node2"}
+    assert "reward_server.worker --redis-url redis://10.0.0.1:6379/0" in s["reward_workers_node2"][-1]
+    assert url_file.read_text().strip() == "http://10.0.0.1:8200"
+
+
+def test_launch_submits_reward_then_dependent_train_job(fake_slurm):
+    env, calls, tmp = fake_slurm
+    result = subprocess.run(["bash", str(SLURM / "launch.sh"), "stage2_32b", "trainer.save_freq=5"], env=env,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    reward, train = calls("sbatch")
+    assert reward[-1].endswith("reward.sbatch") and "--parsable" in reward
+    assert train[-2:] == [str(SLURM / "train.sbatch"), "trainer.save_freq=5"]
+    assert "--dependency=after:1001" in train
+    export = next(a for a in train if a.startswith("--export="))
+    assert "AM_RL_RECIPE=stage2_32b" in export and "AM_RL_REWARD_URL_FILE=" in export
+    assert "reward job 1001, train job 1002" in result.stdout
+
+
+def test_scancel_term_tears_every_component_down(fake_slurm):
+    env, calls, _ = fake_slurm
+    env["FAKE_BLOCK"] = "1"  # every step runs until it is signalled, the trainer too
+    proc = subprocess.Popen(["bash", str(SLURM / "train.sbatch")], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while "trainer" not in steps(calls):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "timeout"
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)  # scancel: TERM to the batch script
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    stopped = {argv[0] for argv in calls("TERM")}
+    components = steps(calls)
+    assert len(calls("TERM")) == len(components), (calls("TERM"), list(components))
+    assert stopped == {"node1", "node2", "node3", "node4"}
