@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
-MAX_TESTS = 256  # per code item; a step's worth of tests runs one sandbox per test
+MAX_TESTS = 256  # per code item; all of them run in one sandbox, one after another
 
 
 class _Strict(BaseModel):

@@ -1,4 +1,4 @@
-"""Code: run the last fenced program in the sandbox, one fresh sandbox per test, and judge in the parent."""
+"""Code: run the last fenced program in one sandbox per item (each test from a clean state), judge in the parent."""
 
 import json
 import logging
@@ -114,22 +114,23 @@ class CodeVerifier:
             argv = [PYTHON, "-I", f"{sandbox.CODE_MOUNT}/harness.py", truth.fn_name]
         else:
             argv = [PYTHON, "-I", f"{sandbox.CODE_MOUNT}/solution.py"]
-        for i, test in enumerate(truth.tests):
-            stdin = json.dumps(test.input).encode() if isinstance(truth, CallCodeTruth) else test.input.encode()
-            run = sandbox.run(argv, self.run_limits, code_dir, stdin=stdin, build_dir=build_dir)
-            if run.status != "finished":
-                kills.append(run.status)
-            passed, why = self._check(truth, test, run)
-            if not passed:
-                details = {
-                    "reason": why,
-                    "passed": i,
-                    "total": len(truth.tests),
-                    "failed_test": i,
-                    "run": _run_record(run),
-                    "sandbox_kills": kills,
-                }
-                return Verdict(score=0.0, details=details)
+        with sandbox.Sandbox(argv, self.run_limits, code_dir, build_dir=build_dir) as box:
+            for i, test in enumerate(truth.tests):
+                stdin = json.dumps(test.input).encode() if isinstance(truth, CallCodeTruth) else test.input.encode()
+                run = box.run(stdin)
+                if run.status != "finished":
+                    kills.append(run.status)
+                passed, why = self._check(truth, test, run)
+                if not passed:
+                    details = {
+                        "reason": why,
+                        "passed": i,
+                        "total": len(truth.tests),
+                        "failed_test": i,
+                        "run": _run_record(run),
+                        "sandbox_kills": kills,
+                    }
+                    return Verdict(score=0.0, details=details)
         return Verdict(
             score=1.0, details={"reason": "all_passed", "passed": len(truth.tests), "total": len(truth.tests)}
         )

@@ -10,8 +10,8 @@ import time
 import uuid
 from pathlib import Path
 
-import psutil
 import pytest
+from sandbox_checks import assert_no_sandbox_processes, rs_temp_dirs
 
 from reward_server import sandbox
 from reward_server.config import WorkerSettings
@@ -81,28 +81,6 @@ def leak_server():
     stop.set()
     t.join(timeout=5)
     srv.close()
-
-
-def sandbox_processes() -> list[psutil.Process]:
-    found = []
-    for p in psutil.process_iter(["uids", "status"]):
-        uids = p.info["uids"]
-        if uids and sandbox.SANDBOX_UID_BASE <= uids.real < sandbox.SANDBOX_UID_BASE + 4000:
-            found.append(p)
-    return found
-
-
-def assert_no_sandbox_processes() -> None:
-    """Nothing of a sandbox outlives it. A killed sandbox's pid namespace is torn down by the kernel
-    asynchronously (a fork bomb's hundreds of processes take a moment), so this waits a bounded time."""
-    deadline = time.monotonic() + 15
-    while sandbox_processes() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert sandbox_processes() == []
-
-
-def rs_temp_dirs() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob("rs-*")}
 
 
 ATTACKS = {
