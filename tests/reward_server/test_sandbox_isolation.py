@@ -21,6 +21,7 @@ from reward_server.verifiers.code import PYTHON, CodeVerifier
 
 SETTINGS = WorkerSettings(code_test_timeout_s=3.0)
 TOKEN = uuid.uuid4().hex
+ARGV = [PYTHON, "-I", f"{sandbox.CODE_MOUNT}/solution.py"]
 
 TEMPLATE = """
 import os, sys, time
@@ -97,7 +98,8 @@ CHANNELS = {  # name -> (code storing `secret` in test 1, code printing it in te
         "ctypes.memmove(msg, (1).to_bytes(8, 'little') + secret.encode(), 8 + len(secret))\n"
         "libc.msgsnd(q, msg, 64, 0)",
         f"{LIBC}q = libc.msgget({QUEUE_KEY}, 0)\nmsg = ctypes.create_string_buffer(8 + 64)\n"
-        "n = libc.msgrcv(q, msg, 64, 0, 0o4000)\nlibc.msgctl(q, 0, None)\nprint(msg.raw[8 : 8 + n].rstrip(b'\\0').decode())",
+        "n = libc.msgrcv(q, msg, 64, 0, 0o4000)\nlibc.msgctl(q, 0, None)\n"
+        "print(msg.raw[8 : 8 + n].rstrip(b'\\0').decode())",
     ),
 }
 
@@ -107,8 +109,8 @@ def program(channel: str) -> str:
     return TEMPLATE.format(store=textwrap.indent(store, "    "), recall=textwrap.indent(recall, "    "))
 
 
-def carry_item(code: str, secret: str) -> CodeItem:
-    tests = [{"input": f"store {secret}", "output": "stored"}, {"input": "recall", "output": secret}]
+def carry_item(code: str, secret: str, tests: list[dict] | None = None) -> CodeItem:
+    tests = tests or [{"input": f"store {secret}", "output": "stored"}, {"input": "recall", "output": secret}]
     return CodeItem.model_validate(
         {
             "reward_type": "code",
@@ -138,7 +140,9 @@ def run_bare(code: str, inputs: list[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def verifier():
-    return CodeVerifier(SETTINGS)
+    v = CodeVerifier(SETTINGS)
+    yield v
+    v.close()
 
 
 @pytest.mark.parametrize("channel", sorted(CHANNELS))
@@ -152,6 +156,17 @@ def test_cross_test_channel_works_bare_and_is_cut_in_the_sandbox(verifier, chann
     assert verdict.details["failed_test"] == 1 and verdict.details["run"]["status"] == "finished", verdict.details
     assert_no_sandbox_processes()
     assert rs_temp_dirs() <= dirs_before
+
+
+@pytest.mark.parametrize("channel", sorted(CHANNELS))
+def test_cross_item_channel_is_cut_in_the_shared_sandbox(verifier, channel):
+    """The verifier's one Python sandbox serves item after item: the same channels between two items."""
+    code, secret = program(channel), uuid.uuid4().hex
+    first = verifier.verify(carry_item(code, secret, [{"input": f"store {secret}", "output": "stored"}]))
+    assert first.score == 1.0, first.details
+    second = verifier.verify(carry_item(code, secret, [{"input": "recall", "output": secret}]))
+    assert second.score == 0.0 and second.details["run"]["status"] == "finished", second.details
+    assert_no_sandbox_processes()
 
 
 def test_program_cannot_stop_trace_or_speak_for_its_supervisor(verifier):
@@ -204,20 +219,12 @@ def test_tests_of_one_item_share_no_state_even_when_the_first_times_out(verifier
         ),
         recall="    time.sleep(2)\n    print(sorted(os.listdir('/tmp')))",
     )
-    code_dir = _code_dir(code)
-    try:
-        with sandbox.Sandbox([PYTHON, "-I", "/sandbox/solution.py"], verifier.run_limits, code_dir) as box:
-            first = box.run(b"store s")
-            second = box.run(b"recall")
-    finally:
-        sandbox.remove_dir(code_dir)
+    with sandbox.Sandbox(verifier.run_limits) as box:
+        first = box.run(ARGV, {"solution.py": code}, b"store s")
+        second = box.run(ARGV, {"solution.py": code}, b"recall")
     assert_no_sandbox_processes()
     assert first.status == "wall_timeout"
     assert second.status == "finished" and second.stdout.decode().strip() == "[]", second
-
-
-def _code_dir(code: str) -> Path:
-    return sandbox.make_code_dir({"solution.py": code})
 
 
 PROBE = """
@@ -255,12 +262,7 @@ REFUSED = {"clone3": errno.ENOSYS}  # the rest: EPERM
 
 
 def test_seccomp_filter_refuses_dangerous_syscalls():
-    code_dir = _code_dir(PROBE)
-    try:
-        limits = CodeVerifier(SETTINGS).run_limits
-        result = sandbox.run([PYTHON, "-I", "/sandbox/solution.py"], limits, code_dir)
-    finally:
-        sandbox.remove_dir(code_dir)
+    result = sandbox.run(ARGV, CodeVerifier(SETTINGS).run_limits, {"solution.py": PROBE})
     assert result.status == "finished" and result.exit_code == 0, result
     errnos = json.loads(result.stdout)
     assert errnos == {name: REFUSED.get(name, errno.EPERM) for name in errnos}, errnos
@@ -289,23 +291,16 @@ def test_dev_is_read_only_and_dev_shm_is_capped():
         print(" ".join(out))
         """
     )
-    code_dir = _code_dir(code)
-    try:
-        limits = sandbox.Limits(wall_s=5, memory_mb=512, max_procs=16, max_file_mb=128, tmpfs_mb=8)
-        result = sandbox.run([PYTHON, "-I", "/sandbox/solution.py"], limits, code_dir)
-    finally:
-        sandbox.remove_dir(code_dir)
+    limits = sandbox.Limits(wall_s=5, memory_mb=512, max_procs=16, max_file_mb=128, tmpfs_mb=8)
+    result = sandbox.run(ARGV, limits, {"solution.py": code})
     assert result.stdout.decode().split() == ["EROFS", "ENOSPC"], result
 
 
 def test_one_sandbox_runs_many_tests_with_fresh_limits_each():
     """RLIMIT_CPU is per test, not per sandbox: eight tests of 0.6 s CPU each (4.8 s in all) under a 4 s CPU
     limit all finish."""
-    code_dir = _code_dir("import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6: pass\nprint(1)")
+    code = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6: pass\nprint(1)"
     limits = sandbox.Limits(wall_s=3.0, memory_mb=256, max_procs=16, max_file_mb=1, tmpfs_mb=1)
-    try:
-        with sandbox.Sandbox([PYTHON, "-I", "/sandbox/solution.py"], limits, code_dir) as box:
-            runs = [box.run() for _ in range(8)]
-    finally:
-        sandbox.remove_dir(code_dir)
+    with sandbox.Sandbox(limits) as box:
+        runs = [box.run(ARGV, {"solution.py": code}) for _ in range(8)]
     assert [(r.status, r.stdout) for r in runs] == [("finished", b"1\n")] * 8, runs
