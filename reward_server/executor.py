@@ -52,7 +52,7 @@ def _run_one(verifiers: dict, payload: bytes) -> ScoreResult:
         return ScoreResult(
             status="error", score=None, error=f"{item.reward_type} verifier raised {type(e).__name__}: {e}"
         )
-    return ScoreResult(status="ok", score=verdict.score, details=verdict.details)
+    return ScoreResult(status="ok", score=verdict.score, details=verdict.details, cacheable=verdict.cacheable)
 
 
 class Executor:
@@ -104,7 +104,10 @@ class Executor:
                 )
                 self._replace()
                 return ScoreResult(
-                    status="timeout", score=0.0, details={"reason": "verifier_timeout", "timeout_s": timeout_s}
+                    status="timeout",
+                    score=0.0,
+                    details={"reason": "verifier_timeout", "timeout_s": timeout_s},
+                    cacheable=False,
                 )
             if self._conn.poll(min(left, POLL_S)):
                 try:

@@ -111,7 +111,7 @@ class CodeVerifier:
             if built.status != "finished" or built.exit_code != 0:
                 kills = [built.status] if built.status != "finished" else []
                 details = {"reason": "compile_error", "compile": _run_record(built), "sandbox_kills": kills}
-                return Verdict(score=0.0, details=details)
+                return Verdict(score=0.0, details=details, cacheable=built.status != "wall_timeout")
             with sandbox.Sandbox(self.run_limits, build_dir=build_dir) as box:
                 return self._run_tests(truth, box, [f"{sandbox.BUILD_MOUNT}/prog"], {})
         finally:
@@ -134,7 +134,8 @@ class CodeVerifier:
                     "run": _run_record(run),
                     "sandbox_kills": kills,
                 }
-                return Verdict(score=0.0, details=details)
+                # a wall-clock kill can be the machine's overload as much as the program's fault
+                return Verdict(score=0.0, details=details, cacheable="wall_timeout" not in kills)
         return Verdict(
             score=1.0, details={"reason": "all_passed", "passed": len(truth.tests), "total": len(truth.tests)}
         )
