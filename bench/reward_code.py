@@ -179,7 +179,7 @@ def write_results(ratio: dict, batch: dict | None, load_before, load_after_ratio
     write(
         "reward_code",
         {
-            "benchmark": "code: sandboxed vs bare-subprocess test executions/s; mixed-batch latency through the service",
+            "benchmark": "code: sandboxed vs bare test executions/s; mixed-batch latency through the service",
             "executions": ratio,
             "target_ratio": 0.6,
             "mixed_batch": batch,

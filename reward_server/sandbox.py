@@ -38,6 +38,12 @@ SANDBOX_UID_BASE = 61000  # + executor pid % 4000: distinct uids keep RLIMIT_NPR
 CODE_MOUNT = "/sandbox"  # the program and harness, written afresh by the supervisor before every run
 BUILD_MOUNT = "/build"  # compiled binary (writable while compiling, read-only when running)
 STDERR_KEEP = 2000  # bytes of stderr kept in a verdict's details
+INIT_SOURCE = Path(__file__).with_name("sandbox_init.py").read_text()
+PYTHON = "/usr/bin/python3"  # the system interpreter runs the in-sandbox supervisor (all of it is under /usr)
+SETUP_RETRIES = 6  # bwrap setup can hit EAGAIN while a killed sandbox's processes still count against NPROC
+SETUP_TIMEOUT_S = 30.0  # bwrap plus the supervisor's start, on a starved machine
+SUPERVISOR_GRACE_S = 10.0  # beyond a test's wall limit: the supervisor's kill, reap and wipe
+CLOSE_WAIT_S = 5.0  # for the supervisor to exit on EOF before its sandbox is killed
 
 
 class SandboxError(InfraError):
@@ -82,14 +88,6 @@ def _root_binds() -> list[str]:
         elif os.path.isdir(top):
             args += ["--ro-bind", top, top]
     return args
-
-
-INIT_SOURCE = Path(__file__).with_name("sandbox_init.py").read_text()
-PYTHON = "/usr/bin/python3"  # the system interpreter runs the in-sandbox supervisor (all of it is under /usr)
-SETUP_RETRIES = 6  # bwrap setup can hit EAGAIN while a killed sandbox's processes still count against NPROC
-SETUP_TIMEOUT_S = 30.0  # bwrap plus the supervisor's start, on a starved machine
-SUPERVISOR_GRACE_S = 10.0  # beyond a test's wall limit: the supervisor's kill, reap and wipe
-CLOSE_WAIT_S = 5.0
 
 
 class _Overrun(Exception):

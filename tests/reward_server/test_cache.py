@@ -16,15 +16,16 @@ from reward_server.types import CodeItem, IFEvalItem, Job, JobReply, MathItem, R
 from reward_server.verifiers import build_verifiers
 from reward_server.worker import Worker, should_cache
 
+
+def code_item(code: str, output: str = "1") -> CodeItem:
+    truth = {"language": "python", "test_type": "stdin_stdout", "tests": [{"input": "", "output": output}]}
+    response = f"```python\n{code}\n```"
+    return CodeItem.model_validate({"reward_type": "code", "response": response, "ground_truth": truth})
+
+
 ITEMS = {
     "math": MathItem(reward_type="math", response=r"\boxed{2}", ground_truth="2"),
-    "code": CodeItem.model_validate(
-        {
-            "reward_type": "code",
-            "response": "```python\nprint(1)\n```",
-            "ground_truth": {"language": "python", "test_type": "stdin_stdout", "tests": [{"input": "", "output": "1"}]},
-        }
-    ),
+    "code": code_item("print(1)"),
     "ifeval": IFEvalItem.model_validate(
         {
             "reward_type": "ifeval",
@@ -98,16 +99,6 @@ def test_only_verdicts_about_the_response_are_cached(result, cache):
     assert should_cache(result) is cache
 
 
-def code_item(code: str, output: str = "1") -> CodeItem:
-    return CodeItem.model_validate(
-        {
-            "reward_type": "code",
-            "response": f"```python\n{code}\n```",
-            "ground_truth": {"language": "python", "test_type": "stdin_stdout", "tests": [{"input": "", "output": output}]},
-        }
-    )
-
-
 @pytest.fixture(scope="module")
 def redis_url():
     with EmbeddedRedis() as server:
@@ -148,7 +139,8 @@ def test_a_verdict_is_cached_under_the_workers_own_settings(redis_url):
 
 def test_a_wall_clock_kill_is_returned_but_not_cached(redis_url):
     settings = WorkerSettings(code_test_timeout_s=1.0)
-    result, cached = score_through_a_worker(redis_url, settings, code_item(f"import time\ntime.sleep(30)  # {uuid.uuid4().hex}"))
+    item = code_item(f"import time\ntime.sleep(30)  # {uuid.uuid4().hex}")
+    result, cached = score_through_a_worker(redis_url, settings, item)
     assert result.status == "ok" and result.score == 0.0 and result.details["reason"] == "wall_timeout"
     assert result.cacheable is False and not cached
 
