@@ -304,3 +304,24 @@ def test_one_sandbox_runs_many_tests_with_fresh_limits_each():
     with sandbox.Sandbox(limits) as box:
         runs = [box.run(ARGV, {"solution.py": code}) for _ in range(8)]
     assert [(r.status, r.stdout) for r in runs] == [("finished", b"1\n")] * 8, runs
+
+
+def test_ordinary_programs_work_under_the_filter(verifier):
+    """Threads (glibc falls back from the refused clone3), a multiprocessing pool (fork plus semaphores in
+    /dev/shm) and a subprocess all still work."""
+    code = textwrap.dedent(
+        """
+        import multiprocessing, subprocess, threading
+        out = []
+        threads = [threading.Thread(target=out.append, args=(i,)) for i in range(4)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        with multiprocessing.Pool(2) as pool:
+            squares = pool.map(abs, [-1, -2, -3])
+        echo = subprocess.run(["/bin/echo", "hi"], capture_output=True, text=True).stdout.strip()
+        print(sorted(out), squares, echo)
+        """
+    )
+    item = carry_item(code, "", [{"input": "", "output": "[0, 1, 2, 3] [1, 2, 3] hi"}])
+    verdict = verifier.verify(item)
+    assert verdict.score == 1.0, verdict.details
