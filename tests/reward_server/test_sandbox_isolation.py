@@ -50,6 +50,7 @@ CHANNELS = {  # name -> (code storing `secret` in test 1, code printing it in te
         f"print(open('/tmp/carry-{TOKEN}').read())",
     ),
     "file_in_cwd": ("open('carry', 'w').write(secret)", "print(open('carry').read())"),
+    "rewrite_own_program": ("open(__file__, 'w').write(f'print({secret!r})')", "print('')"),
     "file_in_dev_shm": (
         f"open('/dev/shm/carry-{TOKEN}', 'w').write(secret)",
         f"print(open('/dev/shm/carry-{TOKEN}').read())",
@@ -167,6 +168,36 @@ def test_cross_item_channel_is_cut_in_the_shared_sandbox(verifier, channel):
     second = verifier.verify(carry_item(code, secret, [{"input": "recall", "output": secret}]))
     assert second.score == 0.0 and second.details["run"]["status"] == "finished", second.details
     assert_no_sandbox_processes()
+
+
+def test_call_harness_tampering_does_not_carry_over(verifier):
+    """Test 1's function rewrites the in-sandbox harness to print test 2's expected value (a secret only test 1
+    saw); test 2 must run the real harness."""
+    code = textwrap.dedent(
+        """
+        def solve(cmd):
+            if cmd.startswith("store "):
+                with open("/sandbox/harness.py", "w") as f:
+                    f.write("import json, os\\nos.write(1, (json.dumps(%r) + '\\\\n').encode())\\n" % cmd[6:])
+                return "stored"
+            return None
+        """
+    )
+    secret = uuid.uuid4().hex
+    item = CodeItem.model_validate(
+        {
+            "reward_type": "code",
+            "response": f"```python\n{code}\n```",
+            "ground_truth": {
+                "language": "python",
+                "test_type": "call",
+                "fn_name": "solve",
+                "tests": [{"input": [f"store {secret}"], "output": "stored"}, {"input": ["recall"], "output": secret}],
+            },
+        }
+    )
+    verdict = verifier.verify(item)
+    assert verdict.score == 0.0 and verdict.details["failed_test"] == 1, verdict.details
 
 
 def test_program_cannot_stop_trace_or_speak_for_its_supervisor(verifier):
