@@ -4,14 +4,15 @@
     PYTHONPATH=. python bench/reward_code.py [--runs 160] [--items 4096] [--workers 2]
 
 Two program shapes for the ratio: "startup" (print(a+b): the sandbox's fixed cost dominates) and "compute"
-(about 50 ms of work per test, closer to real test cases), each with 1, 4 and 16 tests per item: the code
-verifier runs all tests of an item in one sandbox, so its start-up is shared by the item's tests; the bare side
-starts one subprocess per test, as a bare judge would.
+(about 50 ms of work per test, closer to real test cases), each with 1, 4 and 16 tests per item. The code
+verifier keeps one sandbox for all Python items (each run from a clean state), so its start-up is paid once;
+the bare side starts one subprocess per test, as a bare judge would.
 """
 
 import argparse
 import asyncio
 import os
+import resource
 import subprocess
 import tempfile
 import time
@@ -33,7 +34,9 @@ TESTS_PER_ITEM = (1, 4, 16)  # one sandbox serves all tests of an item: its star
 
 
 def executions_per_s(code: str, stdin: str, expected: str, tests_per_item: int, executions: int) -> dict:
-    """Test executions/s through the code verifier (one sandbox per item) vs one bare subprocess per test."""
+    """Test executions/s through a fresh code verifier (whose one sandbox, started by the first item, serves
+    every item) vs one bare subprocess per test; wall clock and CPU time (ours plus every child's: the
+    load-independent cost, since on a busy machine each extra process hand-off also waits for a time slice)."""
     verifier = CodeVerifier(WorkerSettings())
     item = CodeItem.model_validate(
         {
@@ -50,25 +53,47 @@ def executions_per_s(code: str, stdin: str, expected: str, tests_per_item: int, 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "solution.py"
         path.write_text(code)
-        boxed_s = bare_s = 0.0
+        boxed_s = bare_s = boxed_cpu = bare_self = bare_children = 0.0
+        children_at_start = cpu_s(resource.RUSAGE_CHILDREN)
         # Interleaved, so that both see the same load on a shared machine.
         for _ in tqdm(range(items), desc=f"{tests_per_item} test(s)/item", leave=False):
-            t0 = time.perf_counter()
+            t0, self0 = time.perf_counter(), cpu_s(resource.RUSAGE_SELF)
             verdict = verifier.verify(item)
-            t1 = time.perf_counter()
+            t1, self1, children1 = time.perf_counter(), cpu_s(resource.RUSAGE_SELF), cpu_s(resource.RUSAGE_CHILDREN)
             for _ in range(tests_per_item):
-                out = subprocess.run([PYTHON, "-I", str(path)], input=stdin.encode(), capture_output=True, timeout=30)
+                # A session of its own, like each sandboxed run: with the kernel's autogroup scheduling a new
+                # session gets its own CPU share, which would otherwise favour the sandboxed side on a busy box.
+                out = subprocess.run(
+                    [PYTHON, "-I", str(path)],
+                    input=stdin.encode(),
+                    capture_output=True,
+                    timeout=30,
+                    start_new_session=True,
+                )
                 assert out.stdout.decode().strip() == expected, out
             boxed_s, bare_s = boxed_s + t1 - t0, bare_s + time.perf_counter() - t1
+            boxed_cpu += self1 - self0
+            bare_self += cpu_s(resource.RUSAGE_SELF) - self1
+            bare_children += cpu_s(resource.RUSAGE_CHILDREN) - children1
             assert verdict.score == 1.0, verdict.details
-    boxed, bare = items * tests_per_item / boxed_s, items * tests_per_item / bare_s
+        verifier.close()  # the sandbox's processes are reaped now: their CPU time lands in RUSAGE_CHILDREN
+        boxed_cpu += cpu_s(resource.RUSAGE_CHILDREN) - children_at_start - bare_children
+    n, bare_cpu = items * tests_per_item, bare_self + bare_children
     return {
         "tests_per_item": tests_per_item,
-        "test_executions": items * tests_per_item,
-        "sandboxed_per_s": round(boxed, 1),
-        "bare_subprocess_per_s": round(bare, 1),
-        "ratio": round(boxed / bare, 3),
+        "test_executions": n,
+        "sandboxed_per_s": round(n / boxed_s, 1),
+        "bare_subprocess_per_s": round(n / bare_s, 1),
+        "ratio": round(bare_s / boxed_s, 3),
+        "sandboxed_cpu_ms_per_test": round(1000 * boxed_cpu / n, 2),
+        "bare_cpu_ms_per_test": round(1000 * bare_cpu / n, 2),
+        "cpu_ratio": round(bare_cpu / boxed_cpu, 3),
     }
+
+
+def cpu_s(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 def mixed_items(n: int) -> list[dict]:
@@ -136,7 +161,8 @@ def main() -> None:
         for r in rows:
             print(
                 f"{name}, {r['tests_per_item']} test(s)/item: sandboxed {r['sandboxed_per_s']}/s vs bare "
-                f"{r['bare_subprocess_per_s']}/s, ratio {r['ratio']}"
+                f"{r['bare_subprocess_per_s']}/s, ratio {r['ratio']}; CPU/test {r['sandboxed_cpu_ms_per_test']} vs "
+                f"{r['bare_cpu_ms_per_test']} ms, ratio {r['cpu_ratio']}"
             )
     load_after_ratio = os.getloadavg()
     if args.items == 0:

@@ -14,6 +14,7 @@ from reward_server.embedded_redis import EmbeddedRedis
 from reward_server.executor import Executor
 from reward_server.types import CodeItem, IFEvalItem, Job, JobReply, MathItem, RMItem, ScoreResult
 from reward_server.verifiers import build_verifiers
+from reward_server.verifiers import math as math_verifier
 from reward_server.worker import Worker, should_cache
 
 
@@ -156,3 +157,13 @@ def test_an_infra_error_is_not_cached(redis_url):
     settings = WorkerSettings(code_tmpfs_mb=0)  # bwrap refuses this sandbox: our failure, not the program's
     result, cached = score_through_a_worker(redis_url, settings, code_item(f"print(1)  # {uuid.uuid4().hex}"))
     assert result.status == "error" and result.score is None and not cached
+
+
+def test_a_math_verification_as_long_as_math_verifys_own_timeout_is_not_cacheable(monkeypatch):
+    """Math-Verify swallows its own timeouts; any verification lasting one of them may have been cut short by a
+    busy machine. With the timeout at zero every verification lasts that long."""
+    verifier = math_verifier.MathVerifier(WorkerSettings())
+    assert verifier.verify(ITEMS["math"]).cacheable
+    monkeypatch.setattr(math_verifier, "_MV_TIMEOUT_S", 0)
+    verdict = verifier.verify(ITEMS["math"])
+    assert verdict.score == 1.0 and not verdict.cacheable
