@@ -4,7 +4,7 @@
     PYTHONPATH=. python bench/reward_code.py [--runs 160] [--items 4096] [--workers 2]
 
 Two program shapes for the ratio: "startup" (print(a+b): the sandbox's fixed cost dominates) and "compute"
-(about 50 ms of work per test, closer to real test cases), each with 1, 4 and 16 tests per item. The code
+(about 20 ms of work per test here, closer to real test cases), each with 1, 4 and 16 tests per item. The code
 verifier keeps one sandbox for all Python items (each run from a clean state), so its start-up is paid once;
 the bare side starts one subprocess per test, as a bare judge would.
 """
