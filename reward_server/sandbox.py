@@ -73,7 +73,8 @@ class RunResult:
     wall_s: float
 
 
-def _sandbox_ids() -> tuple[int, int] | None:
+def sandbox_ids() -> tuple[int, int] | None:
+    """(uid, gid) that the sandboxes started by this process run as; None when we are unprivileged already."""
     if os.geteuid() != 0:
         return None  # unprivileged already; RLIMIT_NPROC then counts all of this user's processes
     uid = SANDBOX_UID_BASE + os.getpid() % 4000
@@ -183,7 +184,7 @@ class Sandbox:
         )
         cmd = [*_bwrap_args(limits, self.build_dir, self.build_writable), "--seccomp", str(filter_fd)]
         cmd += ["--", PYTHON, "-I", "-S", "-c", INIT_SOURCE, str(ctl_r), str(results_w), ",".join(map(str, rlimits))]
-        ids = _sandbox_ids()
+        ids = sandbox_ids()
         if ids:  # setpriv, not Popen(user=...): changing uid in Popen rules out vfork
             cmd = ["/usr/bin/setpriv", f"--reuid={ids[0]}", f"--regid={ids[1]}", "--clear-groups", *cmd]
         try:
@@ -289,7 +290,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
 
 def make_build_dir() -> Path:
     path = Path(tempfile.mkdtemp(prefix="rs-build-"))
-    ids = _sandbox_ids()
+    ids = sandbox_ids()
     if ids:
         os.chown(path, *ids)
     return path

@@ -25,11 +25,14 @@ def _is_supervisor(p: psutil.Process) -> bool:
 
 
 def sandbox_processes() -> list[psutil.Process]:
-    """Processes of sandbox uids other than the supervisors of open sandboxes (a verifier keeps one open)."""
+    """Processes of this test process's sandbox uid other than the supervisors of open sandboxes (a verifier
+    keeps one open). Only our uid: other test runs on a shared machine have sandboxes of their own."""
+    ids = sandbox.sandbox_ids()
+    ours = range(ids[0], ids[0] + 1) if ids else range(sandbox.SANDBOX_UID_BASE, sandbox.SANDBOX_UID_BASE + 4000)
     found = []
     for p in psutil.process_iter(["uids", "status"]):
         uids = p.info["uids"]
-        if uids and sandbox.SANDBOX_UID_BASE <= uids.real < sandbox.SANDBOX_UID_BASE + 4000 and not _is_supervisor(p):
+        if uids and uids.real in ours and not _is_supervisor(p):
             found.append(p)
     return found
 
