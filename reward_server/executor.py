@@ -65,7 +65,7 @@ class Executor:
     def _start(self) -> None:
         # A hard-killed child cannot clean up after itself; its temp root is swept when it is replaced.
         self.tmp_root = tempfile.mkdtemp(prefix="rs-exec-")
-        os.chmod(self.tmp_root, 0o711)  # sandbox uids traverse into the code dirs below, nothing more
+        os.chmod(self.tmp_root, 0o711)  # sandbox uids traverse into the C++ build dirs below, nothing more
         self._conn, child_conn = self._ctx.Pipe()
         self._proc = self._ctx.Process(
             target=_serve, args=(child_conn, self._conn, self._verifiers, self.tmp_root), daemon=True
