@@ -5,6 +5,7 @@ host, one subprocess per test, so a green sandbox test means the sandbox stopped
 
 import errno
 import json
+import signal
 import subprocess
 import tempfile
 import textwrap
@@ -356,3 +357,30 @@ def test_ordinary_programs_work_under_the_filter(verifier):
     item = carry_item(code, "", [{"input": "", "output": "[0, 1, 2, 3] [1, 2, 3] hi"}])
     verdict = verifier.verify(item)
     assert verdict.score == 1.0, verdict.details
+
+
+FOREIGN_ABI = """
+#include <cstdio>
+int main() {
+    long ret;  // ptrace(PTRACE_TRACEME) through the 32-bit entry point, where x86-64 syscall numbers do not apply
+    asm volatile("int $0x80" : "=a"(ret) : "a"(26L), "b"(0L), "c"(0L), "d"(0L) : "memory");
+    printf("%ld\\n", ret);
+}
+"""
+
+
+def test_syscalls_through_the_32_bit_abi_are_killed(verifier, tmp_path):
+    """The filter's deny list names x86-64 syscalls; the i386 entry point (int 0x80) would bypass it if the
+    filter did not kill every foreign-ABI syscall. Bare, the same binary's ptrace succeeds."""
+    binary = tmp_path / "abi"
+    subprocess.run(["/usr/bin/g++", "-O2", "-x", "c++", "-", "-o", str(binary)], input=FOREIGN_ABI.encode(), check=True)
+    assert subprocess.run([str(binary)], capture_output=True, timeout=30).stdout.strip() == b"0"
+    item = CodeItem.model_validate(
+        {
+            "reward_type": "code",
+            "response": f"```cpp\n{FOREIGN_ABI}\n```",
+            "ground_truth": {"language": "cpp", "test_type": "stdin_stdout", "tests": [{"input": "", "output": "0"}]},
+        }
+    )
+    verdict = verifier.verify(item)
+    assert verdict.score == 0.0 and verdict.details["run"]["exit_code"] == -signal.SIGSYS, verdict.details
