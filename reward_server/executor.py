@@ -52,7 +52,7 @@ def _run_one(verifiers: dict, payload: bytes) -> ScoreResult:
         return ScoreResult(
             status="error", score=None, error=f"{item.reward_type} verifier raised {type(e).__name__}: {e}"
         )
-    return ScoreResult(status="ok", score=verdict.score, details=verdict.details)
+    return ScoreResult(status="ok", score=verdict.score, details=verdict.details, cacheable=verdict.cacheable)
 
 
 class Executor:
@@ -65,7 +65,7 @@ class Executor:
     def _start(self) -> None:
         # A hard-killed child cannot clean up after itself; its temp root is swept when it is replaced.
         self.tmp_root = tempfile.mkdtemp(prefix="rs-exec-")
-        os.chmod(self.tmp_root, 0o711)  # sandbox uids traverse into the code dirs below, nothing more
+        os.chmod(self.tmp_root, 0o711)  # sandbox uids traverse into the C++ build dirs below, nothing more
         self._conn, child_conn = self._ctx.Pipe()
         self._proc = self._ctx.Process(
             target=_serve, args=(child_conn, self._conn, self._verifiers, self.tmp_root), daemon=True
@@ -104,7 +104,10 @@ class Executor:
                 )
                 self._replace()
                 return ScoreResult(
-                    status="timeout", score=0.0, details={"reason": "verifier_timeout", "timeout_s": timeout_s}
+                    status="timeout",
+                    score=0.0,
+                    details={"reason": "verifier_timeout", "timeout_s": timeout_s},
+                    cacheable=False,
                 )
             if self._conn.poll(min(left, POLL_S)):
                 try:

@@ -11,10 +11,35 @@ import json
 
 from pydantic import BaseModel
 
+from reward_server.config import WorkerSettings
+
 PREFIX = "rs:"
 JOBS = PREFIX + "jobs"
 WORKERS = PREFIX + "workers"
 REPLY_TTL_S = 3600  # an abandoned reply list (server gone) disappears after this
+
+# Bump a type's version whenever its verifier may judge a response differently (extraction, comparison,
+# harness, sandbox semantics): cached verdicts of the old version then stop matching.
+VERIFIER_VERSIONS = {"math": "1", "code": "2", "ifeval": "1", "rm": "1"}
+# The WorkerSettings fields that can change a type's verdict; they are part of its cache key. Every field is
+# listed here or in NOT_VERDICT_SETTINGS (a test checks), so a new knob must be classified.
+VERDICT_SETTINGS: dict[str, tuple[str, ...]] = {
+    "math": ("math_timeout_s",),
+    "code": (
+        "code_test_timeout_s",
+        "code_compile_timeout_s",
+        "code_memory_mb",
+        "code_compile_memory_mb",
+        "code_max_procs",
+        "code_max_file_mb",
+        "code_tmpfs_mb",
+    ),
+    "ifeval": (),
+    "rm": ("rm_backend", "rm_url", "rm_api", "rm_model"),
+}
+# Settings that never change a cached verdict: timeouts of backends whose failures are errors (never cached),
+# and the service's own plumbing.
+NOT_VERDICT_SETTINGS = ("rm_timeout_s", "max_attempts", "heartbeat_ttl_s", "cache_ttl_s")
 
 
 def processing(worker_id: str) -> str:
@@ -38,8 +63,18 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def cache(item: BaseModel) -> str:
-    """(reward_type, hash of response, hash of ground truth + prompt) of a ScoreItem."""
+def _canonical(value) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def verifier_fingerprint(reward_type: str, settings: WorkerSettings) -> str:
+    """Hash of what, besides the item, decides a verdict of this type: its verifier version and settings."""
+    judged_by = {name: getattr(settings, name) for name in VERDICT_SETTINGS[reward_type]}
+    return _sha(_canonical({"version": VERIFIER_VERSIONS[reward_type], "settings": judged_by}))[:16]
+
+
+def cache(item: BaseModel, settings: WorkerSettings) -> str:
+    """(reward_type, verifier fingerprint, hash of response, hash of ground truth + prompt) of a ScoreItem."""
     ref = item.model_dump(mode="json", include={"ground_truth", "prompt"})
-    ref_json = json.dumps(ref, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return f"{PREFIX}cache:{item.reward_type}:{_sha(item.response)}:{_sha(ref_json)}"
+    fingerprint = verifier_fingerprint(item.reward_type, settings)
+    return f"{PREFIX}cache:{item.reward_type}:{fingerprint}:{_sha(item.response)}:{_sha(_canonical(ref))}"

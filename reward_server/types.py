@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
-MAX_TESTS = 256  # per code item; a step's worth of tests runs one sandbox per test
+MAX_TESTS = 256  # per code item; all of them run in one sandbox, one after another
 
 
 class _Strict(BaseModel):
@@ -143,6 +143,9 @@ class Verdict(BaseModel):
 
     score: float
     details: dict[str, Any] = Field(default_factory=dict)
+    # False when the verdict may reflect the machine rather than the response (a wall-clock limit hit, which
+    # an overloaded host can cause): it is returned but never cached.
+    cacheable: bool = True
 
 
 # ok: the verifier judged the response (score may be 0); timeout: the verifier was hard-killed, the response
@@ -156,6 +159,13 @@ class ScoreResult(BaseModel):
     details: dict[str, Any] = Field(default_factory=dict)
     error: str | None = None
     cached: bool = False
+    cacheable: bool = True  # only "ok" results with a cacheable verdict are cached
+
+    @model_validator(mode="after")
+    def _only_verdicts_are_cacheable(self) -> "ScoreResult":
+        if self.status != "ok":
+            self.cacheable = False
+        return self
 
 
 class ScoreBatchResponse(BaseModel):
@@ -167,7 +177,6 @@ class Job(BaseModel):
 
     id: str
     reply_to: str
-    cache_key: str
     item: ScoreItem
     enqueued_at: float
 

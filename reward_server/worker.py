@@ -105,7 +105,8 @@ class Worker:
                 status="error", score=None, error=f"job {job.id} lost {attempts - 1} workers mid-run; giving up"
             )
         else:
-            cached = self._with_redis(lambda: self.redis.get(job.cache_key))
+            cache_key = keys.cache(job.item, self.settings)
+            cached = self._with_redis(lambda: self.redis.get(cache_key))
             if cached is not None:
                 result = ScoreResult.model_validate_json(cached).model_copy(update={"cached": True})
             else:
@@ -121,8 +122,8 @@ class Worker:
     def _deliver(self, job: Job, raw: bytes, result: ScoreResult) -> None:
         reply = JobReply(job_id=job.id, result=result, worker_id=self.id)
         pipe = self.redis.pipeline(transaction=True)
-        if result.status != "error" and not result.cached:
-            pipe.set(job.cache_key, result.model_dump_json(), ex=self.settings.cache_ttl_s)
+        if should_cache(result):
+            pipe.set(keys.cache(job.item, self.settings), result.model_dump_json(), ex=self.settings.cache_ttl_s)
         pipe.rpush(job.reply_to, reply.model_dump_json())
         pipe.expire(job.reply_to, keys.REPLY_TTL_S)
         pipe.lrem(keys.processing(self.id), 1, raw)
@@ -141,6 +142,12 @@ class Worker:
                 logger.warning("worker %s: redis error (%s); retrying in %.1fs", self.id, e, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+
+def should_cache(result: ScoreResult) -> bool:
+    """Only verdicts about the response: not errors (ours), not hard-killed verifiers (a timeout can be the
+    machine's overload as much as the response's fault), not verdicts that hit a wall-clock limit."""
+    return result.status == "ok" and result.cacheable and not result.cached
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Code: run the last fenced program in the sandbox, one fresh sandbox per test, and judge in the parent."""
+"""Code: run the last fenced program in the sandbox, each test from a clean state, and judge in the parent."""
 
 import json
 import logging
@@ -75,11 +75,18 @@ class CodeVerifier:
         self.compile_limits = Limits(
             wall_s=settings.code_compile_timeout_s, memory_mb=settings.code_compile_memory_mb, **common
         )
+        # Python items all run in this one sandbox (started on first use, in the verifier's own process); a C++
+        # item needs its binary mounted and gets sandboxes of its own.
+        self._box = sandbox.Sandbox(self.run_limits)
 
     def hard_timeout_s(self, item: CodeItem) -> float:
         per_test = self.settings.code_test_timeout_s + 2
         compile_s = self.settings.code_compile_timeout_s if item.ground_truth.language == "cpp" else 0
         return compile_s + per_test * len(item.ground_truth.tests) + 10
+
+    def close(self) -> None:
+        """End the shared sandbox (the verifier's process exiting ends it too)."""
+        self._box.close()
 
     def verify(self, item: CodeItem) -> Verdict:
         truth = item.ground_truth
@@ -89,34 +96,32 @@ class CodeVerifier:
         lang, code = program
         if lang != truth.language:
             return Verdict(score=0.0, details={"reason": "wrong_language", "language": lang})
-        files = {"solution.cpp" if lang == "cpp" else "solution.py": code}
-        if isinstance(truth, CallCodeTruth):
-            files["harness.py"] = HARNESS
-        code_dir = sandbox.make_code_dir(files)
-        build_dir = sandbox.make_build_dir() if lang == "cpp" else None
+        if lang == "python":
+            files = {"solution.py": code}
+            if isinstance(truth, CallCodeTruth):
+                files["harness.py"] = HARNESS
+                argv = [PYTHON, "-I", f"{sandbox.CODE_MOUNT}/harness.py", truth.fn_name]
+            else:
+                argv = [PYTHON, "-I", f"{sandbox.CODE_MOUNT}/solution.py"]
+            return self._run_tests(truth, self._box, argv, files)
+        build_dir = sandbox.make_build_dir()
         try:
-            return self._judge(truth, lang, code_dir, build_dir)
-        finally:
-            sandbox.remove_dir(code_dir)
-            if build_dir is not None:
-                sandbox.remove_dir(build_dir)
-
-    def _judge(self, truth, lang: str, code_dir: Path, build_dir: Path | None) -> Verdict:
-        kills: list[str] = []
-        if lang == "cpp":
-            built = sandbox.run(GXX, self.compile_limits, code_dir, build_dir=build_dir, build_writable=True)
+            files = {"solution.cpp": code}
+            built = sandbox.run(GXX, self.compile_limits, files, build_dir=build_dir, build_writable=True)
             if built.status != "finished" or built.exit_code != 0:
-                kills += [built.status] if built.status != "finished" else []
+                kills = [built.status] if built.status != "finished" else []
                 details = {"reason": "compile_error", "compile": _run_record(built), "sandbox_kills": kills}
-                return Verdict(score=0.0, details=details)
-            argv = [f"{sandbox.BUILD_MOUNT}/prog"]
-        elif isinstance(truth, CallCodeTruth):
-            argv = [PYTHON, "-I", f"{sandbox.CODE_MOUNT}/harness.py", truth.fn_name]
-        else:
-            argv = [PYTHON, "-I", f"{sandbox.CODE_MOUNT}/solution.py"]
+                return Verdict(score=0.0, details=details, cacheable=built.status != "wall_timeout")
+            with sandbox.Sandbox(self.run_limits, build_dir=build_dir) as box:
+                return self._run_tests(truth, box, [f"{sandbox.BUILD_MOUNT}/prog"], {})
+        finally:
+            sandbox.remove_dir(build_dir)
+
+    def _run_tests(self, truth, box: sandbox.Sandbox, argv: list[str], files: dict[str, str]) -> Verdict:
+        kills: list[str] = []
         for i, test in enumerate(truth.tests):
             stdin = json.dumps(test.input).encode() if isinstance(truth, CallCodeTruth) else test.input.encode()
-            run = sandbox.run(argv, self.run_limits, code_dir, stdin=stdin, build_dir=build_dir)
+            run = box.run(argv, files, stdin)
             if run.status != "finished":
                 kills.append(run.status)
             passed, why = self._check(truth, test, run)
@@ -129,7 +134,8 @@ class CodeVerifier:
                     "run": _run_record(run),
                     "sandbox_kills": kills,
                 }
-                return Verdict(score=0.0, details=details)
+                # a wall-clock kill can be the machine's overload as much as the program's fault
+                return Verdict(score=0.0, details=details, cacheable="wall_timeout" not in kills)
         return Verdict(
             score=1.0, details={"reason": "all_passed", "passed": len(truth.tests), "total": len(truth.tests)}
         )

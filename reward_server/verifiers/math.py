@@ -1,6 +1,7 @@
 """Math: the last \\boxed{...} (or \\fbox) of the answer part, compared with the ground truth by Math-Verify."""
 
 import logging
+import time
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
@@ -60,6 +61,14 @@ class MathVerifier:
         return self.settings.math_timeout_s
 
     def verify(self, item: MathItem) -> Verdict:
+        t0 = time.monotonic()
+        verdict = self._judge(item)
+        # Math-Verify swallows its own timeouts (a mismatch, or an empty parse): a verification that ran as long
+        # as one of them may have been cut short by a busy machine, so its verdict is not cached.
+        verdict.cacheable = time.monotonic() - t0 < _MV_TIMEOUT_S
+        return verdict
+
+    def _judge(self, item: MathItem) -> Verdict:
         boxed = last_boxed(answer_part(item.response))
         if boxed is None:
             return Verdict(score=0.0, details={"reason": "no_boxed_answer"})

@@ -10,8 +10,8 @@ import time
 import uuid
 from pathlib import Path
 
-import psutil
 import pytest
+from sandbox_checks import assert_no_sandbox_processes, rs_temp_dirs
 
 from reward_server import sandbox
 from reward_server.config import WorkerSettings
@@ -25,7 +25,9 @@ HOST_MARK = Path(tempfile.gettempdir()) / f"pwned-{TOKEN}"
 
 @pytest.fixture(scope="module")
 def verifier():
-    return CodeVerifier(SETTINGS)
+    v = CodeVerifier(SETTINGS)
+    yield v
+    v.close()
 
 
 def stdio(code: str, lang: str = "python", tests=None) -> CodeItem:
@@ -81,28 +83,6 @@ def leak_server():
     stop.set()
     t.join(timeout=5)
     srv.close()
-
-
-def sandbox_processes() -> list[psutil.Process]:
-    found = []
-    for p in psutil.process_iter(["uids", "status"]):
-        uids = p.info["uids"]
-        if uids and sandbox.SANDBOX_UID_BASE <= uids.real < sandbox.SANDBOX_UID_BASE + 4000:
-            found.append(p)
-    return found
-
-
-def assert_no_sandbox_processes() -> None:
-    """Nothing of a sandbox outlives it. A killed sandbox's pid namespace is torn down by the kernel
-    asynchronously (a fork bomb's hundreds of processes take a moment), so this waits a bounded time."""
-    deadline = time.monotonic() + 15
-    while sandbox_processes() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert sandbox_processes() == []
-
-
-def rs_temp_dirs() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob("rs-*")}
 
 
 ATTACKS = {
@@ -349,4 +329,4 @@ def test_each_test_starts_from_a_clean_tmp(verifier):
 def test_sandbox_setup_failure_is_an_infra_error():
     limits = sandbox.Limits(wall_s=2, memory_mb=256, max_procs=16, max_file_mb=1, tmpfs_mb=1)
     with pytest.raises(sandbox.SandboxError):
-        sandbox.run(["/usr/bin/true"], limits, Path("/nonexistent-code-dir"))
+        sandbox.run(["/usr/bin/true"], limits, {}, build_dir=Path("/nonexistent-build-dir"))

@@ -42,6 +42,20 @@ def test_cache_hit_on_repeat(client):
     assert 'reward_cache_hits_total{reward_type="math"}' in client.get("/metrics").text
 
 
+def test_wall_clock_kill_is_never_served_from_cache(client):
+    """A test killed at its wall limit may owe that to a busy machine: scored again, never a cache hit."""
+    code = f"import time\ntime.sleep(60)  # {time.time_ns()}"
+    item = {
+        "reward_type": "code",
+        "response": f"```python\n{code}\n```",
+        "ground_truth": {"language": "python", "test_type": "stdin_stdout", "tests": [{"input": "", "output": "1"}]},
+    }
+    for _ in range(2):
+        body = client.post("/score", json=item).json()
+        assert body["score"] == 0.0 and body["details"]["reason"] == "wall_timeout", body
+        assert body["cached"] is False and body["cacheable"] is False
+
+
 @pytest.mark.parametrize(
     "body,content_type",
     [
