@@ -50,9 +50,7 @@ class VLLMServerConfig:
     startup_timeout_s: float = 600.0  # ~75 s on 2 cores for the tiny model; more when several start at once
     extra_args: list[str] = field(default_factory=list)  # appended to the server command line
     env: dict[str, str] = field(default_factory=dict)  # added to the server's environment
-    # Tokens per streamed chunk (vLLM's --stream-interval). Every SSE event costs host CPU in the API server, the
-    # balancer and the client; on CPU machines that overhead, not the model, bounds rollout speed. 1 = per token.
-    stream_interval: int = 1
+    stream_interval: int = 1  # vLLM's --stream-interval: tokens per streamed chunk (see am_rl.config.schema)
     log_dir: str | None = None  # where server logs go (default: a fresh temp dir)
 
 
@@ -104,17 +102,6 @@ class VLLMServer:
             *cfg.extra_args,
         ]  # fmt: skip
 
-    def cpu_binding(self) -> str:
-        """The core this server's engine computes on: server i on the i-th usable core, round robin.
-
-        vLLM's default ("auto") binds every server's engine to the same first core, so two servers on one machine
-        share a core while the others idle. An explicit VLLM_CPU_OMP_THREADS_BIND in the environment wins.
-        """
-        if "VLLM_CPU_OMP_THREADS_BIND" in os.environ:
-            return os.environ["VLLM_CPU_OMP_THREADS_BIND"]
-        cores = sorted(os.sched_getaffinity(0))
-        return str(cores[self.index % len(cores)])
-
     def start(self) -> None:
         if not Path(self.cfg.python).exists():
             raise VLLMStartupError(
@@ -126,8 +113,10 @@ class VLLMServer:
             "VLLM_NO_USAGE_STATS": "1",
             "DO_NOT_TRACK": "1",
             "HF_HUB_OFFLINE": "1",
-            "VLLM_CPU_OMP_THREADS_BIND": self.cpu_binding(),
         } | self.cfg.env
+        # VLLM_CPU_OMP_THREADS_BIND stays vLLM's "auto": it pins every server's model worker to the first core and
+        # leaves the others to API servers, balancer and trainer. A core per server measured 2x slower rollouts on
+        # 2 cores: the workers busy-poll their message queues and starve everything else.
         # The main venv's packages must not leak into the vLLM venv (transformers versions differ).
         env.pop("PYTHONPATH", None)
         env.pop("VIRTUAL_ENV", None)

@@ -39,7 +39,7 @@ def main() -> None:
     step_total = sum(parts.values())
     result = {
         "command": " ".join(["python -m am_rl.main_grpo --config-name demo_cpu", *sys.argv[1:]]),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg_after": os.getloadavg()},
         "wall_time_s": round(wall_s, 1),
         "steps": summary["steps"],
         "baseline_val_accuracy": summary["initial_val_accuracy"],
