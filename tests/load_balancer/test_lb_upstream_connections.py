@@ -31,7 +31,8 @@ class ResettingServer:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
-        self._server = asyncio.run_coroutine_threadsafe(asyncio.start_server(self._serve, "127.0.0.1", 0), self._loop).result(10)
+        listening = asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = asyncio.run_coroutine_threadsafe(listening, self._loop).result(10)
         self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -39,7 +40,8 @@ class ResettingServer:
         try:
             while head := await reader.readuntil(b"\r\n\r\n"):
                 lines = head.decode().split("\r\n")
-                length = next((int(v) for k, _, v in (h.partition(": ") for h in lines) if k.lower() == "content-length"), 0)
+                fields = (h.partition(": ") for h in lines)
+                length = next((int(v) for k, _, v in fields if k.lower() == "content-length"), 0)
                 await reader.readexactly(length)
                 if lines[0].startswith("POST") and served:
                     self.resets += 1
@@ -102,7 +104,7 @@ def test_the_scraper_stops_before_the_server_drains_its_connections(loadgens, ba
         lb = balancer([live.url, victim], policy="test_first", eject_after_failures=2)
         client = httpx.Client(timeout=30)
         stream = client.stream("POST", f"{lb.url}/v1/completions", json=BODY | {"max_tokens": 2000})
-        stream.__enter__()  # an open stream (on `live`) keeps the server draining at stop() for its full graceful timeout
+        stream.__enter__()  # an open stream (on `live`) keeps the server draining at stop() for its graceful timeout
         stopping = threading.Thread(target=lb.stop)
         with caplog.at_level(logging.WARNING, logger="load_balancer"):
             stopping.start()
