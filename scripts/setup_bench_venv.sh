@@ -4,7 +4,7 @@
 # bench/peers.py starts as a subprocess.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV=${VENV:-.venv-bench}
+VENV=.venv-bench  # bench/peers_routers.py looks for the binaries here
 python3 -m venv "$VENV"
 "$VENV/bin/pip" install --quiet --upgrade pip
 "$VENV/bin/pip" install --quiet vllm-router==0.1.17 smg==1.13.0
