@@ -21,13 +21,14 @@ BODY = {"model": "loadgen", "prompt": [1, 2, 3], "max_tokens": 2, "stream": True
 
 class ResettingServer:
     """A minimal vLLM-shaped HTTP/1.1 server (not an engine) that answers the first request of every connection and
-    resets the connection when a completion arrives on it later — what the balancer meets when a server closes an
+    resets the connection when a completion arrives on it later (not twice in a row) — what the balancer meets when a server closes an
     idle keep-alive connection just as it is reused. GETs (scrapes, health checks) are always answered: the race
     hits completions, which may reuse a connection idle for seconds; scrapes come every 250 ms."""
 
     def __init__(self) -> None:
         self.resets = 0
         self.completions = 0
+        self._just_reset = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
@@ -43,13 +44,17 @@ class ResettingServer:
                 fields = (h.partition(": ") for h in lines)
                 length = next((int(v) for k, _, v in fields if k.lower() == "content-length"), 0)
                 await reader.readexactly(length)
-                if lines[0].startswith("POST") and served:
+                # never twice in a row: the balancer resends once, and a resend that met another reused connection
+                # would fail again here, which real servers do not do to a connection they have not closed yet
+                if lines[0].startswith("POST") and served and not self._just_reset:
                     self.resets += 1
+                    self._just_reset = True
                     sock = writer.get_extra_info("socket")
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with RST
                     writer.transport.abort()
                     return
                 served += 1
+                self._just_reset = self._just_reset and not lines[0].startswith("POST")
                 writer.write(self._answer(lines[0]))
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
