@@ -325,9 +325,10 @@ def main() -> None:
     # Parts can run separately (each under ~10 min on 2 cores); they merge into one results file.
     results = json.loads(out.read_text()) if out.exists() else {"benchmark": "peers", "cpus": os.cpu_count()}
     parts = {"makespan": part_makespan, "relay": part_relay, "faults": part_faults}
-    for name in a.parts.split(","):
-        if name not in parts:
-            raise SystemExit(f"unknown part {name!r}; known: {sorted(parts)}")
+    chosen = a.parts.split(",")
+    if unknown := [n for n in chosen if n not in parts]:
+        raise SystemExit(f"unknown part(s) {unknown}; known: {sorted(parts)}")
+    for name in chosen:
         parts[name](a, results)
     if "makespan" in results:  # a summary written by an older version of this script is brought up to date
         summarize_makespan(results["makespan"], results["makespan"]["ours"])
