@@ -23,7 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
@@ -40,42 +40,45 @@ def free_port() -> int:
 
 
 @contextmanager
-def process(args: list[str], url: str, log_path: Path):
+def process(argv: list[str], url: str, log_path: Path, timeout_s: float = 60.0):
+    """Run ``argv`` in its own session (killed with its children at exit) once ``url`` answers 200."""
     env = os.environ | {"PYTHONPATH": str(REPO)}
     log = open(log_path, "wb")
-    proc = subprocess.Popen(
-        [sys.executable, *args], env=env, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True
-    )
+    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + timeout_s
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"{args} exited with {proc.returncode}")
+                raise RuntimeError(f"{argv} exited with {proc.returncode} (log: {log_path})")
             try:
                 if httpx.get(url, timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{args} did not come up")
+                raise RuntimeError(f"{argv} did not come up (log: {log_path})")
             time.sleep(0.1)
         yield proc
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        with suppress(ProcessLookupError):  # a test may have killed it already
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
             proc.wait(10)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
         log.close()
 
 
 async def throughput(base: str, streams: int, seconds: float, max_tokens: int, interval: int) -> dict:
-    """``streams`` clients each looping streaming requests for ``seconds``; tokens counted from the usage chunk."""
+    """``streams`` clients each looping streaming requests for ``seconds``; tokens counted from the usage chunk,
+    time to first token (first body bytes) per request."""
     body = {"model": "loadgen", "prompt": "bench", "max_tokens": max_tokens, "stream": True,
             "stream_interval": interval, "stream_options": {"include_usage": True}}  # fmt: skip
     tokens = 0
     requests = 0
+    ttfts: list[float] = []
     limits = httpx.Limits(max_connections=streams + 8, max_keepalive_connections=streams + 8)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         deadline = time.monotonic() + seconds
@@ -86,8 +89,11 @@ async def throughput(base: str, streams: int, seconds: float, max_tokens: int, i
                 # 16 samples per prompt, as in GRPO rollout (the makespan policy keeps per-prompt length stats)
                 body["prompt"] = f"bench prompt {requests // 16}"
                 tail = b""
+                t0 = time.perf_counter()
                 async with client.stream("POST", f"{base}/v1/completions", json=body) as r:
                     async for data in r.aiter_raw():
+                        if not tail:
+                            ttfts.append(time.perf_counter() - t0)
                         tail = (tail + data)[-400:]
                 match = USAGE.search(tail)
                 if r.status_code != 200 or match is None:
@@ -98,7 +104,8 @@ async def throughput(base: str, streams: int, seconds: float, max_tokens: int, i
         started = time.monotonic()
         await asyncio.gather(*(worker() for _ in range(streams)))
         elapsed = time.monotonic() - started
-    return {"tokens": tokens, "requests": requests, "seconds": elapsed, "tokens_per_s": tokens / elapsed}
+    return {"tokens": tokens, "requests": requests, "seconds": elapsed, "tokens_per_s": tokens / elapsed,
+            "ttft_p50_ms": statistics.median(ttfts) * 1000}  # fmt: skip
 
 
 async def ttft(bases: dict[str, str], n: int) -> dict[str, list[float]]:
@@ -148,8 +155,8 @@ def main() -> None:
     lb_cmd = ["-m", "load_balancer", "--port", str(lb_port), "--instance", gen, "--log-level", "warning"]
     logs = Path(tempfile.mkdtemp(prefix="lb-overhead-"))
     print(f"process logs in {logs}")
-    with process(gen_cmd, f"{gen}/health", logs / "loadgen.log"), process(
-        lb_cmd, f"{lb}/healthz", logs / "balancer.log"
+    with process([sys.executable, *gen_cmd], f"{gen}/health", logs / "loadgen.log"), process(
+        [sys.executable, *lb_cmd], f"{lb}/healthz", logs / "balancer.log"
     ) as lb_proc:
         for interval in [int(x) for x in a.intervals.split(",")]:
             direct = asyncio.run(throughput(gen, a.streams, a.seconds, a.max_tokens, interval))

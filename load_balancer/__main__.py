@@ -13,6 +13,7 @@ import uvicorn
 
 from load_balancer.app import build_app
 from load_balancer.config import BalancerConfig
+from load_balancer.server import BalancerUvicorn
 
 
 def policy_option(text: str) -> tuple[str, Any]:
@@ -50,7 +51,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[BalancerConfig, str]:
 def main(argv: list[str] | None = None) -> None:
     cfg, log_level = parse_args(argv)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(build_app(cfg), host=cfg.host, port=cfg.port, log_level=log_level, access_log=False)
+    config = uvicorn.Config(build_app(cfg), host=cfg.host, port=cfg.port, log_level=log_level, access_log=False)
+    BalancerUvicorn(config).run()
 
 
 if __name__ == "__main__":

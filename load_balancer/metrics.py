@@ -45,6 +45,9 @@ class BalancerMetrics:
         self.migrations = Counter("lb_migrations", "Sequences moved between instances", registry=r)
         self.failovers = Counter("lb_failovers", "Requests continued elsewhere after an instance failed", registry=r)
         self.retries = Counter("lb_retries", "Upstream attempts repeated before the first byte", registry=r)
+        self.stale_connections = Counter(
+            "lb_stale_connections", "Requests resent because a reused keep-alive connection was closed", registry=r
+        )
         self.ejections = Counter("lb_ejections", "Instances ejected after repeated failures", registry=r)
         self.scrape_failures = Counter("lb_scrape_failures", "Failed /metrics scrapes", ["instance"], registry=r)
         self.client_aborts = Counter("lb_client_disconnects", "Streams whose client went away", registry=r)

@@ -196,7 +196,7 @@ class Proxy:
                 "POST", url + endpoint, content=payload, headers=self.upstream_headers(relay)
             )
             try:
-                resp = await self.client.send(request, stream=True)
+                resp = await self.send(request, stream=True)
             except httpx.TransportError as e:
                 logger.warning("request %s: %s unreachable (%r); retrying elsewhere", relay.request_id, url, e)
                 self.leave(relay)
@@ -218,6 +218,23 @@ class Proxy:
                 Response(content, resp.status_code, media_type=resp.headers.get("content-type"))
             )
         raise NoInstance(f"request {relay.request_id} failed on {self.cfg.max_attempts} attempts")
+
+    async def send(self, request: httpx.Request, stream: bool) -> httpx.Response:
+        """Send one upstream request, resending it once on a new connection when a reused one was already closed.
+
+        A server closes an idle keep-alive connection on its own clock; when that crosses the balancer reusing it,
+        the request fails before any response byte with ReadError, WriteError or RemoteProtocolError (logged as
+        "ReadError('')
+        ... ejected after 3 failures" against live vLLM servers under load). The instance is fine, so the request
+        is resent to it and no failure is counted. httpcore's ``retries`` covers only connect errors, hence this.
+        A second failure is the instance's own and goes to the caller's failover.
+        """
+        try:
+            return await self.client.send(request, stream=stream)
+        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as e:
+            self.metrics.stale_connections.inc()
+            logger.info("%s %s: connection closed before any byte (%r); resending once", request.method, request.url, e)
+            return await self.client.send(request, stream=stream)
 
     # ---- streaming ---------------------------------------------------------------------------------------------
 
@@ -326,9 +343,10 @@ class Proxy:
         for _ in range(self.cfg.max_attempts):
             url = await self.choose(relay, relay.tried)
             self.place(relay, url)
-            call = asyncio.ensure_future(
-                self.client.post(url + relay.endpoint, content=payload, headers=self.upstream_headers(relay))
+            upstream = self.client.build_request(
+                "POST", url + relay.endpoint, content=payload, headers=self.upstream_headers(relay)
             )
+            call = asyncio.ensure_future(self.send(upstream, stream=False))
             try:
                 resp = await self.until_disconnect(call, request)
             except httpx.TransportError as e:

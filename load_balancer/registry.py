@@ -42,15 +42,19 @@ class Instance:
     migrations_in: int = 0
     migrations_out: int = 0
     relayed: deque[tuple[float, int]] = field(default_factory=deque)  # (time, tokens) inside the rate window
+    # Sum of the tokens in ``relayed``, kept as it changes: every routing decision reads the rate, and the window
+    # holds one entry per relayed chunk (~10^5 at full relay speed), too many to sum per request.
+    relayed_in_window: int = 0
 
     def record_relayed(self, tokens: int, now: float) -> None:
         self.tokens_relayed += tokens
         self.relayed.append((now, tokens))
+        self.relayed_in_window += tokens
 
     def relayed_rate(self, now: float, window_s: float) -> float:
         while self.relayed and self.relayed[0][0] < now - window_s:
-            self.relayed.popleft()
-        return sum(n for _, n in self.relayed) / window_s
+            self.relayed_in_window -= self.relayed.popleft()[1]
+        return self.relayed_in_window / window_s
 
     def tokens_per_s(self, now: float, window_s: float) -> float:
         """The rate the instance generates at while it has work: its engine's counter (which also covers traffic

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -15,14 +16,30 @@ from fastapi import FastAPI
 from load_balancer.app import build_app
 from load_balancer.config import BalancerConfig
 
+logger = logging.getLogger(__name__)
+
+
+class BalancerUvicorn(uvicorn.Server):
+    """uvicorn waits for open connections (up to its graceful timeout) before the lifespan shutdown; meanwhile the
+    balancer's scraper would go on scraping, and ejecting, instances being torn down beside it. Stop it first."""
+
+    async def shutdown(self, sockets=None) -> None:
+        balancer = getattr(self.config.app.state, "balancer", None)
+        if balancer is not None:
+            await balancer.stop_background()
+        await super().shutdown(sockets)
+
 
 class ThreadedServer:
     """Any ASGI app served by uvicorn on a daemon thread; port 0 picks a free port."""
 
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning") -> None:
+    def __init__(
+        self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning",
+        server_cls: type[uvicorn.Server] = uvicorn.Server,
+    ) -> None:  # fmt: skip
         self.app = app
         self.host = host
-        self._server = uvicorn.Server(
+        self._server = server_cls(
             uvicorn.Config(
                 app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on",
                 timeout_graceful_shutdown=2,  # streams still open at stop() are cut after 2 s, not waited for
@@ -60,6 +77,8 @@ class ThreadedServer:
         if self._thread.is_alive():
             self._server.force_exit = True
             self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            logger.error("server thread %s still running %.0f s after stop()", self._thread.name, 2 * timeout_s)
         self._thread = None
 
     def __enter__(self):
@@ -71,7 +90,7 @@ class ThreadedServer:
 
 class BalancerServer(ThreadedServer):
     def __init__(self, cfg: BalancerConfig, log_level: str = "warning") -> None:
-        super().__init__(build_app(cfg), cfg.host, cfg.port, log_level)
+        super().__init__(build_app(cfg), cfg.host, cfg.port, log_level, server_cls=BalancerUvicorn)
         self.cfg = cfg
 
     @property

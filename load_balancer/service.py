@@ -32,7 +32,9 @@ class Balancer:
         # Generation can take minutes, so no read timeout on relayed requests; connects fail fast to fail over.
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(None, connect=cfg.connect_timeout_s),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+            limits=httpx.Limits(
+                max_connections=None, max_keepalive_connections=256, keepalive_expiry=cfg.keepalive_expiry_s
+            ),
         )
         self.proxy = Proxy(cfg, self.registry, self.client, self.policy, self.metrics)
         self.scraper = Scraper(cfg, self.registry, self.client, self.metrics)
@@ -49,12 +51,18 @@ class Balancer:
             self._tasks.append(asyncio.create_task(self.migrator.run(), name="lb-migrator"))
         logger.info("balancer up: policy %s, %d instance(s)", self.policy.name, len(self.registry.instances))
 
-    async def stop(self) -> None:
-        for task in self._tasks:
+    async def stop_background(self) -> None:
+        """Stop scraping and migrating; idempotent. Called before the server drains its open connections, so that
+        nothing scrapes, ejects or moves work on instances that are being torn down beside the balancer."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    async def stop(self) -> None:
+        await self.stop_background()
         await self.proxy.drain_background()
         await self.client.aclose()
         await self.registry.store.close()

@@ -56,17 +56,19 @@ def test_dead_instance_before_first_byte_is_retried_and_ejected(loadgens, balanc
 
 def test_instance_killed_mid_stream_is_continued_elsewhere(loadgens, balancer):
     (backup,) = loadgens(1, tokens_per_s=2000)
-    with loadgen_process(tokens_per_s=100) as (proc, victim):
+    # 120 tokens at 20 tok/s: each stream runs ~6 s on the victim, so the kill lands mid-stream however slowly this
+    # test's thread gets to it on a loaded machine
+    with loadgen_process(tokens_per_s=20) as (proc, victim):
         lb = balancer([victim, backup.url], policy="test_first")
         direct = sse_chunks(httpx.post(f"{backup.url}/v1/completions", json=BODY, timeout=10).text)
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
-            futures = [pool.submit(httpx.post, f"{lb.url}/v1/completions", json=BODY, timeout=30) for _ in range(3)]
+            futures = [pool.submit(httpx.post, f"{lb.url}/v1/completions", json=BODY, timeout=60) for _ in range(3)]
             relays = lb.balancer.proxy.relays
             deadline = time.monotonic() + 20
-            while len(relays) < 3 or any(r.tokens_seen < 10 for r in list(relays.values())):
+            while len(relays) < 3 or any(r.tokens_seen < 3 for r in list(relays.values())):
                 assert time.monotonic() < deadline, "the streams never got under way"
                 time.sleep(0.005)
-            os.killpg(proc.pid, signal.SIGKILL)  # every stream is ~10 of 120 tokens in
+            os.killpg(proc.pid, signal.SIGKILL)  # every stream is a few of its 120 tokens in
             texts = [f.result().text for f in futures]
     for text in texts:
         assert_one_generation(sse_chunks(text), direct)

@@ -51,19 +51,23 @@ def test_scrapes_feed_running_and_rate(loadgens, balancer):
 
 def test_a_slow_metrics_endpoint_never_blocks_routing(loadgens, balancer):
     slow, fast = loadgens(2, tokens_per_s=2000)
-    httpx.post(f"{slow.url}/control", json={"metrics_delay_s": 3.0})
-    # `slow` stays in rotation (no ejection): each of its scrapes takes 2 s (the timeout) beside the traffic
-    lb = balancer([slow.url, fast.url], policy="round_robin", scrape_timeout_s=2.0, eject_after_failures=100)
+    # `slow` stays in rotation (no ejection) while each of its scrapes hangs for the whole 30 s timeout: a balancer
+    # that waited on a scrape before routing would need ~30 s for the requests below, one that does not, well
+    # under a second (the 10 s bound leaves room for a loaded machine).
+    lb = balancer([slow.url, fast.url], policy="round_robin", scrape_timeout_s=30.0, eject_after_failures=100)
+    httpx.post(f"{slow.url}/control", json={"metrics_delay_s": 60.0})
+    wait_for(lambda: slow.url in lb.balancer.scraper._pending, 10, "a scrape of the slow instance to be pending")
     started = time.monotonic()
     for _ in range(6):
-        r = httpx.post(f"{lb.url}/v1/completions", json=BODY | {"max_tokens": 2}, timeout=10)
+        r = httpx.post(f"{lb.url}/v1/completions", json=BODY | {"max_tokens": 2}, timeout=30)
         assert len(sse_chunks(r.text)) == 2
-    assert time.monotonic() - started < 2.0
-    time.sleep(0.6)  # a few scrape intervals after startup's first (awaited) round
-    views = {v["url"]: v for v in httpx.get(f"{lb.url}/instances").json()}
+    assert time.monotonic() - started < 10.0
     assert len(httpx.get(f"{slow.url}/stats").json()["finished"]) == 3
-    # scrapes run per instance: `fast` stays fresh (every 0.25 s) instead of waiting on `slow`'s 2 s timeouts
-    assert views[fast.url]["last_scrape_age_s"] < 1.0 and views[slow.url]["last_scrape_age_s"] is None
+    time.sleep(1.0)  # four scrape intervals
+    views = {v["url"]: v for v in httpx.get(f"{lb.url}/instances").json()}
+    # scrapes run per instance: `fast` keeps being scraped while `slow`'s scrape hangs (its last one grows old)
+    assert views[fast.url]["last_scrape_age_s"] < views[slow.url]["last_scrape_age_s"]
+    assert views[slow.url]["last_scrape_age_s"] > 1.0
 
 
 def test_failing_instance_is_ejected_then_readmitted(loadgens, balancer):

@@ -1,0 +1,123 @@
+"""Upstream connection handling: stale keep-alive connections, and the scraper stopping before the server drains."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import struct
+import threading
+import time
+
+import httpx
+import orjson
+import lb_test_policies  # noqa: F401  (registers the scripted test policies)
+from lb_helpers import loadgen_process, metric_value, sse_chunks
+
+BODY = {"model": "loadgen", "prompt": [1, 2, 3], "max_tokens": 2, "stream": True}
+
+
+class ResettingServer:
+    """A minimal vLLM-shaped HTTP/1.1 server (not an engine) that answers the first request of every connection and
+    resets the connection when a completion arrives on it later (not twice in a row) — what the balancer meets when a server closes an
+    idle keep-alive connection just as it is reused. GETs (scrapes, health checks) are always answered: the race
+    hits completions, which may reuse a connection idle for seconds; scrapes come every 250 ms."""
+
+    def __init__(self) -> None:
+        self.resets = 0
+        self.completions = 0
+        self._just_reset = False
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        listening = asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = asyncio.run_coroutine_threadsafe(listening, self._loop).result(10)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served = 0
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                lines = head.decode().split("\r\n")
+                fields = (h.partition(": ") for h in lines)
+                length = next((int(v) for k, _, v in fields if k.lower() == "content-length"), 0)
+                await reader.readexactly(length)
+                # never twice in a row: the balancer resends once, and a resend that met another reused connection
+                # would fail again here, which real servers do not do to a connection they have not closed yet
+                if lines[0].startswith("POST") and served and not self._just_reset:
+                    self.resets += 1
+                    self._just_reset = True
+                    sock = writer.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with RST
+                    writer.transport.abort()
+                    return
+                served += 1
+                self._just_reset = self._just_reset and not lines[0].startswith("POST")
+                writer.write(self._answer(lines[0]))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    def _answer(self, request_line: str) -> bytes:
+        if request_line.startswith("POST"):
+            self.completions += 1
+            chunk = {"id": "cmpl-x", "object": "text_completion", "created": 0, "model": "loadgen",
+                     "choices": [{"index": 0, "text": "a", "finish_reason": "length", "prompt_token_ids": [1, 2, 3],
+                                  "token_ids": [7]}]}  # fmt: skip
+            body, kind = b"data: " + orjson.dumps(chunk) + b"\n\ndata: [DONE]\n\n", b"text/event-stream"
+        else:
+            body, kind = b"", b"text/plain"
+        return b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n%s" % (kind, len(body), body)
+
+    def close(self) -> None:
+        async def shut():
+            self._server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shut(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+def test_a_reused_connection_closed_by_the_server_is_resent_without_counting_a_failure(balancer):
+    server = ResettingServer()
+    try:
+        lb = balancer([server.url], policy="round_robin")
+        for _ in range(6):
+            r = httpx.post(f"{lb.url}/v1/completions", json=BODY, timeout=10)
+            assert r.status_code == 200 and sse_chunks(r.text)[0]["choices"][0]["token_ids"] is None
+        assert server.resets >= 1, "the scenario did not happen: no completion came on a reused connection"
+        assert server.completions == 6  # each request generated once, on a fresh connection after a reset
+        assert metric_value(lb.url, "lb_stale_connections_total") == server.resets
+        assert metric_value(lb.url, "lb_retries_total") == 0 and metric_value(lb.url, "lb_ejections_total") == 0
+        (view,) = httpx.get(f"{lb.url}/instances", timeout=10).json()
+        assert view["healthy"] and view["consecutive_failures"] == 0
+    finally:
+        server.close()
+
+
+def test_the_scraper_stops_before_the_server_drains_its_connections(loadgens, balancer, caplog):
+    """stop() waits up to uvicorn's graceful timeout for open streams; an instance torn down meanwhile must not be
+    scraped, failed and ejected by a balancer that is itself going away."""
+    (live,) = loadgens(1, tokens_per_s=20)
+    with loadgen_process(tokens_per_s=20) as (proc, victim):
+        lb = balancer([live.url, victim], policy="test_first", eject_after_failures=2)
+        client = httpx.Client(timeout=30)
+        stream = client.stream("POST", f"{lb.url}/v1/completions", json=BODY | {"max_tokens": 2000})
+        stream.__enter__()  # an open stream (on `live`) keeps the server draining at stop() for its graceful timeout
+        stopping = threading.Thread(target=lb.stop)
+        with caplog.at_level(logging.WARNING, logger="load_balancer"):
+            stopping.start()
+            time.sleep(0.3)
+            os.killpg(proc.pid, signal.SIGKILL)
+            time.sleep(1.5)  # six scrape intervals: two failed scrapes would eject it, were the scraper still running
+            stopping.join(30)
+        client.close()
+    assert not stopping.is_alive()
+    assert lb.balancer._tasks == []
+    assert not [r for r in caplog.records if "ejected" in r.getMessage()], [r.getMessage() for r in caplog.records]
