@@ -141,8 +141,10 @@ def test_cpu_demo_loop_trains_on_the_selected_parquet(selected, stack, vllm_serv
     balancer_url, reward_url, warm_dir = stack
     assert len(kept) >= 2, "selection kept too few rows to train on"
     write_rows(kept, tmp_path / "stage1.parquet")
-    cfg = compose("demo_cpu", [f"data.train_files={tmp_path / 'stage1.parquet'}", "data.train_batch_size=4",
-                               "actor_rollout_ref.rollout.n=4", "am_rl.val_size=4",
+    # 8 prompts x 16 samples: with every kept row's pass rate strictly inside (0, 1), the chance that no group has
+    # a reward spread (so every advantage is 0 and no update can happen) is below 1e-7; with 4 x 4 it was ~10%.
+    cfg = compose("demo_cpu", [f"data.train_files={tmp_path / 'stage1.parquet'}", "data.train_batch_size=8",
+                               "actor_rollout_ref.rollout.n=16", "am_rl.val_size=4",
                                f"trainer.default_local_dir={tmp_path / 'run'}"])  # fmt: skip
     # What am_rl.cpu.run does when data.train_files is set.
     problems = load_problems(cfg.data.train_files, reward_type=cfg.am_rl.reward.reward_type)
