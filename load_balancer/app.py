@@ -25,6 +25,7 @@ from load_balancer.proxy import error_response
 from load_balancer.registry import StoreUnavailable
 from load_balancer.service import Balancer  # imports the policies, registering their names
 from load_balancer.types import CompletionHead, GenerateHead, InstanceRegistration, InstanceView, PauseRequest
+from load_balancer.upstream import deadline
 
 logger = logging.getLogger(__name__)
 
@@ -118,11 +119,11 @@ async def models(request: Request) -> Response:
         if not inst.routable():
             continue
         try:
-            resp = await lb.client.get(f"{inst.url}/v1/models", timeout=lb.cfg.scrape_timeout_s * 5)
+            timeout = deadline(lb.cfg.scrape_timeout_s * 5)
+            async with lb.session.get(f"{inst.url}/v1/models", timeout=timeout) as resp:
+                return Response(await resp.read(), resp.status, media_type=resp.content_type)
         except Exception as e:  # try the next instance; which error it was is in the log
             logger.warning("GET /v1/models from %s failed: %r", inst.url, e)
-            continue
-        return Response(resp.content, resp.status_code, media_type=resp.headers.get("content-type"))
     return error_response(503, "no healthy instance available", "ServiceUnavailableError")
 
 

@@ -20,8 +20,8 @@ class BalancerConfig:
     scrape_timeout_s: float = 1.0  # a scrape slower than this counts as a failure
     connect_timeout_s: float = 2.0  # upstream connect timeout; a refused/timed-out connect fails over
     # An idle pooled upstream connection is dropped after this long. It must stay below the servers' own keep-alive
-    # timeout (vLLM: VLLM_HTTP_TIMEOUT_KEEP_ALIVE, 5 s; httpx's default is also 5 s): with equal timeouts the server
-    # closes a connection just as the balancer reuses it, and the request fails with ReadError before any byte.
+    # timeout (vLLM: VLLM_HTTP_TIMEOUT_KEEP_ALIVE, 5 s): with equal timeouts the server closes a connection just as
+    # the balancer reuses it, and the request fails before any byte (then resent once, see Proxy.send).
     keepalive_expiry_s: float = 2.0
     eject_after_failures: int = 3  # consecutive scrape/connection failures before an instance is ejected
     readmit_backoff_s: float = 0.5  # first health re-check after an ejection; doubles per failed check

@@ -15,7 +15,7 @@ import time
 import uuid
 from typing import Any, AsyncIterator
 
-import httpx
+import aiohttp
 import orjson
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -26,6 +26,7 @@ from load_balancer.policy import RequestInfo, RoutingPolicy
 from load_balancer.registry import Registry
 from load_balancer.relay import DONE, Interrupted, Relay, sse_event
 from load_balancer.types import CompletionHead
+from load_balancer.upstream import deadline, is_stale_connection
 
 logger = logging.getLogger(__name__)
 
@@ -76,13 +77,13 @@ class Proxy:
         self,
         cfg: BalancerConfig,
         registry: Registry,
-        client: httpx.AsyncClient,
+        session: aiohttp.ClientSession,
         policy: RoutingPolicy,
         metrics: BalancerMetrics,
     ) -> None:
         self.cfg = cfg
         self.registry = registry
-        self.client = client
+        self.session = session
         self.policy = policy
         self.metrics = metrics
         self.relays: dict[str, Relay] = {}
@@ -105,7 +106,7 @@ class Proxy:
             num_prompts=count_prompts(head),
         )
         self.relays[request_id] = relay
-        resp: httpx.Response | None = None
+        resp: aiohttp.ClientResponse | None = None
         try:
             if head.stream:
                 resp = await self.open_upstream(relay)
@@ -122,7 +123,7 @@ class Proxy:
             raise
         if resp is not None:
             response = StreamingResponse(
-                self.stream(relay, resp), media_type=resp.headers.get("content-type", "text/event-stream")
+                self.stream(relay, resp), media_type=resp.content_type or "text/event-stream"
             )
         self.metrics.requests.labels(endpoint, str(response.status_code)).inc()
         return response
@@ -185,60 +186,63 @@ class Proxy:
         # X-Request-Id fixes vLLM's internal id (cmpl-<id>-<i>), which /abort_requests needs.
         return {"X-Request-Id": relay.upstream_id, "Content-Type": "application/json"}
 
-    async def open_upstream(self, relay: Relay, target: str | None = None) -> httpx.Response:
+    async def open_upstream(self, relay: Relay, target: str | None = None) -> aiohttp.ClientResponse:
         """Send the relay's next attempt; retry connection failures and busy answers elsewhere, up to max_attempts."""
-        payload = orjson.dumps(relay.upstream_body())  # several times faster than httpx's stdlib json= for id lists
+        payload = orjson.dumps(relay.upstream_body())  # several times faster than stdlib json for id lists
         endpoint = "/v1/completions" if relay.continued else relay.endpoint
         for n in range(self.cfg.max_attempts):
             url = target if target is not None and n == 0 else await self.choose(relay, relay.tried)
             self.place(relay, url)
-            request = self.client.build_request(
-                "POST", url + endpoint, content=payload, headers=self.upstream_headers(relay)
-            )
             try:
-                resp = await self.send(request, stream=True)
-            except httpx.TransportError as e:
+                resp = await self.send(url + endpoint, payload, self.upstream_headers(relay))
+            except aiohttp.ClientConnectionError as e:
                 logger.warning("request %s: %s unreachable (%r); retrying elsewhere", relay.request_id, url, e)
                 self.leave(relay)
                 relay.tried.add(url)
                 self.upstream_failed(url, repr(e))
                 self.metrics.retries.inc()
                 continue
-            if resp.status_code == 200:
+            if resp.status == 200:
                 return resp
-            content = await resp.aread()
-            await resp.aclose()
+            content = await self.read_whole(resp)
             self.leave(relay)
-            if resp.status_code in _RETRY_STATUSES:
+            if resp.status in _RETRY_STATUSES:
                 relay.tried.add(url)
                 self.metrics.retries.inc()
-                logger.warning("request %s: %s answered %d; retrying elsewhere", relay.request_id, url, resp.status_code)
+                logger.warning("request %s: %s answered %d; retrying elsewhere", relay.request_id, url, resp.status)
                 continue
-            raise UpstreamStatus(
-                Response(content, resp.status_code, media_type=resp.headers.get("content-type"))
-            )
+            raise UpstreamStatus(Response(content, resp.status, media_type=resp.content_type))
         raise NoInstance(f"request {relay.request_id} failed on {self.cfg.max_attempts} attempts")
 
-    async def send(self, request: httpx.Request, stream: bool) -> httpx.Response:
-        """Send one upstream request, resending it once on a new connection when a reused one was already closed.
+    async def send(self, url: str, payload: bytes, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        """POST to an instance and return once its response headers are in, resending once on a new connection when
+        a reused one was already closed.
 
         A server closes an idle keep-alive connection on its own clock; when that crosses the balancer reusing it,
-        the request fails before any response byte with ReadError, WriteError or RemoteProtocolError (logged as
-        "ReadError('')
-        ... ejected after 3 failures" against live vLLM servers under load). The instance is fine, so the request
-        is resent to it and no failure is counted. httpcore's ``retries`` covers only connect errors, hence this.
-        A second failure is the instance's own and goes to the caller's failover.
+        the request fails before any response byte (seen as "... ejected after 3 failures" against live vLLM servers
+        under load). The instance is fine, so the request is resent to it and no failure is counted. aiohttp resends
+        on its own only for idempotent methods, and completions are POSTs, hence this. A second failure is the
+        instance's own and goes to the caller's failover.
         """
         try:
-            return await self.client.send(request, stream=stream)
-        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as e:
+            return await self.session.post(url, data=payload, headers=headers)
+        except aiohttp.ClientConnectionError as e:
+            if not is_stale_connection(e):
+                raise
             self.metrics.stale_connections.inc()
-            logger.info("%s %s: connection closed before any byte (%r); resending once", request.method, request.url, e)
-            return await self.client.send(request, stream=stream)
+            logger.info("POST %s: connection closed before any byte (%r); resending once", url, e)
+            return await self.session.post(url, data=payload, headers=headers)
+
+    @staticmethod
+    async def read_whole(resp: aiohttp.ClientResponse) -> bytes:
+        try:
+            return await resp.read()
+        finally:
+            resp.release()
 
     # ---- streaming ---------------------------------------------------------------------------------------------
 
-    async def stream(self, relay: Relay, resp: httpx.Response | None) -> AsyncIterator[bytes]:
+    async def stream(self, relay: Relay, resp: aiohttp.ClientResponse | None) -> AsyncIterator[bytes]:
         ok = False
         try:
             while resp is not None:
@@ -250,7 +254,7 @@ class Proxy:
                     resp = await self.continue_elsewhere(relay, broken, str(e))
                     continue
                 ok = True
-                await resp.aclose()
+                resp.release()
                 return
             if relay.finish_seen:  # it broke after its last token: only the trailer was missing
                 ok = True
@@ -266,10 +270,10 @@ class Proxy:
                 self.abort_in_background(relay, resp)
             self.finish(relay, ok)
 
-    async def pump(self, relay: Relay, resp: httpx.Response) -> AsyncIterator[bytes]:
+    async def pump(self, relay: Relay, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         """Relay one upstream stream until [DONE]; raise Interrupted when it breaks or the relay is moved."""
         inst = self.registry.instances.get(relay.url)
-        chunks = resp.aiter_raw()
+        chunks = resp.content.iter_any()
         buffer = b""
         while True:
             if relay.may_leave():
@@ -284,7 +288,7 @@ class Proxy:
                 raise Interrupted("upstream stream ended early") from None
             except TimeoutError:
                 raise Interrupted(relay.interrupt_reason or "interrupted") from None
-            except httpx.HTTPError as e:
+            except aiohttp.ClientError as e:
                 if relay.url is not None:
                     self.upstream_failed(relay.url, repr(e))
                 relay.tried.add(relay.url)
@@ -308,7 +312,9 @@ class Proxy:
             if out:
                 yield out
 
-    async def continue_elsewhere(self, relay: Relay, resp: httpx.Response, why: str) -> httpx.Response | None:
+    async def continue_elsewhere(
+        self, relay: Relay, resp: aiohttp.ClientResponse, why: str
+    ) -> aiohttp.ClientResponse | None:
         """Abort the current attempt and open the continuation; None when the request cannot go on."""
         source, target = relay.url, relay.move_to
         self.abort_in_background(relay, resp)
@@ -343,37 +349,40 @@ class Proxy:
         for _ in range(self.cfg.max_attempts):
             url = await self.choose(relay, relay.tried)
             self.place(relay, url)
-            upstream = self.client.build_request(
-                "POST", url + relay.endpoint, content=payload, headers=self.upstream_headers(relay)
-            )
-            call = asyncio.ensure_future(self.send(upstream, stream=False))
+            call = asyncio.ensure_future(self.post_whole(url + relay.endpoint, payload, self.upstream_headers(relay)))
             try:
-                resp = await self.until_disconnect(call, request)
-            except httpx.TransportError as e:
+                answer = await self.until_disconnect(call, request)
+            except aiohttp.ClientError as e:
                 self.leave(relay)
                 relay.tried.add(url)
                 self.upstream_failed(url, repr(e))
                 self.metrics.retries.inc()
                 continue
-            if resp is None:  # the client left: the request is cancelled and aborted by id
+            if answer is None:  # the client left: the request is cancelled and aborted by id
                 self.metrics.client_aborts.inc()
                 self.abort_in_background(relay, None)
                 self.finish(relay, ok=False)
                 return Response(status_code=499)
-            if resp.status_code in _RETRY_STATUSES:
+            status, content, content_type = answer
+            if status in _RETRY_STATUSES:
                 self.leave(relay)
                 relay.tried.add(url)
                 self.metrics.retries.inc()
                 continue
-            ok = resp.status_code == 200
+            ok = status == 200
             if ok:
-                self.count_unary_tokens(relay, resp.content)
+                self.count_unary_tokens(relay, content)
             self.finish(relay, ok)
-            return Response(resp.content, resp.status_code, media_type=resp.headers.get("content-type"))
+            return Response(content, status, media_type=content_type)
         self.finish(relay, ok=False)
         return error_response(503, f"request {relay.request_id} failed on {self.cfg.max_attempts} attempts", "ServiceUnavailableError")
 
-    async def until_disconnect(self, call: asyncio.Future, request: Request) -> httpx.Response | None:
+    async def post_whole(self, url: str, payload: bytes, headers: dict[str, str]) -> tuple[int, bytes, str]:
+        """(status, body, content type) of a non-streaming request."""
+        resp = await self.send(url, payload, headers)
+        return resp.status, await self.read_whole(resp), resp.content_type
+
+    async def until_disconnect(self, call: asyncio.Future, request: Request) -> tuple[int, bytes, str] | None:
         """Await ``call`` while polling the client's connection; cancel it and return None if the client left."""
         while True:
             done, _ = await asyncio.wait({call}, timeout=0.25)
@@ -410,21 +419,22 @@ class Proxy:
         else:
             self.policy.on_failed(relay.request_id, now)
 
-    def abort_in_background(self, relay: Relay, resp: httpx.Response | None) -> None:
+    def abort_in_background(self, relay: Relay, resp: aiohttp.ClientResponse | None) -> None:
         """Close the upstream stream and abort by id; runs as its own task because the caller may be cancelled."""
         url, ids = relay.url, relay.internal_ids()
         task = asyncio.get_running_loop().create_task(self.abort(url, ids, resp))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def abort(self, url: str | None, ids: list[str], resp: httpx.Response | None) -> None:
+    async def abort(self, url: str | None, ids: list[str], resp: aiohttp.ClientResponse | None) -> None:
         if resp is not None:
-            await resp.aclose()
+            resp.close()  # drops the connection: vLLM aborts a request whose client went away
         if url is None:
             return
         try:
-            await self.client.post(f"{url}/abort_requests", json={"request_ids": ids}, timeout=1.0)
-        except httpx.HTTPError as e:  # closing the connection already makes vLLM abort; this is the fast path
+            async with self.session.post(f"{url}/abort_requests", json={"request_ids": ids}, timeout=deadline(1.0)):
+                pass
+        except (aiohttp.ClientError, TimeoutError) as e:  # closing the connection already makes vLLM abort; this is the fast path
             logger.debug("abort of %s on %s failed: %r", ids, url, e)
 
     async def drain_background(self) -> None:

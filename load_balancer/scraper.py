@@ -10,12 +10,13 @@ import asyncio
 import logging
 import time
 
-import httpx
+import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from load_balancer.config import BalancerConfig
 from load_balancer.metrics import BalancerMetrics
 from load_balancer.registry import Instance, Registry
+from load_balancer.upstream import deadline
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +42,11 @@ def parse_vllm_metrics(text: str) -> dict[str, float]:
 
 class Scraper:
     def __init__(
-        self, cfg: BalancerConfig, registry: Registry, client: httpx.AsyncClient, metrics: BalancerMetrics
+        self, cfg: BalancerConfig, registry: Registry, session: aiohttp.ClientSession, metrics: BalancerMetrics
     ) -> None:
         self.cfg = cfg
         self.registry = registry
-        self.client = client
+        self.session = session
         self.metrics = metrics
         self._pending: dict[str, asyncio.Task] = {}  # url -> its scrape or health check in progress
 
@@ -92,9 +93,9 @@ class Scraper:
 
     async def scrape(self, inst: Instance) -> None:
         try:
-            resp = await self.client.get(f"{inst.url}/metrics", timeout=self.cfg.scrape_timeout_s)
-            resp.raise_for_status()
-            values = parse_vllm_metrics(resp.text)
+            async with self.session.get(f"{inst.url}/metrics", timeout=deadline(self.cfg.scrape_timeout_s)) as resp:
+                resp.raise_for_status()
+                values = parse_vllm_metrics(await resp.text())
         except Exception as e:  # any failure (timeout, refused, 5xx, garbage) counts the same: no fresh data
             self.metrics.scrape_failures.labels(inst.url).inc()
             self.record_failure(inst, f"scrape failed: {e!r}")
@@ -110,9 +111,9 @@ class Scraper:
 
     async def health_check(self, inst: Instance) -> None:
         try:
-            resp = await self.client.get(f"{inst.url}/health", timeout=self.cfg.scrape_timeout_s)
-            ok = resp.status_code == 200
-        except httpx.HTTPError:
+            async with self.session.get(f"{inst.url}/health", timeout=deadline(self.cfg.scrape_timeout_s)) as resp:
+                ok = resp.status == 200
+        except (aiohttp.ClientError, TimeoutError):
             ok = False
         if inst.record_health_check(ok, time.monotonic(), self.cfg.readmit_backoff_max_s):
             logger.info("instance %s answers /health again; re-admitted", inst.url)

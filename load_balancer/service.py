@@ -7,8 +7,6 @@ import contextlib
 import logging
 import time
 
-import httpx
-
 import load_balancer.policies  # noqa: F401  (registers the routing policies by name)
 from load_balancer.config import BalancerConfig
 from load_balancer.metrics import BalancerMetrics
@@ -18,6 +16,7 @@ from load_balancer.proxy import Proxy
 from load_balancer.registry import MemoryStore, RedisStore, Registry
 from load_balancer.scraper import Scraper
 from load_balancer.types import DashboardSnapshot, InstanceView, Totals
+from load_balancer.upstream import make_session
 
 logger = logging.getLogger(__name__)
 
@@ -29,15 +28,9 @@ class Balancer:
         store = RedisStore(cfg.redis_url, cfg.redis_key) if cfg.redis_url else MemoryStore()
         self.registry = Registry(store, cfg.rate_window_s)
         self.metrics = BalancerMetrics(self.registry)
-        # Generation can take minutes, so no read timeout on relayed requests; connects fail fast to fail over.
-        self.client = httpx.AsyncClient(
-            timeout=httpx.Timeout(None, connect=cfg.connect_timeout_s),
-            limits=httpx.Limits(
-                max_connections=None, max_keepalive_connections=256, keepalive_expiry=cfg.keepalive_expiry_s
-            ),
-        )
-        self.proxy = Proxy(cfg, self.registry, self.client, self.policy, self.metrics)
-        self.scraper = Scraper(cfg, self.registry, self.client, self.metrics)
+        self.session = make_session(cfg)  # so a Balancer is built inside the server's running loop (lifespan)
+        self.proxy = Proxy(cfg, self.registry, self.session, self.policy, self.metrics)
+        self.scraper = Scraper(cfg, self.registry, self.session, self.metrics)
         self.migrator = Migrator(cfg, self.registry, self.proxy, self.policy)
         self._tasks: list[asyncio.Task] = []
 
@@ -64,7 +57,7 @@ class Balancer:
     async def stop(self) -> None:
         await self.stop_background()
         await self.proxy.drain_background()
-        await self.client.aclose()
+        await self.session.close()
         await self.registry.store.close()
 
     def instance_views(self) -> list[InstanceView]:
