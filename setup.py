@@ -21,6 +21,7 @@ BASE = [
     "fastapi==0.165.0",
     "uvicorn[standard]==0.54.0",
     "httpx==0.28.1",
+    "orjson==3.13.0",  # imported by the balancer and the rollout client (fast JSON for token-id lists)
     "aiohttp==3.14.5",  # the load balancer's upstream client (see load_balancer/upstream.py)
     "pydantic==2.14.3",
     "prometheus-client==0.26.0",

@@ -67,7 +67,7 @@ class BalancerServerClient(LLMServerClient):
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_rollout"] = None  # an httpx client belongs to one process and event loop
+        state["_rollout"] = None  # an HTTP session belongs to one process and event loop
         state["_model_lock"] = None
         return state
 

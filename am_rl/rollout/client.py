@@ -7,17 +7,21 @@ exactly which samples hit ``max_tokens`` (finish reason ``length``).
 Retries: a request that fails before any token arrived (connection refused, 5xx) is retried with backoff; the
 balancer itself continues streams that break mid-way, so a mid-stream failure here is an error, never a silent
 partial sample.
+
+The HTTP client is aiohttp, like the balancer's upstream side (see load_balancer/upstream.py): with hundreds of
+streams in flight httpx's connection pool cost this process more CPU than the tokens themselves, CPU the engines
+beside it need on a small host.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
-from typing import Sequence
+from typing import AsyncIterator, Sequence
 
-import httpx
+import aiohttp
+import orjson
 
 from am_rl.rollout.types import RolloutRequest, RolloutResult, RolloutStats
 
@@ -30,6 +34,18 @@ class RolloutError(RuntimeError):
 
 class _Retryable(Exception):
     pass
+
+
+async def sse_payloads(stream: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """The ``data:`` payloads of an SSE stream, whole events only. Split by hand rather than with aiohttp's readline,
+    whose line limit (512 KiB) the first event exceeds when it echoes a prompt of more than ~80k token ids."""
+    buffer = b""
+    async for data in stream.iter_any():
+        buffer += data
+        *events, buffer = buffer.split(b"\n\n")
+        for event in events:
+            if event.startswith(b"data: "):
+                yield event[len(b"data: ") :]
 
 
 class RolloutClient:
@@ -47,16 +63,26 @@ class RolloutClient:
         self.model = model
         self.max_retries = max_retries
         self.backoff_s = backoff_s
+        self.max_concurrency = max_concurrency
+        self.timeout_s = timeout_s
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._semaphore = asyncio.Semaphore(max_concurrency)
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s, connect=10.0),
-            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
-            headers=headers,
-        )
+        self._http: aiohttp.ClientSession | None = None
+
+    def _session(self) -> aiohttp.ClientSession:
+        """Made on first use, because an aiohttp session belongs to the event loop that is running when it is made."""
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.max_concurrency),
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s, sock_connect=10.0),
+                headers=self.headers,
+            )
+        return self._http
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
     async def __aenter__(self) -> RolloutClient:
         return self
@@ -87,24 +113,21 @@ class RolloutClient:
         response_ids: list[int] = []
         logprobs: list[float] = []
         finish_reason = None
-        headers = {"X-Request-Id": req.request_id}
+        headers = {"X-Request-Id": req.request_id, "Content-Type": "application/json"}
         try:
-            async with self._http.stream(
-                "POST", f"{self.base_url}/v1/completions", json=self._body(req), headers=headers
+            async with self._session().post(
+                f"{self.base_url}/v1/completions", data=orjson.dumps(self._body(req)), headers=headers
             ) as resp:
-                if resp.status_code >= 500 or resp.status_code == 429:
-                    text = (await resp.aread()).decode(errors="replace")[:500]
-                    raise _Retryable(f"HTTP {resp.status_code}: {text}")
-                if resp.status_code >= 400:
-                    text = (await resp.aread()).decode(errors="replace")[:500]
-                    raise RolloutError(f"request {req.request_id} rejected: HTTP {resp.status_code}: {text}")
-                async for line in resp.aiter_lines():
-                    if not line.startswith("data: "):
-                        continue
-                    data = line[len("data: ") :]
-                    if data == "[DONE]":
+                if resp.status >= 500 or resp.status == 429:
+                    text = (await resp.read()).decode(errors="replace")[:500]
+                    raise _Retryable(f"HTTP {resp.status}: {text}")
+                if resp.status >= 400:
+                    text = (await resp.read()).decode(errors="replace")[:500]
+                    raise RolloutError(f"request {req.request_id} rejected: HTTP {resp.status}: {text}")
+                async for payload in sse_payloads(resp.content):
+                    if payload == b"[DONE]":
                         break
-                    chunk = json.loads(data)
+                    chunk = orjson.loads(payload)
                     if "error" in chunk:
                         raise RolloutError(f"request {req.request_id}: engine error mid-stream: {chunk['error']}")
                     for choice in chunk["choices"]:
@@ -113,7 +136,7 @@ class RolloutClient:
                             logprobs.extend(choice["logprobs"]["token_logprobs"])
                         if choice.get("finish_reason"):
                             finish_reason = choice["finish_reason"]
-        except httpx.HTTPError as e:
+        except (aiohttp.ClientError, TimeoutError) as e:
             if not response_ids:
                 raise _Retryable(f"{type(e).__name__}: {e}") from e
             raise RolloutError(f"request {req.request_id}: stream broke after {len(response_ids)} tokens: {e}") from e

@@ -1,0 +1,68 @@
+"""RolloutClient over real HTTP on loopback: through a real balancer to load generators (synthetic vLLM-shaped
+streaming servers, not engines; the real-engine path is covered by tests/am_rl/cpu/test_demo_e2e.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from am_rl.rollout import RolloutClient, RolloutError, RolloutRequest
+from load_balancer.config import BalancerConfig
+from load_balancer.loadgen import MODEL, LoadGenSettings, build_loadgen_app, next_token
+from load_balancer.server import BalancerServer, ThreadedServer
+
+
+def greedy(prompt: list[int], n: int) -> list[int]:
+    seq = list(prompt)
+    for _ in range(n):
+        seq.append(next_token(seq))
+    return seq[len(prompt) :]
+
+
+@pytest.fixture(scope="module")
+def balancer_url():
+    engines = [ThreadedServer(build_loadgen_app(LoadGenSettings(tokens_per_s=2000))).start() for _ in range(2)]
+    lb = BalancerServer(BalancerConfig(port=0, instances=[e.url for e in engines])).start()
+    yield lb.url
+    lb.stop()
+    for e in engines:
+        e.stop()
+
+
+async def generate(url: str, requests: list[RolloutRequest], **options):
+    async with RolloutClient(url, MODEL, **options) as client:
+        return await client.generate_all(requests)
+
+
+def test_batch_comes_back_in_order_with_token_ids_and_logprobs(balancer_url):
+    # 100k prompt ids: the first SSE event (it echoes them) is ~690 KB, beyond aiohttp's 512 KiB readline limit
+    prompts = [[7, 8, 9], list(range(1, 100_001)), [5] * 10, [300, 2]]
+    requests = [RolloutRequest(f"r{i}", p, max_tokens=4 + 3 * i) for i, p in enumerate(prompts * 8)]
+    results, stats = asyncio.run(generate(balancer_url, requests, max_concurrency=8))
+    assert [r.request_id for r in results] == [q.request_id for q in requests]
+    for req, res in zip(requests, results):
+        assert res.response_ids == greedy(req.prompt_ids, req.max_tokens)
+        assert len(res.logprobs) == len(res.response_ids)
+        assert res.finish_reason == "length" and res.truncated
+    assert stats.generated_tokens == sum(q.max_tokens for q in requests)
+    assert stats.requests == len(requests) and stats.retries == 0
+
+
+def test_rejected_request_is_an_error_with_the_reason(balancer_url):
+    async def wrong_model():
+        async with RolloutClient(balancer_url, "no-such-model") as client:
+            return await client.generate(RolloutRequest("bad", [1, 2], max_tokens=2))
+
+    with pytest.raises(RolloutError, match=r"rejected: HTTP 404.*no-such-model"):
+        asyncio.run(wrong_model())
+
+
+def test_dead_endpoint_fails_after_the_retries():
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    requests = [RolloutRequest("lost", [1, 2], max_tokens=2)]
+    with pytest.raises(RolloutError, match=r"failed 3 times before the first token"):
+        asyncio.run(generate(dead, requests, max_retries=2, backoff_s=0.01))
