@@ -254,7 +254,6 @@ class Proxy:
                     resp = await self.continue_elsewhere(relay, broken, str(e))
                     continue
                 ok = True
-                resp.release()
                 return
             if relay.finish_seen:  # it broke after its last token: only the trailer was missing
                 ok = True
@@ -262,12 +261,19 @@ class Proxy:
             else:
                 yield error_event(f"request {relay.request_id} lost its instance and cannot be continued") + DONE
         except (asyncio.CancelledError, GeneratorExit):
-            self.metrics.client_aborts.inc()
-            logger.info("request %s: client went away; aborting upstream", relay.request_id)
+            # A client may close as soon as it reads [DONE], before the upstream's end of body reaches the balancer:
+            # that request is complete, not abandoned.
+            if not relay.done:
+                self.metrics.client_aborts.inc()
+                logger.info("request %s: client went away; aborting upstream", relay.request_id)
             raise
         finally:
-            if not ok and resp is not None:
-                self.abort_in_background(relay, resp)
+            ok = ok or relay.done
+            if resp is not None:
+                if ok:
+                    resp.release()
+                else:
+                    self.abort_in_background(relay, resp)
             self.finish(relay, ok)
 
     async def pump(self, relay: Relay, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:

@@ -9,6 +9,8 @@ from typing import Sequence
 import torch
 from omegaconf import DictConfig, OmegaConf
 from verl.trainer.ppo.core_algos import get_policy_loss_fn
+from verl.utils.config import omega_conf_to_dataclass
+from verl.workers.config.optimizer import FSDPOptimizerConfig, build_optimizer
 
 from am_rl.cpu.logprobs import response_logprobs
 
@@ -25,15 +27,10 @@ class Actor:
         self.model.train()
         self.pad_id = pad_id
         self.cfg = actor_cfg
-        optim = actor_cfg.optim
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(),
-            lr=optim.lr,
-            betas=tuple(optim.get("betas", (0.9, 0.999))),
-            weight_decay=optim.get("weight_decay", 0.0),
-            # verl's key for extra optimizer constructor arguments (e.g. eps), passed through as verl's FSDP actor does
-            **OmegaConf.to_container(optim.get("override_optimizer_config") or OmegaConf.create({})),
-        )
+        # verl's own optimizer factory and config class, so `actor.optim` means here what it means to verl's FSDP
+        # actor (optimizer/optimizer_impl, betas, weight_decay, override_optimizer_config).
+        optim = omega_conf_to_dataclass(actor_cfg.optim, dataclass_type=FSDPOptimizerConfig)
+        self.optimizer = build_optimizer(self.model.parameters(), optim)
         self.policy_loss_fn = get_policy_loss_fn(actor_cfg.policy_loss.loss_mode)
         # The policy-loss functions read clip settings and global_batch_info from verl's ActorConfig; this holds
         # the same keys (single process: no data-parallel batch info).

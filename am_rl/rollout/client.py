@@ -73,7 +73,9 @@ class RolloutClient:
         """Made on first use, because an aiohttp session belongs to the event loop that is running when it is made."""
         if self._http is None:
             self._http = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.max_concurrency),
+                # idle connections dropped after 2 s, before the balancer's (uvicorn's) 5 s keep-alive timeout
+                # closes them: reusing one the server is closing fails the request (then retried after a backoff)
+                connector=aiohttp.TCPConnector(limit=self.max_concurrency, keepalive_timeout=2.0),
                 timeout=aiohttp.ClientTimeout(total=self.timeout_s, sock_connect=10.0),
                 headers=self.headers,
             )
@@ -124,9 +126,11 @@ class RolloutClient:
                 if resp.status >= 400:
                     text = (await resp.read()).decode(errors="replace")[:500]
                     raise RolloutError(f"request {req.request_id} rejected: HTTP {resp.status}: {text}")
+                # Read to the end of the body, past [DONE]: leaving earlier closes the connection, which the
+                # balancer cannot tell from a client that gave up, and loses it for keep-alive reuse.
                 async for payload in sse_payloads(resp.content):
                     if payload == b"[DONE]":
-                        break
+                        continue
                     chunk = orjson.loads(payload)
                     if "error" in chunk:
                         raise RolloutError(f"request {req.request_id}: engine error mid-stream: {chunk['error']}")

@@ -19,16 +19,11 @@ from lb_helpers import loadgen_process, metric_value, sse_chunks
 BODY = {"model": "loadgen", "prompt": [1, 2, 3], "max_tokens": 2, "stream": True}
 
 
-class ResettingServer:
-    """A minimal vLLM-shaped HTTP/1.1 server (not an engine) that answers the first request of every connection and
-    resets the connection when a completion arrives on it later (not twice in a row) — what the balancer meets when a server closes an
-    idle keep-alive connection just as it is reused. GETs (scrapes, health checks) are always answered: the race
-    hits completions, which may reuse a connection idle for seconds; scrapes come every 250 ms."""
+class RawServer:
+    """A minimal vLLM-shaped HTTP/1.1 server (not an engine) on its own event loop thread, for wire-level scenarios
+    no real server produces on demand. Subclasses answer connections in ``_serve``."""
 
     def __init__(self) -> None:
-        self.resets = 0
-        self.completions = 0
-        self._just_reset = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
@@ -37,39 +32,15 @@ class ResettingServer:
         self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        served = 0
-        try:
-            while head := await reader.readuntil(b"\r\n\r\n"):
-                lines = head.decode().split("\r\n")
-                fields = (h.partition(": ") for h in lines)
-                length = next((int(v) for k, _, v in fields if k.lower() == "content-length"), 0)
-                await reader.readexactly(length)
-                # never twice in a row: the balancer resends once, and a resend that met another reused connection
-                # would fail again here, which real servers do not do to a connection they have not closed yet
-                if lines[0].startswith("POST") and served and not self._just_reset:
-                    self.resets += 1
-                    self._just_reset = True
-                    sock = writer.get_extra_info("socket")
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with RST
-                    writer.transport.abort()
-                    return
-                served += 1
-                self._just_reset = self._just_reset and not lines[0].startswith("POST")
-                writer.write(self._answer(lines[0]))
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
+        raise NotImplementedError
 
-    def _answer(self, request_line: str) -> bytes:
-        if request_line.startswith("POST"):
-            self.completions += 1
-            chunk = {"id": "cmpl-x", "object": "text_completion", "created": 0, "model": "loadgen",
-                     "choices": [{"index": 0, "text": "a", "finish_reason": "length", "prompt_token_ids": [1, 2, 3],
-                                  "token_ids": [7]}]}  # fmt: skip
-            body, kind = b"data: " + orjson.dumps(chunk) + b"\n\ndata: [DONE]\n\n", b"text/event-stream"
-        else:
-            body, kind = b"", b"text/plain"
-        return b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n%s" % (kind, len(body), body)
+    @staticmethod
+    async def read_request(reader: asyncio.StreamReader) -> tuple[str, bytes]:
+        """(request line, body) of the next request on the connection."""
+        lines = (await reader.readuntil(b"\r\n\r\n")).decode().split("\r\n")
+        fields = (h.partition(": ") for h in lines)
+        length = next((int(v) for k, _, v in fields if k.lower() == "content-length"), 0)
+        return lines[0], await reader.readexactly(length)
 
     def close(self) -> None:
         async def shut():
@@ -82,6 +53,103 @@ class ResettingServer:
         asyncio.run_coroutine_threadsafe(shut(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+
+COMPLETION_CHUNK = {"id": "cmpl-x", "object": "text_completion", "created": 0, "model": "loadgen",
+                    "choices": [{"index": 0, "text": "a", "finish_reason": "length", "prompt_token_ids": [1, 2, 3],
+                                 "token_ids": [7]}]}  # fmt: skip
+COMPLETION_EVENTS = b"data: " + orjson.dumps(COMPLETION_CHUNK) + b"\n\ndata: [DONE]\n\n"
+
+
+class ResettingServer(RawServer):
+    """Answers the first request of every connection and resets the connection when a completion arrives on it later
+    (not twice in a row) — what the balancer meets when a server closes an idle keep-alive connection just as it is
+    reused. GETs (scrapes, health checks) are always answered: the race hits completions, which may reuse a
+    connection idle for seconds; scrapes come every 250 ms."""
+
+    def __init__(self) -> None:
+        self.resets = 0
+        self.completions = 0
+        self._just_reset = False
+        super().__init__()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served = 0
+        try:
+            while True:
+                request_line, _ = await self.read_request(reader)
+                # never twice in a row: the balancer resends once, and a resend that met another reused connection
+                # would fail again here, which real servers do not do to a connection they have not closed yet
+                if request_line.startswith("POST") and served and not self._just_reset:
+                    self.resets += 1
+                    self._just_reset = True
+                    sock = writer.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with RST
+                    writer.transport.abort()
+                    return
+                served += 1
+                self._just_reset = self._just_reset and not request_line.startswith("POST")
+                writer.write(self._answer(request_line))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    def _answer(self, request_line: str) -> bytes:
+        if request_line.startswith("POST"):
+            self.completions += 1
+            body, kind = COMPLETION_EVENTS, b"text/event-stream"
+        else:
+            body, kind = b"", b"text/plain"
+        return b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n%s" % (kind, len(body), body)
+
+
+class SlowTrailerServer(RawServer):
+    """Streams a whole completion, [DONE] included, then holds back the end of the chunked body for a while — so a
+    client that leaves at [DONE] closes its connection before the balancer has seen the upstream stream end."""
+
+    def __init__(self, trailer_delay_s: float) -> None:
+        self.trailer_delay_s = trailer_delay_s
+        self.aborts = 0
+        super().__init__()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                request_line, _ = await self.read_request(reader)
+                if request_line.startswith("POST /abort_requests"):
+                    self.aborts += 1
+                if not request_line.startswith("POST /v1/completions"):
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    continue
+                head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+                writer.write(head + b"%x\r\n%s\r\n" % (len(COMPLETION_EVENTS), COMPLETION_EVENTS))
+                await writer.drain()
+                await asyncio.sleep(self.trailer_delay_s)
+                writer.write(b"0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+
+def test_a_client_that_leaves_at_done_completed_its_request(balancer):
+    server = SlowTrailerServer(trailer_delay_s=1.5)
+    try:
+        lb = balancer([server.url], policy="round_robin")
+        with httpx.Client(timeout=10) as client:
+            with client.stream("POST", f"{lb.url}/v1/completions", json=BODY) as r:
+                started = time.monotonic()
+                for line in r.iter_lines():
+                    if line == "data: [DONE]":
+                        break
+            # leaving the `with` closed the connection while the balancer still waits for the upstream's end
+            assert time.monotonic() - started < server.trailer_delay_s, "the client did not leave before the end"
+        time.sleep(0.5)
+        assert metric_value(lb.url, "lb_client_disconnects_total") == 0
+        assert server.aborts == 0
+        (view,) = httpx.get(f"{lb.url}/instances", timeout=10).json()
+        assert view["in_flight"] == 0 and view["consecutive_failures"] == 0
+    finally:
+        server.close()
 
 
 def test_a_reused_connection_closed_by_the_server_is_resent_without_counting_a_failure(balancer):

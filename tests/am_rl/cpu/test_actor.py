@@ -64,3 +64,13 @@ def test_checkpoint_round_trip_and_auto_resume(tiny_model, tmp_path):
     for (k, a), (_, b) in zip(actor.model.state_dict().items(), fresh.model.state_dict().items()):
         assert torch.equal(a, b), k
     assert fresh.optimizer.state_dict()["state"].keys() == actor.optimizer.state_dict()["state"].keys()
+
+
+def test_optimizer_follows_verls_optim_keys(tiny_model):
+    optim = {"lr": 2e-3, "weight_decay": 0.0, "betas": [0.8, 0.95], "override_optimizer_config": {"eps": 1e-6}}
+    actor = Actor(tiny_model, OmegaConf.merge(ACTOR_CFG, {"optim": optim}), pad_id=0)
+    group = actor.optimizer.param_groups[0]
+    assert type(actor.optimizer) is torch.optim.AdamW
+    assert (group["lr"], group["weight_decay"], group["betas"], group["eps"]) == (2e-3, 0.0, (0.8, 0.95), 1e-6)
+    # verl's default decay applies when the key is unset, as in verl's FSDP actor
+    assert Actor(tiny_model, ACTOR_CFG, pad_id=0).optimizer.param_groups[0]["weight_decay"] == 0.01
