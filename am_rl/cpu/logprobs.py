@@ -40,14 +40,10 @@ def response_logprobs(
     has them enabled.
     """
     input_ids, attention, response_mask, max_resp = pad_batch(prompts, responses, pad_id)
-    logits = model(input_ids=input_ids, attention_mask=attention).logits.float()  # (B, T, V)
-    logp = torch.log_softmax(logits / temperature, dim=-1)  # (B, T, V)
-    # Token at position t is predicted by the logits at t-1; gather the response tokens' predictions.
-    out = torch.zeros(len(prompts), max_resp, dtype=logp.dtype)
-    rows = []
-    for i, (p, r) in enumerate(zip(prompts, responses, strict=True)):
-        pos = torch.arange(len(p) - 1, len(p) - 1 + len(r))  # (len(r),)
-        rows.append(logp[i, pos, torch.tensor(list(r), dtype=torch.long)])
-    for i, row in enumerate(rows):
-        out[i, : len(row)] = row
-    return out * response_mask, response_mask
+    logits = model(input_ids=input_ids, attention_mask=attention).logits.float() / temperature  # (B, T, V)
+    # The token at position t is predicted by the logits at t - 1. One batched gather: indexing row by row makes
+    # autograd fill and add a (B, T, V) gradient per row, which took two thirds of an update's time.
+    token_logp = logits[:, :-1].gather(-1, input_ids[:, 1:, None])[..., 0] - torch.logsumexp(logits[:, :-1], -1)
+    first = torch.tensor([len(p) - 1 for p in prompts])  # position (in token_logp) of each row's first response token
+    positions = (first[:, None] + torch.arange(max_resp)[None, :]).clamp(max=token_logp.shape[1] - 1)  # (B, R)
+    return token_logp.gather(1, positions) * response_mask, response_mask
