@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -321,6 +322,9 @@ def main() -> None:
     ap.add_argument("--out", default=str(RESULTS / "peers.json"))
     ap.add_argument("--chart", default=str(RESULTS / "peers.png"))
     a = ap.parse_args()
+    # SIGTERM (a timeout, a kill) unwinds like Ctrl-C, so the routers and engines this run started are stopped
+    # by their context managers instead of outliving it.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     out = Path(a.out)
     # Parts can run separately (each under ~10 min on 2 cores); they merge into one results file.
     results = json.loads(out.read_text()) if out.exists() else {"benchmark": "peers", "cpus": os.cpu_count()}
