@@ -11,6 +11,10 @@ batching:
    generated token is decoded once at its own context (migration only adds work). At most ``max_num_seqs``
    sequences share a step, so there are at least ``W / max_num_seqs`` steps of ``t0`` each. Add every prompt's
    prefill; the instances' busy time is at least that sum, and the makespan at least its share per instance.
+
+Each bound is attained in its own regime (a lone sequence; equal sequences filling ``max_num_seqs``), so neither is
+too low. Their maximum is loose when both matter: at 64 instances bound 1 decides, and it assumes the truncated
+sequences run alone from the start, while the rest of the step's work must share their instances' steps.
 """
 
 from __future__ import annotations
@@ -40,14 +44,19 @@ def _context_sums(workload: Workload) -> np.ndarray:
     return p * length + length * (length - 1.0) / 2.0
 
 
+def alone_s(workload: Workload, speed: SpeedModel = DEFAULT_SPEED) -> np.ndarray:
+    """(n,) bound 1 per request: its prefill and decode alone on an instance, the fastest it can finish (seconds)."""
+    length = workload.output_tokens.astype(np.float64)
+    prefill = speed.prefill_s(workload.prompt_tokens.astype(np.float64))
+    return prefill + length * (speed.t0_s + speed.per_seq_s) + speed.attn_latency_s_per_token * _context_sums(workload)
+
+
 def lower_bound(workload: Workload, n_instances: int, speed: SpeedModel = DEFAULT_SPEED) -> LowerBound:
     """Both bounds for ``workload`` on ``n_instances`` identical instances."""
     length = workload.output_tokens.astype(np.float64)
-    prompt = workload.prompt_tokens.astype(np.float64)
     context = _context_sums(workload)
-    prefill = speed.prefill_s(prompt)
-
-    per_sequence = prefill + length * (speed.t0_s + speed.per_seq_s) + speed.attn_latency_s_per_token * context
+    prefill = speed.prefill_s(workload.prompt_tokens.astype(np.float64))
+    per_sequence = alone_s(workload, speed)
     total_tokens = length.sum()
     busy = (
         speed.t0_s * total_tokens / speed.max_num_seqs

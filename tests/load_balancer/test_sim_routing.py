@@ -5,11 +5,13 @@ import dataclasses
 import numpy as np
 import pytest
 
-from bench.sim.bounds import lower_bound
+from bench.sim.bounds import alone_s, lower_bound
 from bench.sim.calibration import ANCHOR_TOLERANCE, ANCHORS, DEFAULT_SPEED
-from bench.sim.engine import simulate
+from bench.sim.clairvoyant import KnownLengthsMakespan
+from bench.sim.diagnose import Recorder, diagnose
+from bench.sim.engine import request_infos, simulate
 from bench.sim.static import LongestFirstOracle, VerlChunks
-from bench.sim.workload import WorkloadSpec, make_workload
+from bench.sim.workload import Workload, WorkloadSpec, make_workload
 from load_balancer.policies import LeastRequestsPolicy, MakespanPolicy, PowerOfTwoPolicy, RoundRobinPolicy
 from load_balancer.policy import Migration
 
@@ -53,6 +55,7 @@ def small_contenders(w, m, seed):
         (MakespanPolicy(migrate=False), np.random.default_rng(seed).permutation(w.n)),
         (MakespanPolicy(min_gain_s=0.0, cooldown_s=5.0), np.random.default_rng(seed).permutation(w.n)),
         (LongestFirstOracle(w, m), np.arange(w.n)),
+        (KnownLengthsMakespan(w, min_gain_s=0.0, cooldown_s=5.0), np.random.default_rng(seed).permutation(w.n)),
     ]
 
 
@@ -121,3 +124,64 @@ def test_makespan_beats_verl_style_at_small_scale(seed):
     ours = simulate(w, m, MakespanPolicy(), np.random.default_rng(seed).permutation(w.n))
     assert ours.makespan_s < 0.95 * verl.makespan_s
     assert ours.makespan_s >= lower_bound(w, m).makespan_s
+
+
+def uniform_workload(n: int, output_tokens: int, prompt_tokens: int) -> Workload:
+    return Workload(np.zeros(n, dtype=np.int64), np.full(n, prompt_tokens), np.full(n, output_tokens), 32_768, n)
+
+
+@pytest.mark.parametrize("length, prompt", [(32_768, 300), (5_000, 2_000), (100, 16)])
+def test_longest_sequence_bound_is_attained_by_a_lone_sequence(length, prompt):
+    """Bound 1 is not too low: one sequence alone on an instance finishes exactly when it says (to a tick's rounding)."""
+    w = uniform_workload(1, length, prompt)
+    result = simulate(w, 1, RoundRobinPolicy(), np.arange(1))
+    bound = lower_bound(w, 1)
+    assert bound.longest_sequence_s == pytest.approx(alone_s(w)[0])
+    assert bound.makespan_s <= result.makespan_s <= bound.makespan_s * (1 + 1e-4)
+
+
+def test_capacity_bound_is_nearly_attained_by_full_batches():
+    """Bound 2 is not too low: max_num_seqs equal sequences on one instance (their KV reads outweigh one sequence's
+    attention) come within the prefill's tick rounding of it."""
+    w = uniform_workload(DEFAULT_SPEED.max_num_seqs, 2_000, 16)
+    result = simulate(w, 1, RoundRobinPolicy(), np.arange(w.n))
+    bound = lower_bound(w, 1)
+    assert bound.capacity_s > bound.longest_sequence_s
+    assert bound.makespan_s <= result.makespan_s <= bound.makespan_s * 1.01
+
+
+def test_known_lengths_reference_reads_the_true_remaining_lengths():
+    w = make_workload(4, SMALL)
+    policy = KnownLengthsMakespan(w)
+    infos = request_infos(w)
+    got = policy.expected_remaining_many(infos[:5], [0, 10, 10**6, 0, 3])
+    want = np.maximum(1.0, w.output_tokens[:5] - np.array([0, 10, 10**6, 0, 3]))
+    assert np.array_equal(got, want)
+    assert not any(hasattr(info, "output_tokens") for info in infos)  # ours never sees lengths through the sim
+
+
+def test_diagnosis_accounts_for_every_move_and_never_beats_running_alone():
+    w = make_workload(5, SMALL)
+    order = np.random.default_rng(5).permutation(w.n)
+
+    class MoveAllAtTwo(RoundRobinPolicy):
+        def plan_migrations(self, instances, running, now):
+            urls = [s.url for s in instances]
+            return [Migration(rr.request.request_id, rr.url, urls[(urls.index(rr.url) + 1) % len(urls)])
+                    for rr in running] if now == 2.0 else []
+
+    plain = simulate(w, 3, MoveAllAtTwo(), order)
+    recorder = Recorder(MoveAllAtTwo(), sample_every_s=2.0)
+    result = simulate(w, 3, recorder, order)
+    assert result.makespan_s == plain.makespan_s  # the recorder passes everything through unchanged
+    d = diagnose(w, result, recorder)
+    assert d["migrations"] == result.migrations > 0
+    assert sum(tokens for _, _, tokens in recorder.moves) == result.reprefill_tokens
+    assert d["reprefill_s"] == pytest.approx(sum(DEFAULT_SPEED.prefill_s(t) for _, _, t in recorder.moves))
+    last = d["last_finisher"]
+    assert last["finish_s"] == pytest.approx(result.makespan_s) and last["slowdown"] >= 1.0
+    assert d["tail_slowdown_mean"] >= 1.0
+    assert d["instance_finish_s"]["p10"] <= d["instance_finish_s"]["p50"] <= d["instance_finish_s"]["max"]
+    timeline = d["last_finisher_timeline"]
+    assert timeline and all(p["sharing"] >= 1 for p in timeline)
+    assert [p["generated"] for p in timeline] == sorted(p["generated"] for p in timeline)
