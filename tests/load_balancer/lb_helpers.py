@@ -131,13 +131,18 @@ class TcpLink:
 
     def close(self) -> None:
         self.cut()
+        stop_loop_thread(self._loop, self._thread)
 
-        async def cancel_pipes():
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
 
-        asyncio.run_coroutine_threadsafe(cancel_pipes(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+def stop_loop_thread(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    """Cancel every task of a test server's event loop, which runs on ``thread``; then stop the loop and join."""
+
+    async def cancel_all():
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run_coroutine_threadsafe(cancel_all(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)

@@ -14,7 +14,7 @@ import time
 import httpx
 import orjson
 import lb_test_policies  # noqa: F401  (registers the scripted test policies)
-from lb_helpers import loadgen_process, metric_value, sse_chunks
+from lb_helpers import loadgen_process, metric_value, sse_chunks, stop_loop_thread
 
 BODY = {"model": "loadgen", "prompt": [1, 2, 3], "max_tokens": 2, "stream": True}
 
@@ -43,16 +43,8 @@ class RawServer:
         return lines[0], await reader.readexactly(length)
 
     def close(self) -> None:
-        async def shut():
-            self._server.close()
-            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        asyncio.run_coroutine_threadsafe(shut(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        self._loop.call_soon_threadsafe(self._server.close)
+        stop_loop_thread(self._loop, self._thread)
 
 
 COMPLETION_CHUNK = {"id": "cmpl-x", "object": "text_completion", "created": 0, "model": "loadgen",
@@ -132,7 +124,7 @@ class SlowTrailerServer(RawServer):
 
 
 def test_a_client_that_leaves_at_done_completed_its_request(balancer):
-    server = SlowTrailerServer(trailer_delay_s=1.5)
+    server = SlowTrailerServer(trailer_delay_s=5.0)  # far longer than the client takes, even on a loaded box
     try:
         lb = balancer([server.url], policy="round_robin")
         with httpx.Client(timeout=10) as client:
