@@ -10,7 +10,7 @@ COPY setup.py ./
 COPY load_balancer load_balancer
 RUN pip install --no-cache-dir --no-deps . \
     && pip install --no-cache-dir -c requirements/cpu.lock \
-        fastapi starlette "uvicorn[standard]" httpx pydantic prometheus-client redis orjson numpy
+        fastapi starlette "uvicorn[standard]" aiohttp pydantic prometheus-client redis orjson numpy
 
 USER balancer
 EXPOSE 8000

@@ -25,7 +25,7 @@ from load_balancer.proxy import error_response
 from load_balancer.registry import StoreUnavailable
 from load_balancer.service import Balancer  # imports the policies, registering their names
 from load_balancer.types import CompletionHead, GenerateHead, InstanceRegistration, InstanceView, PauseRequest
-from load_balancer.upstream import deadline
+from load_balancer.upstream import bounded
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ async def models(request: Request) -> Response:
         if not inst.routable():
             continue
         try:
-            timeout = deadline(lb.cfg.scrape_timeout_s * 5)
+            timeout = bounded(lb.cfg.scrape_timeout_s * 5)
             async with lb.session.get(f"{inst.url}/v1/models", timeout=timeout) as resp:
                 return Response(await resp.read(), resp.status, media_type=resp.content_type)
         except Exception as e:  # try the next instance; which error it was is in the log

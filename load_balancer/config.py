@@ -17,7 +17,7 @@ class BalancerConfig:
     redis_key: str = "am_rl:load_balancer:instances"  # Redis set holding the registered URLs
     api_key: str | None = None  # required on every endpoint but /healthz when set
     scrape_interval_s: float = 0.25  # how often every instance's /metrics is read
-    scrape_timeout_s: float = 1.0  # a scrape slower than this counts as a failure
+    scrape_timeout_s: float = 1.0  # a scrape whose connect or any read takes longer counts as a failure
     connect_timeout_s: float = 2.0  # upstream connect timeout; a refused/timed-out connect fails over
     # An idle pooled upstream connection is dropped after this long. It must stay below the servers' own keep-alive
     # timeout (vLLM: VLLM_HTTP_TIMEOUT_KEEP_ALIVE, 5 s): with equal timeouts the server closes a connection just as

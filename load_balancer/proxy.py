@@ -26,7 +26,7 @@ from load_balancer.policy import RequestInfo, RoutingPolicy
 from load_balancer.registry import Registry
 from load_balancer.relay import DONE, Interrupted, Relay, sse_event
 from load_balancer.types import CompletionHead
-from load_balancer.upstream import deadline, is_stale_connection
+from load_balancer.upstream import bounded, is_stale_connection
 
 logger = logging.getLogger(__name__)
 
@@ -438,7 +438,7 @@ class Proxy:
         if url is None:
             return
         try:
-            async with self.session.post(f"{url}/abort_requests", json={"request_ids": ids}, timeout=deadline(1.0)):
+            async with self.session.post(f"{url}/abort_requests", json={"request_ids": ids}, timeout=bounded(1.0)):
                 pass
         except (aiohttp.ClientError, TimeoutError) as e:  # closing the connection already makes vLLM abort; this is the fast path
             logger.debug("abort of %s on %s failed: %r", ids, url, e)

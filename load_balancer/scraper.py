@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from load_balancer.config import BalancerConfig
 from load_balancer.metrics import BalancerMetrics
 from load_balancer.registry import Instance, Registry
-from load_balancer.upstream import deadline
+from load_balancer.upstream import bounded
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class Scraper:
 
     async def scrape(self, inst: Instance) -> None:
         try:
-            async with self.session.get(f"{inst.url}/metrics", timeout=deadline(self.cfg.scrape_timeout_s)) as resp:
+            async with self.session.get(f"{inst.url}/metrics", timeout=bounded(self.cfg.scrape_timeout_s)) as resp:
                 resp.raise_for_status()
                 values = parse_vllm_metrics(await resp.text())
         except Exception as e:  # any failure (timeout, refused, 5xx, garbage) counts the same: no fresh data
@@ -111,7 +111,7 @@ class Scraper:
 
     async def health_check(self, inst: Instance) -> None:
         try:
-            async with self.session.get(f"{inst.url}/health", timeout=deadline(self.cfg.scrape_timeout_s)) as resp:
+            async with self.session.get(f"{inst.url}/health", timeout=bounded(self.cfg.scrape_timeout_s)) as resp:
                 ok = resp.status == 200
         except (aiohttp.ClientError, TimeoutError):
             ok = False

@@ -36,6 +36,8 @@ def make_session(cfg: BalancerConfig) -> aiohttp.ClientSession:
     )
 
 
-def deadline(seconds: float) -> aiohttp.ClientTimeout:
-    """A bounded request (scrape, health check, abort): the whole exchange within ``seconds``."""
-    return aiohttp.ClientTimeout(total=seconds)
+def bounded(seconds: float) -> aiohttp.ClientTimeout:
+    """A bounded request (scrape, health check, abort): the connect and every read within ``seconds`` (httpx's
+    meaning of a timeout, which the balancer had first). Not the whole exchange: a loaded engine, or a slow link,
+    that sends its /metrics steadily but takes longer in all is alive, and ejecting it would stop routing to it."""
+    return aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
