@@ -195,7 +195,7 @@ class Proxy:
             self.place(relay, url)
             try:
                 resp = await self.send(url + endpoint, payload, self.upstream_headers(relay))
-            except aiohttp.ClientConnectionError as e:
+            except aiohttp.ClientError as e:  # unreachable, or an answer that is not HTTP: fail over
                 logger.warning("request %s: %s unreachable (%r); retrying elsewhere", relay.request_id, url, e)
                 self.leave(relay)
                 relay.tried.add(url)
@@ -440,7 +440,8 @@ class Proxy:
         try:
             async with self.session.post(f"{url}/abort_requests", json={"request_ids": ids}, timeout=bounded(1.0)):
                 pass
-        except (aiohttp.ClientError, TimeoutError) as e:  # closing the connection already makes vLLM abort; this is the fast path
+        except (aiohttp.ClientError, TimeoutError) as e:
+            # closing the connection already makes vLLM abort; this is the fast path
             logger.debug("abort of %s on %s failed: %r", ids, url, e)
 
     async def drain_background(self) -> None:
