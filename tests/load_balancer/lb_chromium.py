@@ -10,7 +10,9 @@ import base64
 import contextlib
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -19,10 +21,12 @@ from pathlib import Path
 import httpx
 from websockets.sync.client import connect
 
+# --disable-dev-shm-usage: a container's /dev/shm is often 64 MB, and Debian's launcher, which adds this flag
+# when /dev/shm is small, misreads its size where findmnt prints two lines ("[: unexpected operator").
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--remote-debugging-port=0", "--window-size=1280,900",
+    "--disable-dev-shm-usage", "--remote-debugging-port=0", "--window-size=1280,900",
 ]  # fmt: skip
 
 
@@ -31,26 +35,50 @@ def chromium_path() -> str | None:
 
 
 class Chromium:
-    def __init__(self, timeout_s: float = 30.0) -> None:
-        self.profile = Path(tempfile.mkdtemp(prefix="lb-chromium-"))
-        self.proc = subprocess.Popen(
-            [chromium_path(), *FLAGS, f"--user-data-dir={self.profile}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
-        port_file = self.profile / "DevToolsActivePort"
-        deadline = time.monotonic() + timeout_s
-        while not (port_file.exists() and port_file.read_text().strip()):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.close()
-                raise RuntimeError("chromium did not open its DevTools port")
-            time.sleep(0.1)
-        port = int(port_file.read_text().split()[0])
+    """One headless browser with one page. A start that fails is retried once with a fresh profile (a loaded CI
+    machine has been seen to lose one); the error says how chromium ended and the tail of what it printed."""
+
+    def __init__(self, timeout_s: float = 60.0, attempts: int = 2) -> None:
+        for attempt in range(1, attempts + 1):
+            try:
+                port = self._launch(timeout_s)
+                break
+            except RuntimeError:
+                if attempt == attempts:
+                    raise
         pages = [t for t in httpx.get(f"http://127.0.0.1:{port}/json", timeout=10).json() if t["type"] == "page"]
         self._stack = contextlib.ExitStack()
         self.ws = self._stack.enter_context(
             connect(pages[0]["webSocketDebuggerUrl"], max_size=64 * 1024 * 1024, open_timeout=timeout_s)
         )
         self._ids = itertools.count(1)
+
+    def _launch(self, timeout_s: float) -> int:
+        """Start chromium in a private HOME (nothing read from or written to the user's), return its DevTools port."""
+        self._stack = None
+        self.profile = Path(tempfile.mkdtemp(prefix="lb-chromium-"))
+        home = self.profile / "home"
+        home.mkdir()
+        env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home), "XDG_CACHE_HOME": str(home)}
+        self.log = tempfile.NamedTemporaryFile(prefix="lb-chromium-", suffix=".log")  # noqa: SIM115  (closed in close())
+        self.proc = subprocess.Popen(
+            [chromium_path(), *FLAGS, f"--user-data-dir={self.profile / 'data'}", "about:blank"],
+            stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )  # fmt: skip
+        port_file = self.profile / "data" / "DevToolsActivePort"
+        deadline = time.monotonic() + timeout_s
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                how = f"exited with {self.proc.returncode}" if self.proc.poll() is not None else f"silent {timeout_s:.0f} s"
+                tail = self._log_tail()
+                self.close()
+                raise RuntimeError(f"chromium did not open its DevTools port ({how}); it printed:\n{tail}")
+            time.sleep(0.1)
+        return int(port_file.read_text().split()[0])
+
+    def _log_tail(self, lines: int = 30) -> str:
+        self.log.flush()
+        return "\n".join(Path(self.log.name).read_text(errors="replace").splitlines()[-lines:])
 
     def call(self, method: str, timeout_s: float = 30.0, **params) -> dict:
         call_id = next(self._ids)
@@ -78,9 +106,10 @@ class Chromium:
         path.write_bytes(base64.b64decode(data))
 
     def close(self) -> None:
-        if getattr(self, "_stack", None) is not None:
+        if self._stack is not None:
             self._stack.close()
-        if self.proc.poll() is None:
-            self.proc.kill()
+        with contextlib.suppress(ProcessLookupError):  # the renderer and GPU processes go with the browser
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
+        self.log.close()
         shutil.rmtree(self.profile, ignore_errors=True)
