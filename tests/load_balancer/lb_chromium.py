@@ -60,7 +60,7 @@ class Chromium:
         home = self.profile / "home"
         home.mkdir()
         env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home), "XDG_CACHE_HOME": str(home)}
-        self.log = tempfile.NamedTemporaryFile(prefix="lb-chromium-", suffix=".log")  # noqa: SIM115  (closed in close())
+        self.log = tempfile.NamedTemporaryFile(prefix="lb-chromium-", suffix=".log")  # noqa: SIM115  (see close())
         self.proc = subprocess.Popen(
             [chromium_path(), *FLAGS, f"--user-data-dir={self.profile / 'data'}", "about:blank"],
             stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
@@ -69,7 +69,8 @@ class Chromium:
         deadline = time.monotonic() + timeout_s
         while not (port_file.exists() and port_file.read_text().strip()):
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                how = f"exited with {self.proc.returncode}" if self.proc.poll() is not None else f"silent {timeout_s:.0f} s"
+                exited = self.proc.poll() is not None
+                how = f"exited with {self.proc.returncode}" if exited else f"silent {timeout_s:.0f} s"
                 tail = self._log_tail()
                 self.close()
                 raise RuntimeError(f"chromium did not open its DevTools port ({how}); it printed:\n{tail}")

@@ -50,6 +50,7 @@ class RawServer:
 COMPLETION_CHUNK = {"id": "cmpl-x", "object": "text_completion", "created": 0, "model": "loadgen",
                     "choices": [{"index": 0, "text": "a", "finish_reason": "length", "prompt_token_ids": [1, 2, 3],
                                  "token_ids": [7]}]}  # fmt: skip
+STREAM_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
 COMPLETION_EVENTS = b"data: " + orjson.dumps(COMPLETION_CHUNK) + b"\n\ndata: [DONE]\n\n"
 
 
@@ -113,14 +114,77 @@ class SlowTrailerServer(RawServer):
                 if not request_line.startswith("POST /v1/completions"):
                     writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
                     continue
-                head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
-                writer.write(head + b"%x\r\n%s\r\n" % (len(COMPLETION_EVENTS), COMPLETION_EVENTS))
+                writer.write(STREAM_HEAD + b"%x\r\n%s\r\n" % (len(COMPLETION_EVENTS), COMPLETION_EVENTS))
                 await writer.drain()
                 await asyncio.sleep(self.trailer_delay_s)
                 writer.write(b"0\r\n\r\n")
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
+
+
+class SlowHeadersServer(RawServer):
+    """Answers a completion's headers only after ``head_delay_s``, then streams one event every 0.1 s for 10 s,
+    recording when the balancer's connection to it went away — a client may give up while the balancer still waits
+    for an instance's answer (vLLM's API server busy tokenizing, a failover in progress)."""
+
+    def __init__(self, head_delay_s: float) -> None:
+        self.head_delay_s = head_delay_s
+        self.headers_sent_at: float | None = None
+        self.closed_at: float | None = None
+        self.aborts = 0
+        super().__init__()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                request_line, _ = await self.read_request(reader)
+                if request_line.startswith("POST /abort_requests"):
+                    self.aborts += 1
+                if not request_line.startswith("POST /v1/completions"):
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    continue
+                await asyncio.sleep(self.head_delay_s)
+                writer.write(STREAM_HEAD)
+                self.headers_sent_at = time.monotonic()
+                choice = COMPLETION_CHUNK["choices"][0] | {"finish_reason": None}  # a stream that goes on
+                event = b"data: " + orjson.dumps(COMPLETION_CHUNK | {"choices": [choice]}) + b"\n\n"
+                for _ in range(100):
+                    writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+                    await writer.drain()
+                    await asyncio.sleep(0.1)
+                    if reader.at_eof():
+                        break
+                self.closed_at = time.monotonic()
+                return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            self.closed_at = self.closed_at or time.monotonic()
+            writer.close()
+
+
+def test_a_client_that_leaves_before_the_instance_answers_leaves_nothing_behind(balancer):
+    """Once the instance answers, the balancer finds the client gone: the upstream request is closed within a second
+    and the instance's in-flight count released (a relay left behind would skew routing for good)."""
+    server = SlowHeadersServer(head_delay_s=1.0)
+    try:
+        lb = balancer([server.url], policy="round_robin")
+        with httpx.Client(timeout=httpx.Timeout(10, read=0.3)) as client:
+            try:
+                with client.stream("POST", f"{lb.url}/v1/completions", json=BODY | {"max_tokens": 100}) as r:
+                    r.read()
+            except httpx.ReadTimeout:
+                pass
+        deadline = time.monotonic() + 10
+        while server.closed_at is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.headers_sent_at is not None, "the instance never answered"
+        assert server.closed_at is not None, "the upstream request outlived its client"
+        assert server.closed_at - server.headers_sent_at < 1.0
+        (view,) = httpx.get(f"{lb.url}/instances", timeout=10).json()
+        assert view["in_flight"] == 0 and lb.balancer.proxy.relays == {}
+        assert metric_value(lb.url, "lb_client_disconnects_total") == 1
+    finally:
+        server.close()
 
 
 def test_a_client_that_leaves_at_done_completed_its_request(balancer):

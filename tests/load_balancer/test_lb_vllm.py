@@ -90,12 +90,19 @@ def test_vllm_metrics_parse(vllm_servers):
 
 def test_migration_mid_stream_equals_uninterrupted_greedy(vllm_servers, tiny_model, balancer):
     a, b = vllm_servers.urls
-    lb = balancer([a, b], policy="test_move_after", policy_options={"after": 16}, migration_interval_s=0.01)
-    body = greedy(tiny_model, prompt="12+34=", max_tokens=1000, stream=True, logprobs=1, return_token_ids=True,
-                  stream_options={"include_usage": True})  # fmt: skip
-    direct = sse_chunks(httpx.post(f"{b}/v1/completions", json=body, timeout=60).text)
-    via = sse_chunks(httpx.post(f"{lb.url}/v1/completions", json=body, timeout=60).text)
-    assert metric_value(lb.url, "lb_migrations_total") == 1
+    # The source is read through a throttled link: a balancer starved of CPU on a loaded box would otherwise find
+    # the whole stream already buffered and relay it to the end in one go, with no moment to move it.
+    link = TcpLink(a, throttle_s=0.01)
+    try:
+        lb = balancer([link.url, b], policy="test_move_after", policy_options={"after": 16}, migration_interval_s=0.01,
+                      connect_timeout_s=15, scrape_timeout_s=5)  # fmt: skip
+        body = greedy(tiny_model, prompt="12+34=", max_tokens=1000, stream=True, logprobs=1, return_token_ids=True,
+                      stream_options={"include_usage": True})  # fmt: skip
+        direct = sse_chunks(httpx.post(f"{b}/v1/completions", json=body, timeout=60).text)
+        via = sse_chunks(httpx.post(f"{lb.url}/v1/completions", json=body, timeout=60).text)
+    finally:
+        link.close()
+    assert metric_value(lb.url, "lb_migrations_total") == 1, httpx.get(f"{lb.url}/instances", timeout=10).json()
     assert tokens_of(via) == tokens_of(direct) and len(tokens_of(via)) == 1000
     assert via[-1]["usage"] == direct[-1]["usage"]
 
@@ -113,7 +120,10 @@ def test_instance_death_mid_step_loses_no_request(vllm_servers, tiny_model, bala
     a, b = vllm_servers.urls
     link = TcpLink(a, throttle_s=0.01)  # the balancer's only way to `a`; cutting it looks like `a` died
     try:
-        lb = balancer([link.url, b], policy="test_first")
+        # The link shares this process with the balancer: on a loaded box a connect or scrape through it can wait
+        # seconds for the GIL, which must not eject `a` (or send a request to `b`) before the cut; after it,
+        # connections are refused at once.
+        lb = balancer([link.url, b], policy="test_first", connect_timeout_s=15, scrape_timeout_s=5)
         prompts = [f"{i}+{i}=" for i in range(4)]
         bodies = [greedy(tiny_model, prompt=p, max_tokens=800, stream=True, return_token_ids=True) for p in prompts]
         direct = [tokens_of(sse_chunks(httpx.post(f"{b}/v1/completions", json=x, timeout=60).text)) for x in bodies]
