@@ -96,12 +96,11 @@ class ResettingServer(RawServer):
         return b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n%s" % (kind, len(body), body)
 
 
-class SlowTrailerServer(RawServer):
-    """Streams a whole completion, [DONE] included, then holds back the end of the chunked body for a while — so a
-    client that leaves at [DONE] closes its connection before the balancer has seen the upstream stream end."""
+class CompletionServer(RawServer):
+    """Answers every request but a completion with an empty 200, counting ``/abort_requests``; subclasses stream
+    completions in ``_complete``."""
 
-    def __init__(self, trailer_delay_s: float) -> None:
-        self.trailer_delay_s = trailer_delay_s
+    def __init__(self) -> None:
         self.aborts = 0
         super().__init__()
 
@@ -111,19 +110,34 @@ class SlowTrailerServer(RawServer):
                 request_line, _ = await self.read_request(reader)
                 if request_line.startswith("POST /abort_requests"):
                     self.aborts += 1
-                if not request_line.startswith("POST /v1/completions"):
+                if request_line.startswith("POST /v1/completions"):
+                    await self._complete(reader, writer)
+                else:
                     writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                    continue
-                writer.write(STREAM_HEAD + b"%x\r\n%s\r\n" % (len(COMPLETION_EVENTS), COMPLETION_EVENTS))
-                await writer.drain()
-                await asyncio.sleep(self.trailer_delay_s)
-                writer.write(b"0\r\n\r\n")
-                await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
 
+    async def _complete(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
 
-class SlowHeadersServer(RawServer):
+
+class SlowTrailerServer(CompletionServer):
+    """Streams a whole completion, [DONE] included, then holds back the end of the chunked body for a while — so a
+    client that leaves at [DONE] closes its connection before the balancer has seen the upstream stream end."""
+
+    def __init__(self, trailer_delay_s: float) -> None:
+        self.trailer_delay_s = trailer_delay_s
+        super().__init__()
+
+    async def _complete(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(STREAM_HEAD + b"%x\r\n%s\r\n" % (len(COMPLETION_EVENTS), COMPLETION_EVENTS))
+        await writer.drain()
+        await asyncio.sleep(self.trailer_delay_s)
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+
+class SlowHeadersServer(CompletionServer):
     """Answers a completion's headers only after ``head_delay_s``, then streams one event every 0.1 s for 10 s,
     recording when the balancer's connection to it went away — a client may give up while the balancer still waits
     for an instance's answer (vLLM's API server busy tokenizing, a failover in progress)."""
@@ -132,34 +146,23 @@ class SlowHeadersServer(RawServer):
         self.head_delay_s = head_delay_s
         self.headers_sent_at: float | None = None
         self.closed_at: float | None = None
-        self.aborts = 0
         super().__init__()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _complete(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(self.head_delay_s)
+        writer.write(STREAM_HEAD)
+        self.headers_sent_at = time.monotonic()
+        choice = COMPLETION_CHUNK["choices"][0] | {"finish_reason": None}  # a stream that goes on
+        event = b"data: " + orjson.dumps(COMPLETION_CHUNK | {"choices": [choice]}) + b"\n\n"
         try:
-            while True:
-                request_line, _ = await self.read_request(reader)
-                if request_line.startswith("POST /abort_requests"):
-                    self.aborts += 1
-                if not request_line.startswith("POST /v1/completions"):
-                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-                    continue
-                await asyncio.sleep(self.head_delay_s)
-                writer.write(STREAM_HEAD)
-                self.headers_sent_at = time.monotonic()
-                choice = COMPLETION_CHUNK["choices"][0] | {"finish_reason": None}  # a stream that goes on
-                event = b"data: " + orjson.dumps(COMPLETION_CHUNK | {"choices": [choice]}) + b"\n\n"
-                for _ in range(100):
-                    writer.write(b"%x\r\n%s\r\n" % (len(event), event))
-                    await writer.drain()
-                    await asyncio.sleep(0.1)
-                    if reader.at_eof():
-                        break
-                self.closed_at = time.monotonic()
-                return
-        except (asyncio.IncompleteReadError, ConnectionError):
-            self.closed_at = self.closed_at or time.monotonic()
-            writer.close()
+            for _ in range(100):
+                writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+                await writer.drain()
+                await asyncio.sleep(0.1)
+                if reader.at_eof():
+                    break
+        finally:
+            self.closed_at = time.monotonic()
 
 
 def test_a_client_that_leaves_before_the_instance_answers_leaves_nothing_behind(balancer):
