@@ -45,9 +45,11 @@ class Instance:
     # Sum of the tokens in ``relayed``, kept as it changes: every routing decision reads the rate, and the window
     # holds one entry per relayed chunk (~10^5 at full relay speed), too many to sum per request.
     relayed_in_window: int = 0
+    last_relayed_at: float = -math.inf  # monotonic time tokens from it last reached a client: proof of life
 
     def record_relayed(self, tokens: int, now: float) -> None:
         self.tokens_relayed += tokens
+        self.last_relayed_at = now
         self.relayed.append((now, tokens))
         self.relayed_in_window += tokens
 

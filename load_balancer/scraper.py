@@ -92,12 +92,19 @@ class Scraper:
         return launched
 
     async def scrape(self, inst: Instance) -> None:
+        started = time.monotonic()
         try:
             async with self.session.get(f"{inst.url}/metrics", timeout=bounded(self.cfg.scrape_timeout_s)) as resp:
                 resp.raise_for_status()
                 values = parse_vllm_metrics(await resp.text())
-        except Exception as e:  # any failure (timeout, refused, 5xx, garbage) counts the same: no fresh data
+        except Exception as e:  # any failure (timeout, refused, 5xx, garbage) leaves no fresh data
             self.metrics.scrape_failures.labels(inst.url).inc()
+            if isinstance(e, TimeoutError) and inst.last_relayed_at >= started:
+                # Its tokens kept reaching clients while /metrics timed out: slow, not dead (vLLM serves /metrics
+                # on the event loop that also serves its streams; a loaded host delays both). Ejecting it would
+                # break all of its streams over to other instances for nothing.
+                logger.debug("instance %s: /metrics timed out while it streams; not a failure", inst.url)
+                return
             self.record_failure(inst, f"scrape failed: {e!r}")
             return
         inst.record_success()

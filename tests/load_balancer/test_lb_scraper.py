@@ -6,7 +6,7 @@ import threading
 import time
 
 import httpx
-from lb_helpers import sse_chunks
+from lb_helpers import metric_value, sse_chunks
 
 from load_balancer.scraper import parse_vllm_metrics
 
@@ -68,6 +68,20 @@ def test_a_slow_metrics_endpoint_never_blocks_routing(loadgens, balancer):
     # scrapes run per instance: `fast` keeps being scraped while `slow`'s scrape hangs (its last one grows old)
     assert views[fast.url]["last_scrape_age_s"] < views[slow.url]["last_scrape_age_s"]
     assert views[slow.url]["last_scrape_age_s"] > 1.0
+
+
+def test_an_instance_that_streams_is_not_ejected_for_slow_scrapes(loadgens, balancer):
+    """/metrics timing out while the instance's tokens keep arriving is a slow API server, not a dead one: its
+    streams stay where they are. Once nothing proves it alive, the same timeouts eject it."""
+    (gen,) = loadgens(1, tokens_per_s=100)
+    lb = balancer([gen.url], scrape_timeout_s=0.3, eject_after_failures=2, readmit_backoff_s=30.0)
+    httpx.post(f"{gen.url}/control", json={"metrics_delay_s": 5.0})
+    failures = f'lb_scrape_failures_total{{instance="{gen.url}"}}'
+    r = httpx.post(f"{lb.url}/v1/completions", json=BODY | {"max_tokens": 300}, timeout=30)  # 3 s of streaming
+    assert len(sse_chunks(r.text)) == 300
+    assert metric_value(lb.url, "lb_ejections_total") == 0 and metric_value(lb.url, "lb_failovers_total") == 0
+    assert metric_value(lb.url, failures) >= 4, "the scrapes did not time out: the scenario did not happen"
+    wait_for(lambda: not httpx.get(f"{lb.url}/instances").json()[0]["healthy"], 10, "ejection once idle")
 
 
 def test_failing_instance_is_ejected_then_readmitted(loadgens, balancer):
