@@ -77,6 +77,11 @@ class DrainQueue:
     def drain_with_s(self, r: float, x: float) -> float:
         return self.theta[0] * max(self.longest(), r) + self._sum + self._cost(r, x) + self.stall_s
 
+    def finish_s(self, r: float) -> float:
+        """When a request here with ``r`` tokens left finishes: the others share only its steps (``min(r_i, r)``)."""
+        shared = sum(self._cost(min(r_i, r), x) for r_i, x, _ in self.items)
+        return self.theta[0] * r + shared + self.stall_s
+
     def drain_without_s(self, item: tuple[float, float, object]) -> float:
         longest = max((r for r, _, it in self.items if it is not item[2]), default=0.0)
         return self.theta[0] * longest + self._sum - self._cost(item[0], item[1]) + self.stall_s

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from load_balancer.estimates import StepTimeFit
+from load_balancer.estimates import DrainQueue, StepTimeFit
 from load_balancer.policies import LeastRequestsPolicy, MakespanPolicy, PowerOfTwoPolicy, RoundRobinPolicy
 from load_balancer.policy import POLICIES, InstanceState, RequestInfo, RunningRequest, make_policy
 
@@ -171,6 +171,63 @@ def test_migration_does_not_thrash():
     # each request moved at most once within the cooldown, and the planning settled instead of bouncing
     assert len(moved_total) == len(set(moved_total))
     assert len(moved_total) <= 12
+
+
+THETA = np.array([0.0165, 5e-5, 3.5e-8])  # t0, a, c of the linear step model the tests' scenes follow
+
+
+def test_drain_queue_finish_matches_stepping_the_lockstep_model():
+    rng = np.random.default_rng(1)
+    remaining = rng.integers(500, 6_000, 8).astype(float)
+    context = rng.integers(300, 20_000, 8).astype(float)
+    queue = DrainQueue(THETA)
+    for k, (r, x) in enumerate(zip(remaining, context)):
+        queue.add((r, x, f"r{k}"))
+    queue.stall_s = 2.0
+    for r in remaining:
+        # reference: one decode step at a time, every request with tokens left adds one token per step
+        left, ctx, t = remaining.copy(), context.copy(), queue.stall_s
+        for _ in range(int(r)):
+            live = left > 0
+            t += THETA[0] + THETA[1] * live.sum() + THETA[2] * ctx[live].sum()
+            ctx[live] += 1
+            left[live] -= 1
+        np.testing.assert_allclose(queue.finish_s(r), t, rtol=2e-3)
+    assert queue.finish_s(remaining.max()) == pytest.approx(queue.drain_s())
+
+
+def test_spread_moves_a_crowded_long_request_when_the_laggard_cannot_gain():
+    """a: one very long request alone (moving it gains nothing, so the drain pass stops at once); b: a long request
+    crowded by 40 shorter ones; c: idle. Only the spread pass moves, and only b's long request, to c."""
+
+    def plan(spread_fraction):
+        policy = MakespanPolicy(spread_fraction=spread_fraction)
+        for k in range(8):  # the hard prompt's finished samples ran to the cap: its last one is expected to as well
+            policy.on_routed(request(100 + k, "hard"), "a", 0.0)
+            policy.on_finished(f"r{100 + k}", 32_768, 1.0)
+        scene = [("r0", "hard", "a", 4_000), ("r1", "p1", "b", 24_000)] + [
+            (f"r{k}", f"p{k}", "b", 6_000) for k in range(2, 42)
+        ]
+        running = []
+        for rid, prompt, url, generated in scene:
+            req = request(int(rid[1:]), prompt, generated=generated)
+            policy.on_routed(req, url, 0.0)
+            running.append(RunningRequest(req, url, generated, 0.0))
+        for _ in range(5):  # scrapes of a linear step model, as test_step_time_fit_* feeds
+            batch = np.array([1.0, 8.0, 32.0, 64.0])
+            ctx = batch * np.array([4_000.0, 10_000.0, 20_000.0, 30_000.0])
+            policy.fit.observe(batch, ctx, THETA[0] + THETA[1] * batch + THETA[2] * ctx)
+
+        def state(url):
+            mine = [rr for rr in running if rr.url == url]
+            ctx = sum(rr.request.prompt_tokens + rr.generated_tokens for rr in mine)
+            step = THETA[0] + THETA[1] * len(mine) + THETA[2] * ctx
+            return instance(url, in_flight=len(mine), running=len(mine), rate=len(mine) / step if mine else 0.0)
+
+        return policy.plan_migrations([state("a"), state("b"), state("c")], running, now=100.0)
+
+    assert plan(spread_fraction=0.0) == []
+    assert [(m.request_id, m.source, m.target) for m in plan(spread_fraction=1.0)] == [("r1", "b", "c")]
 
 
 def test_step_time_fit_recovers_a_linear_step_model():
