@@ -26,12 +26,25 @@ class VLLMSection:
 class BalancerSection:
     url: Optional[str] = None  # an already running balancer; None: start one in-process
     policy: str = "makespan"  # routing policy (load_balancer.policy registry)
+    # Move sequences between engines at the tail of a step (a started balancer only). Off where engines share cores
+    # (the CPU shape): a move there adds no capacity, only a re-prefill; bench/peers.py lost 8 of 8 seeds with it on.
+    migrate: bool = True
     max_concurrency: int = 256  # in-flight rollout requests from the trainer (GPU shape: per agent-loop worker)
     # GPU shape, balancer started by the trainer (url None): where it listens; its dashboard is /dashboard there.
     host: str = "0.0.0.0"
     port: int = 8100
     request_timeout_s: float = 7200.0  # GPU shape: one sample, whole generation (32k tokens at ~20 tok/s ~ 27 min)
     control_timeout_s: float = 30.0  # GPU shape: each register / pause / resume call to the balancer
+
+
+def balancer_config(section, **fields):
+    """Settings of a balancer that the trainer starts, from an ``am_rl.balancer`` section plus ``fields``."""
+    from load_balancer.config import BalancerConfig  # imported only where a balancer is started
+
+    config = BalancerConfig(policy=section.policy, **fields)
+    if not section.migrate:
+        config.migration_interval_s = 0.0  # the balancer's switch for its migration loop
+    return config
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typing import Iterator
 import httpx
 from omegaconf import DictConfig
 
+from am_rl.config.schema import balancer_config
 from am_rl.cpu.trainer import Endpoints
 from am_rl.rewards.client import RewardClient, RewardClientConfig
 from am_rl.vllm_servers import VLLMServerConfig, VLLMServerGroup, default_vllm_python
@@ -36,7 +37,6 @@ class RewardScores:
 
 @contextlib.contextmanager
 def start_services(cfg: DictConfig, model_dir: Path, log_dir: Path) -> Iterator[Endpoints]:
-    from load_balancer.config import BalancerConfig
     from load_balancer.server import BalancerServer
     from reward_server.launcher import reward_service
 
@@ -72,7 +72,7 @@ def start_services(cfg: DictConfig, model_dir: Path, log_dir: Path) -> Iterator[
         balancer_url = section.balancer.url
         if balancer_url is None:
             balancer = stack.enter_context(
-                BalancerServer(BalancerConfig(port=0, instances=list(engines.urls), policy=section.balancer.policy))
+                BalancerServer(balancer_config(section.balancer, port=0, instances=list(engines.urls)))
             )
             balancer_url = balancer.url
         else:

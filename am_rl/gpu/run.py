@@ -10,6 +10,7 @@ from typing import Iterator
 
 from omegaconf import DictConfig, OmegaConf
 
+from am_rl.config.schema import balancer_config
 from am_rl.config.validate import ConfigError
 from am_rl.gpu.plan import dry_run
 
@@ -34,11 +35,10 @@ def started_balancer(cfg: DictConfig) -> Iterator[str]:
     """A balancer in this process (the driver, on the head node), reachable from the other nodes."""
     import ray
 
-    from load_balancer.config import BalancerConfig
     from load_balancer.server import BalancerServer
 
     section = cfg.am_rl.balancer
-    server = BalancerServer(BalancerConfig(host=section.host, port=section.port, policy=section.policy))
+    server = BalancerServer(balancer_config(section, host=section.host, port=section.port))
     with server:
         url = f"http://{ray.util.get_node_ip_address()}:{server.port}"
         logger.info("load balancer at %s (dashboard: %s/dashboard)", url, url)

@@ -61,7 +61,8 @@ def test_trainer_started_balancer_advertises_the_node_ip_and_reports_its_totals(
 
     from am_rl.gpu.run import started_balancer
 
-    cfg = OmegaConf.create({"am_rl": {"balancer": {"host": "0.0.0.0", "port": 0, "policy": "makespan"}}})
+    balancer = {"host": "0.0.0.0", "port": 0, "policy": "makespan", "migrate": True}
+    cfg = OmegaConf.create({"am_rl": {"balancer": balancer}})
     with started_balancer(cfg) as url:
         host, port = url.removeprefix("http://").rsplit(":", 1)
         assert host == ray.util.get_node_ip_address()
