@@ -286,7 +286,7 @@ class MakespanPolicy:
                 break
             item = movable[0]  # the longest-remaining request that may move
             r, x, _ = item
-            target = min((u for u in queues if u != source), key=lambda u: (queues[u].drain_with_s(r, x), u))
+            target = self._earliest_target(queues, source, r, x)
             after = max(queues[source].drain_without_s(item), queues[target].drain_with_s(r, x) + self._stall_s(x))
             if before - after < max(self.min_gain * before, self.min_gain_s):
                 break
@@ -310,11 +310,17 @@ class MakespanPolicy:
                 continue
             source = rr.url
             before = queues[source].finish_s(r)
-            target = min((u for u in queues if u != source), key=lambda u: (queues[u].drain_with_s(r, x), u))
+            target = self._earliest_target(queues, source, r, x)
             after = queues[target].drain_with_s(r, x) + self._stall_s(x)
             if before - after >= max(self.min_gain * before, self.min_gain_s):
                 moves.append(self._move(item, source, target, queues, now))
         return moves
+
+    @staticmethod
+    def _earliest_target(queues: dict[str, DrainQueue], source: str, r: float, x: float) -> str:
+        """The instance other than ``source`` that would drain earliest with a request of ``r`` tokens left at
+        context ``x`` added (ties: the smallest URL, so plans are deterministic)."""
+        return min((u for u in queues if u != source), key=lambda u: (queues[u].drain_with_s(r, x), u))
 
     def _stall_s(self, context: float) -> float:
         """Seconds a target stops decoding while it re-prefills a moved request's ``context`` tokens."""
