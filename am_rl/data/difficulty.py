@@ -3,7 +3,7 @@ balancer, score them with the reward service, keep the queries with min < pass r
 
 Sampling goes the way training rollouts go: the k copies of a batch of queries are shuffled across the balancer
 (am_rl.sampling) and sent one sample per request by am_rl.rollout.RolloutClient; rewards come from
-am_rl.rewards.RewardClient with the trainer's data_source routing, so "solved" means what it means in training.
+am_rl.rewards.RewardScorer, the trainer's scorer and data_source routing, so "solved" means what it means in training.
 
 A query whose samples cannot be generated (e.g. the engine rejects a too-long prompt) is reported with its id
 and the error; a reward service that keeps failing (infra) stops the run with RewardServiceError.
@@ -20,8 +20,7 @@ from tqdm import tqdm
 
 from am_rl.data.report import StageReport
 from am_rl.data.rows import valid_rows
-from am_rl.rewards.client import RewardClient
-from am_rl.rewards.routing import RewardRouter
+from am_rl.rewards.scorer import RewardScorer
 from am_rl.rollout import RolloutClient, RolloutError, RolloutRequest
 from am_rl.sampling import repeat_and_shuffle
 
@@ -110,13 +109,11 @@ async def select_async(
     tokenizer,
     balancer_url: str,
     model: str,
-    reward: RewardClient,
+    scorer: RewardScorer,
     opts: SelectOptions,
-    router: RewardRouter | None = None,
 ) -> tuple[list[dict], list[PassRate], StageReport]:
-    router = router or RewardRouter()
     report = StageReport("select", rows_in=len(rows))
-    good = valid_rows(rows, router, report)
+    good = valid_rows(rows, scorer.router, report)
     report.after["valid"] = len(good)
     todo = [(row, rt) for row, rt in good if rt in opts.types]
     kept: list[dict] = [row for row, rt in good if rt not in opts.types]
@@ -143,10 +140,10 @@ async def select_async(
                 for result in group:
                     text = tokenizer.decode(result.response_ids, skip_special_tokens=True)
                     items.append(
-                        router.item(row["data_source"], text, row["reward_model"]["ground_truth"], row["extra_info"])
+                        scorer.item(row["data_source"], text, row["reward_model"]["ground_truth"], row["extra_info"])
                     )
                 owners.append((row, rt, group))
-            scores = [r.score for r in await reward.score_batch(items)] if items else []
+            scores = [r.score for r in await scorer.score(items)] if items else []
             for n, (row, rt, group) in enumerate(owners):
                 mine = scores[n * opts.k : (n + 1) * opts.k]
                 passes = sum(s is not None and s >= opts.pass_score for s in mine)
@@ -181,11 +178,9 @@ def _histogram(rates: list[PassRate], k: int) -> dict[str, int]:
     return counts
 
 
-def select(rows, tokenizer, balancer_url, model, reward_url, opts: SelectOptions, router=None, reward_timeout_s=900.0):
+def select(rows, tokenizer, balancer_url, model, reward_url, opts: SelectOptions, reward_timeout_s=900.0):
     """Blocking entry: checks both services answer, then runs the selection."""
-    from am_rl.rewards.client import RewardClientConfig
-
     check_endpoint(balancer_url, "load balancer")
     check_endpoint(reward_url, "reward service")
-    reward = RewardClient(RewardClientConfig(url=reward_url, timeout_s=reward_timeout_s))
-    return asyncio.run(select_async(rows, tokenizer, balancer_url, model, reward, opts, router))
+    scorer = RewardScorer(reward_url, timeout_s=reward_timeout_s)
+    return asyncio.run(select_async(rows, tokenizer, balancer_url, model, scorer, opts))

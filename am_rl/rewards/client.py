@@ -3,7 +3,6 @@ with exponential backoff, timeouts, and errors that say which side failed."""
 
 import asyncio
 import logging
-import threading
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -40,6 +39,7 @@ class RewardClientConfig:
 class RewardClient:
     def __init__(self, config: RewardClientConfig):
         self.config = config
+        self.requests_sent = 0  # /score_batch POSTs, retries included: more than chunks means the service struggles
 
     async def score_batch(self, items: Sequence[ScoreItem | dict[str, Any]]) -> list[ScoreResult]:
         """Score `items` in order; raises RewardServiceError rather than return an unscored item."""
@@ -60,27 +60,6 @@ class RewardClient:
             await asyncio.gather(*(run_chunk(s) for s in range(0, len(parsed), cfg.chunk_size)))
         return results  # type: ignore[return-value]
 
-    def score_batch_sync(self, items: Sequence[ScoreItem | dict[str, Any]]) -> list[ScoreResult]:
-        """Blocking form for synchronous callers (verl's reward managers); safe inside a running event loop."""
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self.score_batch(items))
-        box: dict[str, Any] = {}
-
-        def target() -> None:
-            try:
-                box["value"] = asyncio.run(self.score_batch(items))
-            except BaseException as e:  # re-raised in the caller's thread
-                box["error"] = e
-
-        thread = threading.Thread(target=target, name="reward-client")
-        thread.start()
-        thread.join()
-        if "error" in box:
-            raise box["error"]
-        return box["value"]
-
     async def _score_chunk(self, http: httpx.AsyncClient, chunk: list[ScoreItem]) -> list[ScoreResult]:
         cfg = self.config
         results: list[ScoreResult | None] = [None] * len(chunk)
@@ -100,6 +79,7 @@ class RewardClient:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, cfg.backoff_max_s)
             body = {"items": [chunk[i].model_dump(mode="json") for i in todo]}
+            self.requests_sent += 1
             try:
                 response = await http.post("/score_batch", json=body)
             except httpx.TransportError as e:

@@ -5,31 +5,30 @@ those calls into a few /score_batch requests. Select it with `reward.reward_mana
 am_rl.rewards is imported (am_rl's entry point does), or without that import through verl's importlib source:
 `reward.reward_manager.source=importlib reward.reward_manager.module.path=<this file>
 reward.reward_manager.name=RemoteServiceLoopRewardManager`. Options come from `reward.am_remote` in the config
-({url, table, chunk_size, ...}) or AM_RL_REWARD_URL / AM_RL_REWARD_TABLE.
+({url, table, chunk_size, ...}: am_rl.rewards.scorer.RewardScorer's arguments).
 """
 
 import asyncio
-import json
-import os
-from typing import Any
+import logging
 
 from verl import DataProto
 from verl.experimental.reward_loop.reward_manager import register
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
-from am_rl.rewards.client import RewardClient, RewardClientConfig
-from am_rl.rewards.routing import RewardRouter
+from am_rl.rewards.scorer import RewardScorer
 from reward_server.types import ScoreResult
+
+logger = logging.getLogger(__name__)
 
 COALESCE_WINDOW_S = 0.02  # how long the first waiting sample holds the door for the rest of the step
 COALESCE_MAX = 4096
 
 
 class Coalescer:
-    """Gathers items submitted close together into one client.score_batch call."""
+    """Gathers items submitted close together into one scorer.score call."""
 
-    def __init__(self, client: RewardClient):
-        self.client = client
+    def __init__(self, scorer: RewardScorer):
+        self.scorer = scorer
         self.batches_sent = 0
         self._pending: list[tuple[dict, asyncio.Future]] = []
         self._flush_task: asyncio.Task | None = None
@@ -56,12 +55,19 @@ class Coalescer:
     async def _send(self, batch: list[tuple[dict, asyncio.Future]]) -> None:
         self.batches_sent += 1
         try:
-            results = await self.client.score_batch([item for item, _ in batch])
+            results = await self.scorer.score([item for item, _ in batch])
         except Exception as e:  # every waiting sample sees the service's error
+            logger.error("reward batch %d (%d samples) failed: %s", self.batches_sent, len(batch), e)
             for _, future in batch:
                 if not future.done():
                     future.set_exception(e)
             return
+        logger.info(
+            "reward batch %d: %d samples; %d /score_batch requests so far",
+            self.batches_sent,
+            len(batch),
+            self.scorer.client.requests_sent,
+        )
         for (_, future), result in zip(batch, results):
             if not future.done():
                 future.set_result(result)
@@ -71,20 +77,15 @@ class Coalescer:
 class RemoteServiceLoopRewardManager(RewardManagerBase):
     def __init__(self, config, tokenizer, compute_score=None, reward_router_address=None, reward_model_tokenizer=None):
         super().__init__(config, tokenizer, compute_score)
-        options: dict[str, Any] = dict(config.get("reward", {}).get("am_remote", None) or {})
-        table = options.pop("table", None)
-        if table is None and os.environ.get("AM_RL_REWARD_TABLE"):
-            table = json.loads(os.environ["AM_RL_REWARD_TABLE"])
-        url = options.pop("url", None) or os.environ.get("AM_RL_REWARD_URL", RewardClientConfig.url)
-        self.router = RewardRouter(dict(table) if table is not None else None)
-        self.coalescer = Coalescer(RewardClient(RewardClientConfig(url=url, **options)))
+        self.scorer = RewardScorer(**(config.get("reward", {}).get("am_remote", None) or {}))
+        self.coalescer = Coalescer(self.scorer)
 
     async def run_single(self, data: DataProto) -> dict:
         item = data[-1]  # for multi-sequence outputs verl scores the last sequence
         response_ids = item.batch["responses"]  # (response_length,)
         valid = int(item.batch["attention_mask"][-response_ids.shape[-1] :].sum())
         text = self.tokenizer.decode(response_ids[:valid], skip_special_tokens=True)
-        request = self.router.item(
+        request = self.scorer.item(
             item.non_tensor_batch["data_source"],
             text,
             item.non_tensor_batch["reward_model"]["ground_truth"],

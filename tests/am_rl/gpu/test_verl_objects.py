@@ -71,7 +71,7 @@ def test_verl_loads_the_remote_reward_manager_with_the_service_url(stage1, tiny_
 
     manager = load_reward_manager(cfg, AutoTokenizer.from_pretrained(tiny_model))
     assert type(manager) is RemoteServiceLoopRewardManager
-    assert manager.coalescer.client.config.url == RM
+    assert manager.scorer.client.config.url == RM
 
 
 def test_stage1_plan_on_8x8(stage1):
