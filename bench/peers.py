@@ -220,7 +220,10 @@ def print_ratios(results: dict) -> None:
 def short_name(name: str) -> str:
     """Router names without our small-step policy options (they are in the JSON)."""
     base = name.split(" --policy-option")[0]
-    return base.replace(" --migration-interval 0", " (no migration)")
+    # results recorded before --no-migrate existed (bench/results/peers.json) name the flag it replaced
+    for flag in (" --no-migrate", " --migration-interval 0"):
+        base = base.replace(flag, " (no migration)")
+    return base
 
 
 def markdown_tables(results: dict) -> str:

@@ -55,7 +55,7 @@ def makespan_routers(ours_options: tuple[str, ...] = ()) -> list[Router]:
     """Ours with and without migration, and every load-aware policy of each peer."""
     return [
         Router("ours", "makespan", ours_options),
-        Router("ours", "makespan", ("--migration-interval", "0", *ours_options)),
+        Router("ours", "makespan", ("--no-migrate", *ours_options)),
         *(Router("vllm-router", p) for p in VLLM_ROUTER_POLICIES),
         *(Router("smg", p) for p in SMG_POLICIES),
     ]

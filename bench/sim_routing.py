@@ -36,6 +36,7 @@ class Contender:
     name: str
     make: Callable[[Workload, int, int], RoutingPolicy]  # (workload, instances, seed) -> a fresh policy
     shuffled: bool  # arrival order: the trainer's seeded shuffle, or verl's contiguous sibling order
+    migrate: bool = True  # the simulated balancer's migration switch (SimConfig.migrate)
 
 
 CONTENDERS = (
@@ -43,7 +44,7 @@ CONTENDERS = (
     Contender("round_robin", lambda w, m, s: RoundRobinPolicy(), shuffled=True),
     Contender("least_requests", lambda w, m, s: LeastRequestsPolicy(), shuffled=True),
     Contender("power_of_two", lambda w, m, s: PowerOfTwoPolicy(seed=s), shuffled=True),
-    Contender("makespan_no_migration", lambda w, m, s: MakespanPolicy(migrate=False), shuffled=True),
+    Contender("makespan_no_migration", lambda w, m, s: MakespanPolicy(), shuffled=True, migrate=False),
     Contender("makespan", lambda w, m, s: MakespanPolicy(), shuffled=True),
     Contender("oracle_longest_first", lambda w, m, s: LongestFirstOracle(w, m), shuffled=True),
     Contender("makespan_known_lengths", lambda w, m, s: KnownLengthsMakespan(w), shuffled=True),
@@ -70,7 +71,8 @@ def run_seed(seed: int, n_instances: int, spec: WorkloadSpec, config: SimConfig)
     for c in CONTENDERS:
         order = shuffle if c.shuffled else np.arange(workload.n)
         recorder = Recorder(c.make(workload, n_instances, seed))
-        result = simulate(workload, n_instances, recorder, order, DEFAULT_SPEED, config)
+        run_config = dataclasses.replace(config, migrate=c.migrate)
+        result = simulate(workload, n_instances, recorder, order, DEFAULT_SPEED, run_config)
         finishes = result.instance_finish_s[result.instance_finish_s > 0]
         row["runs"][c.name] = {
             "makespan_s": result.makespan_s,

@@ -1,5 +1,5 @@
 """python -m load_balancer --host 127.0.0.1 --port 8000 [--instance URL ...] [--policy NAME] [--redis-url URL]
-[--api-key KEY]"""
+[--api-key KEY] [--no-migrate]"""
 
 from __future__ import annotations
 
@@ -38,14 +38,20 @@ def parse_args(argv: list[str] | None = None) -> tuple[BalancerConfig, str]:
     p.add_argument("--redis-url", default=None, help="keep the instance registry in Redis")
     p.add_argument("--api-key", default=os.environ.get("AM_RL_LB_API_KEY"), help="default: $AM_RL_LB_API_KEY")
     p.add_argument("--scrape-interval", type=float, default=defaults.scrape_interval_s, metavar="S")
+    p.add_argument("--migrate", action=argparse.BooleanOptionalAction, default=defaults.migrate,
+                   help="move sequences between instances (BalancerConfig.migrate)")  # fmt: skip
     p.add_argument("--migration-interval", type=float, default=defaults.migration_interval_s, metavar="S",
-                   help="0 disables migration")  # fmt: skip
+                   help="with --migrate, how often the policy is asked for moves (> 0)")  # fmt: skip
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
-    return BalancerConfig(
-        host=a.host, port=a.port, instances=a.instance, policy=a.policy, policy_options=dict(a.policy_option), redis_url=a.redis_url, api_key=a.api_key,
-        scrape_interval_s=a.scrape_interval, migration_interval_s=a.migration_interval,
-    ), a.log_level  # fmt: skip
+    try:
+        config = BalancerConfig(
+            host=a.host, port=a.port, instances=a.instance, policy=a.policy, policy_options=dict(a.policy_option), redis_url=a.redis_url, api_key=a.api_key,
+            scrape_interval_s=a.scrape_interval, migrate=a.migrate, migration_interval_s=a.migration_interval,
+        )  # fmt: skip
+    except ValueError as e:
+        p.error(str(e))
+    return config, a.log_level
 
 
 def main(argv: list[str] | None = None) -> None:

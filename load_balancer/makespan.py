@@ -67,13 +67,13 @@ class MakespanPolicy:
     Then each of the ``spread_fraction * instances`` longest-remaining requests moves to the instance where it would
     finish earliest (its own finish: the others there slow only the steps they share with it), when that beats its
     finish where it is by the same margins; the longer requests already at a target count too, as that target's drain.
-    A moved request stays put ``cooldown_s`` and moves at most ``max_migrations_per_request`` times.
+    A moved request stays put ``cooldown_s`` and moves at most ``max_migrations_per_request`` times. Whether moves
+    happen at all is the balancer's switch (``BalancerConfig.migrate``): off, it never asks for a plan.
     """
 
     def __init__(
         self,
         *,
-        migrate: bool = True,
         prior_fraction: float = 0.25,  # expected length / max_tokens before a sibling has finished
         prior_weight: float = 2.0,  # pseudo-count of the prior when averaging finished siblings
         lindy: float = 0.5,  # a request that has generated g tokens is expected to generate >= lindy * g more
@@ -96,7 +96,6 @@ class MakespanPolicy:
         spread_fraction: float = 0.5,
         prefill_tokens_per_s: float = 8_000.0,  # re-prefill speed assumed when costing a move
     ) -> None:
-        self.migrate = migrate
         self.prior_fraction = prior_fraction
         self.prior_weight = prior_weight
         self.lindy = lindy
@@ -247,7 +246,7 @@ class MakespanPolicy:
         self, instances: Sequence[InstanceState], running: Sequence[RunningRequest], now: float
     ) -> list[Migration]:
         """Moves that shorten the step's projected finish (see the class docstring); [] most of the time."""
-        if not self.migrate or now - self._planned_at < self.plan_interval_s:
+        if now - self._planned_at < self.plan_interval_s:
             return []
         self._planned_at = now
         healthy = {s.url: s for s in instances if s.healthy}

@@ -5,9 +5,11 @@ and tells the policy what happened afterwards. The same policy object therefore 
 FastAPI service (time = ``time.monotonic()``) and inside the discrete-event simulator (time = simulated clock).
 
 Call order for one request: ``choose`` → ``on_routed`` → ``on_progress``* → ``on_finished`` (or ``on_failed``);
-``plan_migrations`` is called periodically, independently of any one request. After the caller executes a
-``Migration`` (or fails a request over), it reports where the request now runs with ``on_routed`` for the same
-``request_id`` (``generated_tokens`` set to what was relayed so far); policies treat that as a move, not a new request.
+``plan_migrations`` is called periodically, independently of any one request, and only while the caller's
+migration switch is on (``BalancerConfig.migrate``, mirrored by the simulator's ``SimConfig.migrate``). After the
+caller executes a ``Migration`` (or fails a request over), it reports where the request now runs with ``on_routed``
+for the same ``request_id`` (``generated_tokens`` set to what was relayed so far); policies treat that as a move,
+not a new request.
 """
 
 from __future__ import annotations

@@ -40,9 +40,14 @@ class Balancer:
         await self.registry.sync()
         await self.scraper.scrape_all()  # route on real numbers from the first request on
         self._tasks.append(asyncio.create_task(self.scraper.run(), name="lb-scraper"))
-        if self.cfg.migration_interval_s > 0:
+        if self.cfg.migrate:
             self._tasks.append(asyncio.create_task(self.migrator.run(), name="lb-migrator"))
-        logger.info("balancer up: policy %s, %d instance(s)", self.policy.name, len(self.registry.instances))
+        logger.info(
+            "balancer up: policy %s, migration %s, %d instance(s)",
+            self.policy.name,
+            "on" if self.cfg.migrate else "off",
+            len(self.registry.instances),
+        )
 
     async def stop_background(self) -> None:
         """Stop scraping and migrating; idempotent. Called before the server drains its open connections, so that

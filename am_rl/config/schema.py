@@ -26,9 +26,7 @@ class VLLMSection:
 class BalancerSection:
     url: Optional[str] = None  # an already running balancer; None: start one in-process
     policy: str = "makespan"  # routing policy (load_balancer.policy registry)
-    # Move sequences between engines at the tail of a step (a started balancer only). Off where engines share cores
-    # (the CPU shape): a move there adds no capacity, only a re-prefill; bench/peers.py lost 8 of 8 seeds with it on.
-    migrate: bool = True
+    migrate: bool = True  # a started balancer's load_balancer.config.BalancerConfig.migrate (off in the CPU demo)
     max_concurrency: int = 256  # in-flight rollout requests from the trainer (GPU shape: per agent-loop worker)
     # GPU shape, balancer started by the trainer (url None): where it listens; its dashboard is /dashboard there.
     host: str = "0.0.0.0"
@@ -41,10 +39,7 @@ def balancer_config(section, **fields):
     """Settings of a balancer that the trainer starts, from an ``am_rl.balancer`` section plus ``fields``."""
     from load_balancer.config import BalancerConfig  # imported only where a balancer is started
 
-    config = BalancerConfig(policy=section.policy, **fields)
-    if not section.migrate:
-        config.migration_interval_s = 0.0  # the balancer's switch for its migration loop
-    return config
+    return BalancerConfig(policy=section.policy, migrate=section.migrate, **fields)
 
 
 @dataclass

@@ -29,7 +29,8 @@ PENDING, WAITING, PREFILL, RUNNING, DONE = range(5)
 class SimConfig:
     dt_s: float = 0.25  # tick length and scrape interval, simulated seconds
     progress_interval_s: float = 1.0  # how often on_progress is reported for every request in flight
-    plan_interval_s: float = 1.0  # how often the balancer asks the policy for migrations
+    migrate: bool = True  # the balancer's migration switch (load_balancer.config.BalancerConfig.migrate)
+    plan_interval_s: float = 1.0  # with migrate on, how often the balancer asks the policy for migrations
     max_time_s: float = 200_000.0  # safety stop; a run that reaches it raises
 
 
@@ -136,7 +137,7 @@ def simulate(
                 states[k] = dataclasses.replace(states[k], in_flight=int(in_flight[k]))
 
         plans = []
-        if now >= next_plan:
+        if config.migrate and now >= next_plan:
             next_plan += config.plan_interval_s
             live = np.flatnonzero((phase >= WAITING) & (phase <= RUNNING))
             plans = policy.plan_migrations(snapshot(), _RunningView(live, infos, urls, inst, gen, started), now)

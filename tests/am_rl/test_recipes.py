@@ -36,9 +36,8 @@ def test_wrong_type_in_am_rl_section_fails_at_load():
 
 def test_migration_is_off_where_engines_share_cores_and_on_for_gpu_recipes():
     from am_rl.config.schema import balancer_config
-    from load_balancer.config import BalancerConfig
 
     demo = balancer_config(compose("demo_cpu").am_rl.balancer, port=0, instances=["http://127.0.0.1:1"])
-    assert demo.migration_interval_s == 0.0 and demo.policy == "makespan" and demo.port == 0
+    assert demo.migrate is False and demo.policy == "makespan" and demo.port == 0
     gpu = balancer_config(compose("stage1_32b").am_rl.balancer, port=8100)
-    assert gpu.migration_interval_s == BalancerConfig().migration_interval_s > 0
+    assert gpu.migrate is True

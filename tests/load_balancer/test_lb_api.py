@@ -1,4 +1,5 @@
-"""Registry endpoints, API-key auth, malformed and oversized bodies, /healthz and /metrics."""
+"""Registry endpoints, API-key auth, malformed and oversized bodies, /healthz and /metrics; settings refused at
+startup."""
 
 import httpx
 import pytest
@@ -99,3 +100,15 @@ def test_oversized_body_is_413_with_or_without_content_length(loadgens, balancer
 def test_unknown_policy_is_refused(balancer):
     with pytest.raises(ValueError, match="unknown routing policy"):
         balancer([], policy="nope")
+
+
+def test_migration_has_one_switch_and_its_interval_must_be_positive(capsys):
+    from load_balancer.__main__ import parse_args
+    from load_balancer.config import BalancerConfig
+
+    assert parse_args([])[0].migrate is True and parse_args(["--no-migrate"])[0].migrate is False
+    with pytest.raises(ValueError, match=r"migration_interval_s must be > 0, got 0.*migrate=False \(--no-migrate\)"):
+        BalancerConfig(migration_interval_s=0)
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--migration-interval", "0"])
+    assert exited.value.code == 2 and "migration_interval_s must be > 0" in capsys.readouterr().err

@@ -100,6 +100,15 @@ def test_migration_moves_a_stream_token_exactly(loadgens, balancer):
     assert metric_value(lb.url, "lb_migrations_total") == 2
 
 
+def test_no_migrate_leaves_every_stream_where_it_was_routed(loadgens, balancer):
+    slow, fast = loadgens(2, tokens_per_s=150)
+    lb = balancer([slow.url, fast.url], policy="test_move_after", policy_options={"after": 30}, migrate=False,
+                  migration_interval_s=0.05)  # fmt: skip
+    httpx.post(f"{lb.url}/v1/completions", json=BODY, timeout=20).raise_for_status()
+    assert len(httpx.get(f"{slow.url}/stats").json()["finished"]) == 1
+    assert metric_value(lb.url, "lb_migrations_total") == 0
+
+
 def test_client_disconnect_aborts_upstream_within_a_second(loadgens, balancer):
     (gen,) = loadgens(1, tokens_per_s=50)
     lb = balancer([gen.url])

@@ -9,7 +9,7 @@ from bench.sim.bounds import alone_s, lower_bound
 from bench.sim.calibration import ANCHOR_TOLERANCE, ANCHORS, DEFAULT_SPEED
 from bench.sim.clairvoyant import KnownLengthsMakespan
 from bench.sim.diagnose import Recorder, diagnose
-from bench.sim.engine import request_infos, simulate
+from bench.sim.engine import SimConfig, request_infos, simulate
 from bench.sim.static import LongestFirstOracle, VerlChunks
 from bench.sim.workload import Workload, WorkloadSpec, make_workload
 from load_balancer.policies import LeastRequestsPolicy, MakespanPolicy, PowerOfTwoPolicy, RoundRobinPolicy
@@ -47,15 +47,17 @@ SMALL = WorkloadSpec(n_prompts=6, n_samples=4, max_tokens=2_048, median_output=4
 
 
 def small_contenders(w, m, seed):
+    """(policy, arrival order, simulator config) of each contender."""
+    shuffled = np.random.default_rng(seed).permutation(w.n)
     return [
-        (VerlChunks(w.n), np.arange(w.n)),
-        (RoundRobinPolicy(), np.random.default_rng(seed).permutation(w.n)),
-        (LeastRequestsPolicy(), np.random.default_rng(seed).permutation(w.n)),
-        (PowerOfTwoPolicy(seed), np.random.default_rng(seed).permutation(w.n)),
-        (MakespanPolicy(migrate=False), np.random.default_rng(seed).permutation(w.n)),
-        (MakespanPolicy(min_gain_s=0.0, cooldown_s=5.0), np.random.default_rng(seed).permutation(w.n)),
-        (LongestFirstOracle(w, m), np.arange(w.n)),
-        (KnownLengthsMakespan(w, min_gain_s=0.0, cooldown_s=5.0), np.random.default_rng(seed).permutation(w.n)),
+        (VerlChunks(w.n), np.arange(w.n), SimConfig()),
+        (RoundRobinPolicy(), shuffled, SimConfig()),
+        (LeastRequestsPolicy(), shuffled, SimConfig()),
+        (PowerOfTwoPolicy(seed), shuffled, SimConfig()),
+        (MakespanPolicy(), shuffled, SimConfig(migrate=False)),
+        (MakespanPolicy(min_gain_s=0.0, cooldown_s=5.0), shuffled, SimConfig()),
+        (LongestFirstOracle(w, m), np.arange(w.n), SimConfig()),
+        (KnownLengthsMakespan(w, min_gain_s=0.0, cooldown_s=5.0), shuffled, SimConfig()),
     ]
 
 
@@ -64,8 +66,8 @@ def small_contenders(w, m, seed):
 def test_lower_bound_is_below_every_policy_and_the_oracle(seed, m):
     w = make_workload(100 + seed, SMALL)
     bound = lower_bound(w, m)
-    for policy, order in small_contenders(w, m, seed):
-        result = simulate(w, m, policy, order)
+    for policy, order, config in small_contenders(w, m, seed):
+        result = simulate(w, m, policy, order, config=config)
         assert bound.makespan_s <= result.makespan_s, policy.name
         assert bound.longest_sequence_s > 0 and bound.capacity_s > 0
 
@@ -102,6 +104,7 @@ def test_migration_costs_a_reprefill_and_loses_no_tokens():
 
     still = simulate(w, 2, RoundRobinPolicy(), np.arange(w.n))
     moved = simulate(w, 2, MoveAllOnce(), np.arange(w.n))
+    assert simulate(w, 2, MoveAllOnce(), np.arange(w.n), config=SimConfig(migrate=False)).migrations == 0
     assert moved.migrations > 0 and moved.reprefill_tokens >= moved.migrations * w.prompt_tokens.min()
     assert moved.makespan_s > still.makespan_s >= lower_bound(w, 2).makespan_s
     assert np.all(np.isfinite(moved.finish_s))
