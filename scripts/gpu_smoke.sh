@@ -32,7 +32,7 @@ fi
 
 MODEL=$("$PY" -m am_rl.models.tiny | tail -n 1)
 say "model: $MODEL"
-"$PY" -m am_rl.gpu.smoke_data "$OUT/data" >/dev/null
+"$PY" -m am_rl.demo.data "$OUT/data" >/dev/null
 OVERRIDES=(
     "actor_rollout_ref.model.path=$MODEL"
     "data.train_files=$OUT/data/train.parquet"
@@ -56,5 +56,9 @@ done
 # 2 steps x 4 prompts x 4 samples went through the balancer the trainer started (it prints its totals at exit).
 requests=$(grep -o "balancer totals: requests=[0-9]*" "$OUT/train.log" | tail -n 1 | grep -o "[0-9]*$" || echo 0)
 ((requests >= 32)) || { say "FAILED: the balancer relayed $requests requests, expected >= 32"; exit 1; }
+# The trainer and vLLM hold one policy: both compute in fp32 here, so their token probabilities agree to ~1e-6.
+gap=$(grep -o "training/rollout_probs_diff_max:[0-9.e+-]*" "$OUT/train.log" | tail -n 1 | cut -d: -f2)
+"$PY" -c "import sys; sys.exit(0 if float(sys.argv[1]) <= 1e-3 else 1)" "${gap:-inf}" \
+    || { say "FAILED: trainer-vs-engine probability gap ${gap:-missing} > 1e-3"; exit 1; }
 grep -o "step:2 - .*" "$OUT/train.log" | tr ' ' '\n' | grep -E "^(actor/pg_loss|critic/score/mean|response_length/mean|timing_s/gen):" >&2 || true
 say "OK: 2 GRPO steps, $requests samples through the balancer"

@@ -11,12 +11,16 @@ read from ``algorithm.am_grpo`` and verl's own ``algorithm.norm_adv_by_std_in_gr
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
 import torch
 from verl.trainer.ppo.core_algos import register_adv_est
+
+logger = logging.getLogger(__name__)
+logger.setLevel(logging.INFO)  # one line per step in verl's driver, whose root logger stays at WARNING
 
 
 @dataclass(frozen=True)
@@ -111,4 +115,12 @@ def compute_am_grpo_advantage(
             adv = adv / (var.sqrt()[group] + cfg.epsilon)
         adv = torch.where(has_signal[group] & ~overlong, adv, torch.zeros_like(adv))
         advantages = adv.to(token_level_rewards.dtype).unsqueeze(-1) * response_mask  # (bs, L)
+    logger.info(
+        "am_grpo: %d of %d samples overlong, max |advantage| among them %g; %d of %d groups with signal",
+        int(overlong.sum()),
+        len(overlong),
+        float(advantages[overlong].abs().max()) if bool(overlong.any()) else 0.0,
+        int(has_signal.sum()),
+        num_groups,
+    )
     return advantages, advantages

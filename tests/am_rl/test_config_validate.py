@@ -2,19 +2,13 @@ import pytest
 from omegaconf import OmegaConf
 
 from am_rl.config import ConfigError, validate_config
+from am_rl.config.load import compose
+
+STAGE1 = compose("stage1_32b")  # B=256, n=16: the recipe's values
 
 
 def base(**overrides):
-    cfg = OmegaConf.create(
-        {
-            "data": {"train_batch_size": 256},
-            "algorithm": {"adv_estimator": "am_grpo", "use_kl_in_reward": False},
-            "actor_rollout_ref": {
-                "actor": {"ppo_mini_batch_size": 256, "ppo_epochs": 1, "use_kl_loss": False},
-                "rollout": {"n": 16},
-            },
-        }
-    )
+    cfg = STAGE1.copy()
     for key, value in overrides.items():
         OmegaConf.update(cfg, key, value)
     return cfg

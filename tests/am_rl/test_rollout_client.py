@@ -1,5 +1,5 @@
 """RolloutClient over real HTTP on loopback: through a real balancer to load generators (synthetic vLLM-shaped
-streaming servers, not engines; the real-engine path is covered by tests/am_rl/cpu/test_demo_e2e.py)."""
+streaming servers, not engines; the real-engine path is covered by tests/am_rl/trainer/test_demo_on_verl.py)."""
 
 from __future__ import annotations
 

