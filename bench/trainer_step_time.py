@@ -1,6 +1,6 @@
 """Per-step time of the old hand-written CPU GRPO loop vs verl's RayPPOTrainer.fit on the CPU demo, same batch.
 
-    python bench/trainer_step_time.py [--steps 8] [--order ABBA] [--old 844ef5c] [--new bb19e0f]
+    python bench/trainer_step_time.py [--steps 8] [--order ABBA] [--old 844ef5c] [--new HEAD]
 
 Both loops come from git history: each commit is checked out into a temporary worktree under /tmp (removed at the
 end) and run there as ``python -m am_rl.main_grpo --config-name demo_cpu`` with ``PYTHONPATH`` = that worktree,
@@ -305,7 +305,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--order", default="ABBA", help="A = old, B = new; e.g. AB, BA, ABBA")
     ap.add_argument("--old", default="844ef5c")
-    ap.add_argument("--new", default="bb19e0f")
+    ap.add_argument("--new", default="HEAD")
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--note", default="", help="a note on this run (e.g. what else ran on the box), kept in the JSON")
     ap.add_argument("--rerender", action="store_true",
