@@ -126,10 +126,11 @@ class ExternalEngineRollout(BaseRollout):
     async def update_weights(
         self, weights: Generator[tuple[str, torch.Tensor], None, None], global_steps: int = None, **kwargs: Any
     ) -> None:
-        # Every rank drains the generator: with FSDP each full tensor is an all-gather all ranks take part in.
-        state = {name: tensor.detach().to("cpu", copy=True) for name, tensor in weights}
         if not self.is_pusher:
+            for _ in weights:  # every rank drains it: with FSDP each full tensor is an all-gather all ranks join
+                pass
             return
+        state = {name: tensor.detach().to("cpu", copy=True) for name, tensor in weights}
         dropped = await self.pusher.push(state, version=f"step-{global_steps if global_steps is not None else 0}")
         if dropped and self.balancer is not None:
             self.balancer.deregister(dropped, missing_ok=True)
