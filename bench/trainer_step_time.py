@@ -12,7 +12,7 @@ defaults, passed explicitly), K training steps, no evaluation or checkpoint insi
   evaluates before step 1 and evaluates + saves after step K, both outside the steps (excluded; the first
   evaluation is reported next to the startup). Per-step numbers from ``summary.json``'s ``history``: the step time is
   ``timing/rollout_s + timing/reward_s + timing/update_s + timing/weight_sync_s`` (the loop logs no total).
-- new (verl's RayPPOTrainer, branch onetrainer): ``trainer.test_freq=-1 trainer.save_freq=-1
+- new (verl's RayPPOTrainer, main): ``trainer.test_freq=-1 trainer.save_freq=-1
   trainer.val_before_train=false``. Per-step numbers from ``metrics/*.jsonl`` (``timing_s/step`` and its parts).
 
 Independently of what each loop reports, the benchmark timestamps every output line as it arrives; the interval
