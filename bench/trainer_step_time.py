@@ -231,7 +231,7 @@ def write_markdown(result: dict, path: Path) -> None:
         "# Trainer step time: old CPU loop vs verl RayPPOTrainer.fit (CPU demo)",
         "",
         f"Old `{result['commits']['old']}` (am_rl/cpu GRPOTrainer) vs new `{result['commits']['new']}` (verl "
-        f"RayPPOTrainer on branch onetrainer). Batch: 32 prompts x 8 samples, max_response_length 48, "
+        f"RayPPOTrainer on main). Batch: 32 prompts x 8 samples, max_response_length 48, "
         f"{result['steps']} steps per run, steps 2..{result['steps']} summarised; run order "
         f"{' '.join(x['loop'] for x in result['runs'])} (one at a time, `nice -n 5`).",
         f"Machine: {result['machine']['cpus']} CPUs, {result['machine']['platform']}, shared with other work "
