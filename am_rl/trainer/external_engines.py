@@ -130,7 +130,8 @@ class ExternalEngineRollout(BaseRollout):
             for _ in weights:  # every rank drains it: with FSDP each full tensor is an all-gather all ranks join
                 pass
             return
-        state = {name: tensor.detach().to("cpu", copy=True) for name, tensor in weights}
+        # To host memory tensor by tensor (a whole 32B model would not fit on rank 0's GPU); no copy when on the host.
+        state = {name: tensor.detach().cpu() for name, tensor in weights}
         dropped = await self.pusher.push(state, version=f"step-{global_steps if global_steps is not None else 0}")
         if dropped and self.balancer is not None:
             self.balancer.deregister(dropped, missing_ok=True)
