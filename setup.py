@@ -56,6 +56,7 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["am_rl*", "load_balancer*", "reward_server*"]),
     include_package_data=True,
+    package_data={"am_rl": ["models/configs/*.json"]},  # known model shapes for the memory plan
     install_requires=BASE,
     extras_require=EXTRAS,
 )

@@ -63,6 +63,20 @@ class WarmupSection:
 
 
 @dataclass
+class MemorySection:
+    """The per-GPU memory plan (am_rl.trainer.memory_plan), printed by the dry run and checked before every launch."""
+
+    # The model's config.json when actor_rollout_ref.model.path has none on this machine (a hub id, a checkpoint that
+    # exists only on the cluster): a file, or a name in am_rl/models/configs/ (qwen2.5-32b, qwen2.5-7b, tiny, ...).
+    # None: the name of model.path's last component, lower-cased (Qwen/Qwen2.5-32B -> qwen2.5-32b).
+    model_config: Optional[str] = None
+    gpu_memory_gib: float = 79.6  # one GPU's memory as torch reports it: an 80 GB H100 has 81,559 MiB
+    # A phase planned above this share of gpu_memory_gib refuses the run: the rest is what the plan does not model
+    # (allocator fragmentation, NCCL buffers, kernel workspaces).
+    max_fraction: float = 0.9
+
+
+@dataclass
 class AMRLSection:
     # The CPU demo's inputs: a null model path is the cached tiny model after its SFT warm-up, null data files are
     # arithmetic parquet files (am_rl.demo). Off in cluster recipes, where null there is an error.
@@ -84,3 +98,4 @@ class AMRLSection:
     balancer: BalancerSection = field(default_factory=BalancerSection)
     reward: RewardSection = field(default_factory=RewardSection)
     warmup: WarmupSection = field(default_factory=WarmupSection)
+    memory: MemorySection = field(default_factory=MemorySection)

@@ -2,7 +2,8 @@
 
 ``trainer.dry_run=true`` resolves and validates the whole config (ours and verl's checks), builds the objects verl
 looks up from it (advantage estimator, reward manager class, agent-loop manager with its balancer client,
-checkpoint manager class, task runner) and prints where everything goes and how big a step is.
+checkpoint manager class, task runner) and prints where everything goes, how big a step is, and the per-GPU memory
+plan of its phases; a config whose plan does not fit is refused here, before any process starts.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from am_rl.config.validate import ConfigError
 from am_rl.trainer.external_engines import ROLLOUT_NAME
+from am_rl.trainer.memory_plan import MemoryPlan, checked_memory_plan, format_memory_plan
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,7 @@ class DryRun:
     task_runner_cls: Any  # the Ray actor class handed to run_ppo
     replica_cls: Any  # verl's rollout replica class for rollout.name (None: verl's own vLLM replica, needs vllm)
     rollout_config: Any  # verl's RolloutConfig dataclass, as every agent-loop worker builds it
+    memory: MemoryPlan  # per-GPU peak of each phase (am_rl.trainer.memory_plan)
 
     def components(self) -> dict[str, str]:
         def name(obj: Any) -> str:
@@ -165,7 +168,7 @@ class DryRun:
         }
 
     def report(self) -> str:
-        return format_plan(self.plan, self.components())
+        return format_plan(self.plan, self.components()) + "\n" + format_memory_plan(self.memory)
 
 
 def external_replica_cls() -> type:
@@ -214,4 +217,5 @@ def dry_run(cfg: DictConfig) -> DryRun:
         task_runner_cls=AMTaskRunner,
         replica_cls=external_replica_cls() if rollout.name == ROLLOUT_NAME else None,
         rollout_config=omega_conf_to_dataclass(rollout),
+        memory=checked_memory_plan(cfg),
     )
