@@ -1,8 +1,10 @@
 """Load-time checks of the trainer's config: what would bypass or break am_rl's rollout system fails with the key
 named; the service URLs reach the config verl runs with and every Ray process's environment; the CLI dry run prints
-the 8 x 8 stage-1 plan; a GPU recipe on this GPU-less machine fails before anything starts."""
+the 8 x 8 stage-1 plan with its memory plan, and refuses a config that cannot fit; a GPU recipe on this GPU-less
+machine fails before anything starts."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +77,20 @@ def test_cli_dry_run_prints_the_stage1_plan_on_8x8():
     assert "8 node(s) x 8 GPUs = 64 GPUs" in out and "16 hybrid vLLM engine(s) x TP4" in out
     assert "256 prompts x 16 samples = 4096 samples, shuffled before dispatch" in out
     assert "<= 109,051,904 (B*n*(P+R))" in out and "reward         http://r:8200" in out
+    assert "memory plan    per cuda device of 79.6 GiB, limit 71.6 GiB; model qwen2.5-32b" in out
+    for phase in ("actor update", "old log-prob", "weight sync", "rollout"):
+        assert re.search(rf"^  {phase} +[0-9.]+ GiB  ok$", out, re.M), phase
+
+
+def test_cli_refuses_a_recipe_that_cannot_fit_naming_the_setting():
+    cmd = [sys.executable, "-m", "am_rl.main_grpo", "--config-name", "stage2_32b", "trainer.dry_run=true",
+           "actor_rollout_ref.actor.ppo_max_token_len_per_gpu=65536", "am_rl.reward.url=http://r:8200",
+           "hydra.run.dir=/tmp/am_rl_dry_run_hydra"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "this config does not fit" in result.stderr and "the actor update phase plans" in result.stderr
+    assert "change actor_rollout_ref.actor.ppo_max_token_len_per_gpu" in result.stderr
 
 
 def test_trainer_started_balancer_advertises_the_node_ip_and_reports_its_totals(capsys):
