@@ -8,7 +8,9 @@ bench/results/memory_plan.md compares them with this plan.
 
 The phases of a step (verl 0.9.1's engine workers; the hybrid engine shares every GPU between actor and vLLM):
   actor update    forward/backward of one micro-batch, the optimizer state on the GPU (verl loads it for training)
-  old log-prob    verl's recompute of the old policy's log-probs, always with entropy (ray_trainer._compute_old_log_prob)
+  old log-prob    verl's recompute of the old policy's log-probs, always with entropy
+                  (ray_trainer._compute_old_log_prob); an upper bound: its layer and logits terms are not alive
+                  together
   weight sync     vLLM's weights resumed while the actor's parameters are on the GPU to be copied
   rollout         vLLM awake with its gpu_memory_utilization share, beside what the actor keeps on the GPU
 """
@@ -54,7 +56,8 @@ class ModelShape:
                    intermediate=c["intermediate_size"], vocab=c["vocab_size"], heads=c["num_attention_heads"],
                    kv_heads=c.get("num_key_value_heads", c["num_attention_heads"]),
                    head_dim=c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"],
-                   max_positions=c["max_position_embeddings"], tied=bool(c.get("tie_word_embeddings", False)))  # fmt: skip
+                   max_positions=c["max_position_embeddings"],
+                   tied=bool(c.get("tie_word_embeddings", False)))  # fmt: skip
 
     @property
     def q_dim(self) -> int:
@@ -92,6 +95,19 @@ def layer_activation_bytes(m: ModelShape, b: int) -> int:
     norms = 2 * (4 * m.hidden + 4 + 2 * b * m.hidden)
     attention = b * (2 * m.q_dim + 2 * m.kv_dim) + 4 * m.heads
     return norms + attention + 4 * b * m.intermediate
+
+
+def layer_working_set_bytes(m: ModelShape, b: int) -> int:
+    """Bytes per token a decoder layer holds at once without autograd (the old-log-prob forward): the MLP's gate, its
+    silu, up and their product, beside the residual stream and a norm's output. Estimate (measured on the tiny model
+    by bench/memory_plan.py)."""
+    return b * (4 * m.intermediate + 2 * m.hidden)
+
+
+def head_activation_bytes(m: ModelShape, b: int) -> int:
+    """Bytes per token the final RMSNorm saves for backward (as in a layer: fp32 input and rsqrt, its normalised and
+    weighted outputs, the latter lm_head's input)."""
+    return 4 * m.hidden + 4 + 2 * b * m.hidden
 
 
 def entropy_bytes(tokens: int, vocab: int, b: int, chunk: int | None) -> int:
@@ -191,7 +207,7 @@ def dtype_bytes(name: str | None, default: str) -> int:
 def contexts(cfg: DictConfig, processes: int) -> tuple[Term, ...]:
     if cfg.trainer.device != "cuda":
         return ()
-    return (Term(f"CUDA contexts ({processes} process{'es' if processes > 1 else ''})", processes * CUDA_CONTEXT, False),)
+    return (Term(f"CUDA contexts x{processes}", processes * CUDA_CONTEXT, False),)
 
 
 def length_errors(cfg: DictConfig, m: ModelShape, split: int, split_name: str) -> list[str]:
@@ -214,7 +230,8 @@ def length_errors(cfg: DictConfig, m: ModelShape, split: int, split_name: str) -
 
 def fsdp_actor_phases(cfg: DictConfig, m: ModelShape) -> tuple[list[Phase], dict]:
     """The FSDP actor's update and old-log-prob phases, and what it keeps on the GPU between them."""
-    actor, rollout, fsdp = cfg.actor_rollout_ref.actor, cfg.actor_rollout_ref.rollout, cfg.actor_rollout_ref.actor.fsdp_config
+    actor, rollout = cfg.actor_rollout_ref.actor, cfg.actor_rollout_ref.rollout
+    fsdp = actor.fsdp_config
     gpus = cfg.trainer.nnodes * cfg.trainer.n_gpus_per_node
     shards = fsdp.fsdp_size if fsdp.fsdp_size > 0 else gpus
     master = dtype_bytes(fsdp.model_dtype, "fp32")  # the sharded parameters, their gradients, Adam's m and v
@@ -227,20 +244,24 @@ def fsdp_actor_phases(cfg: DictConfig, m: ModelShape) -> tuple[list[Phase], dict
                                    rollout.log_prob_micro_batch_size_per_gpu, seq, sp)  # fmt: skip
     temperature_copy = 0 if rollout.temperature == 1.0 else 1  # verl scales the logits out of place unless T = 1
     params = Term("parameters (sharded)", m.params * master / shards, True)
-    optimizer = Term("Adam m, v (sharded)", 2 * m.params * master / shards, True, f"{ACTOR}.fsdp_config.optimizer_offload")
+    optimizer = Term("Adam m, v (sharded)", 2 * m.params * master / shards, True,
+                     f"{ACTOR}.fsdp_config.optimizer_offload")  # fmt: skip
     # FSDP gathers a layer in the compute dtype, prefetching the next (2 layers), and reduce-scatters a layer's
     # gradients from fp32; its root unit (embeddings, lm_head) stays gathered through forward and backward.
     gathered = Term("gathered layers (FSDP)", m.layer_params * (2 * b + 4), False)
     budget = f"{ACTOR}.ppo_max_token_len_per_gpu" if actor.use_dynamic_bsz else f"{ACTOR}.ppo_micro_batch_size_per_gpu"
     if cfg.actor_rollout_ref.model.enable_gradient_checkpointing:
-        activations = (Term(f"layer inputs kept ({t_update:,} tokens)", m.layers * t_update * b * m.hidden, True, budget),
+        activations = (Term(f"layer inputs kept ({t_update:,} tokens)", m.layers * t_update * b * m.hidden, True,
+                            budget),
                        Term("one layer recomputed", t_update * layer_activation_bytes(m, b), True, budget))
     else:
-        activations = (Term(f"activations, all layers ({t_update:,} tokens)", m.layers * t_update * layer_activation_bytes(m, b),
+        activations = (Term(f"activations, all layers ({t_update:,} tokens)",
+                            m.layers * t_update * layer_activation_bytes(m, b),
                             True, "actor_rollout_ref.model.enable_gradient_checkpointing"),)  # fmt: skip
     update_entropy = actor.calculate_entropy or actor.entropy_coeff != 0
     update = [params, Term("gradients (sharded)", m.params * master / shards, True), optimizer, gathered,
               Term("root unit gathered, with gradients", m.root_params * 2 * b, False), *activations,
+              Term("final norm, lm_head input", t_update * head_activation_bytes(m, b), True, budget),
               Term("logits", t_update * m.vocab * b * (1 + temperature_copy), True, budget)]  # fmt: skip
     if update_entropy:  # the loss's entropy keeps its softmax for backward, and the logits' gradient is not in place
         update.append(Term("entropy in the loss", 3 * t_update * m.vocab * b, False, f"{ACTOR}.entropy_coeff"))
@@ -252,8 +273,8 @@ def fsdp_actor_phases(cfg: DictConfig, m: ModelShape) -> tuple[list[Phase], dict
                       else f"{ROLLOUT}.log_prob_micro_batch_size_per_gpu")  # fmt: skip
     forward = [params, *([] if fsdp.optimizer_offload else [optimizer]), gathered,
                Term("root unit gathered", m.root_params * b, False),
-               # No gradient: the layer's intermediates are freed as it goes; its saved set bounds them from above.
-               Term(f"one layer ({t_forward:,} tokens)", t_forward * layer_activation_bytes(m, b), False, forward_budget),
+               Term(f"one layer ({t_forward:,} tokens)", t_forward * layer_working_set_bytes(m, b), False,
+                    forward_budget),
                Term("logits", t_forward * m.vocab * b * (1 + temperature_copy), True, forward_budget),
                Term("entropy" + (" (chunked)" if chunked else ""),
                     entropy_bytes(t_forward, m.vocab, b, fsdp.entropy_from_logits_chunk_size if chunked else None),
@@ -268,7 +289,8 @@ def megatron_actor_phases(cfg: DictConfig, m: ModelShape) -> tuple[list[Phase], 
     """The Megatron actor's phases. Activations follow the transformers layer (an estimate for Megatron's kernels),
     split over TP by sequence parallelism; 1F1B keeps PP micro-batches in flight on the first stage, i.e. every layer's
     activations of one micro-batch; the logits live on the last stage (counted with them: an upper bound)."""
-    actor, rollout, mg = cfg.actor_rollout_ref.actor, cfg.actor_rollout_ref.rollout, cfg.actor_rollout_ref.actor.megatron
+    actor, rollout = cfg.actor_rollout_ref.actor, cfg.actor_rollout_ref.rollout
+    mg = actor.megatron
     optim = actor.optim
     tp, pp, cp = mg.tensor_model_parallel_size, mg.pipeline_model_parallel_size, mg.context_parallel_size
     dp = cfg.trainer.nnodes * cfg.trainer.n_gpus_per_node // (tp * pp * cp)
@@ -285,7 +307,8 @@ def megatron_actor_phases(cfg: DictConfig, m: ModelShape) -> tuple[list[Phase], 
     params = Term("parameters (TP x PP shard)", local * b, True, f"{ACTOR}.megatron.param_offload")
     grads = Term("gradient buffer", local * dtype_bytes(optim.get("main_grads_dtype"), "fp32"), True,
                  f"{ACTOR}.megatron.param_offload")  # fmt: skip
-    optimizer = Term("optimizer (distributed)", local * opt_bytes / opt_shards, True, f"{ACTOR}.megatron.optimizer_offload")
+    optimizer = Term("optimizer (distributed)", local * opt_bytes / opt_shards, True,
+                     f"{ACTOR}.megatron.optimizer_offload")  # fmt: skip
     recompute = mg.override_transformer_config
     per_stage = m.layers // pp
     if recompute.get("recompute_granularity") == "full":
@@ -304,8 +327,10 @@ def megatron_actor_phases(cfg: DictConfig, m: ModelShape) -> tuple[list[Phase], 
               Term("logits (vocab-parallel)", t_update * m.vocab / tp * (b + 8), False, budget)]  # fmt: skip
     chunked = mg.entropy_from_logits_with_chunking
     forward = [params, grads, *([] if mg.optimizer_offload else [optimizer]),
-               Term(f"one layer ({t_forward:,} tokens)", t_forward * per_layer, False, f"{ROLLOUT}.log_prob_max_token_len_per_gpu"),
-               Term("logits (vocab-parallel)", t_forward * m.vocab / tp * (b + 8), False, f"{ROLLOUT}.log_prob_max_token_len_per_gpu"),
+               Term(f"one layer ({t_forward:,} tokens)", t_forward * layer_working_set_bytes(m, b) / tp, False,
+                    f"{ROLLOUT}.log_prob_max_token_len_per_gpu"),
+               Term("logits (vocab-parallel)", t_forward * m.vocab / tp * (b + 8), False,
+                    f"{ROLLOUT}.log_prob_max_token_len_per_gpu"),
                Term("entropy" + (" (chunked)" if chunked else ""),
                     entropy_bytes(t_forward, m.vocab // tp, 4, mg.entropy_from_logits_chunk_size if chunked else None),
                     False, "" if chunked else f"{ACTOR}.entropy_from_logits_with_chunking")]  # fmt: skip
@@ -359,7 +384,8 @@ def memory_plan(cfg: DictConfig) -> MemoryPlan:
         kv_tokens = max(0, int(kv_pool // kv_bytes_per_token(m, tp)))
     return MemoryPlan(
         model=m, device=cfg.trainer.device, gpu_bytes=gpu, limit_bytes=gpu * cfg.am_rl.memory.max_fraction,
-        phases=tuple(phases), max_model_len=rollout.max_model_len or cfg.data.max_prompt_length + cfg.data.max_response_length,
+        phases=tuple(phases),
+        max_model_len=rollout.max_model_len or cfg.data.max_prompt_length + cfg.data.max_response_length,
         kv_tokens_per_engine=kv_tokens, max_num_seqs=rollout.max_num_seqs, errors=tuple(errors),
     )  # fmt: skip
 
@@ -368,7 +394,8 @@ def checked_memory_plan(cfg: DictConfig) -> MemoryPlan:
     """The plan of ``cfg``, or ConfigError naming every setting that keeps it from running."""
     plan = memory_plan(cfg)
     if plan.violations():
-        raise ConfigError("this config does not fit (am_rl.trainer.memory_plan):\n  - " + "\n  - ".join(plan.violations()))
+        listed = "\n  - ".join(plan.violations())
+        raise ConfigError(f"this config does not fit (am_rl.trainer.memory_plan):\n  - {listed}")
     return plan
 
 
@@ -376,8 +403,9 @@ def format_memory_plan(plan: MemoryPlan) -> str:
     m = plan.model
     unit, size = ("GiB", GiB) if max((p.peak for p in plan.phases), default=0) >= GiB else ("MiB", 1 << 20)
     lines = [
-        f"memory plan    per {plan.device} device of {plan.gpu_bytes / GiB:.1f} GiB, limit {plan.limit_bytes / GiB:.1f} "
-        f"GiB; model {Path(m.name).stem}: {m.params / 1e9:.3g}B params, {m.layers} layers, hidden {m.hidden}, "
+        f"memory plan    per {plan.device} device of {plan.gpu_bytes / GiB:.1f} GiB, limit "
+        f"{plan.limit_bytes / GiB:.1f} GiB; model {Path(m.name).stem}: {m.params / 1e9:.3g}B params, "
+        f"{m.layers} layers, hidden {m.hidden}, "
         f"vocab {m.vocab}, max positions {m.max_positions:,}  (~ = estimate)",
     ]
     for phase in plan.phases:

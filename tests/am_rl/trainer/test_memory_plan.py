@@ -114,8 +114,9 @@ def test_stage1_numbers_follow_from_the_formulas():
                         "actor_rollout_ref.rollout.log_prob_max_token_len_per_gpu=65536"],
          "actor_rollout_ref.actor.entropy_from_logits_with_chunking"),
         # the recipe before its fix: no recompute, 1F1B holding 2 micro-batches of every layer
-        ("stage1_32b_megatron", ["actor_rollout_ref.actor.megatron.override_transformer_config.recompute_granularity=null",
-                                 "actor_rollout_ref.actor.ppo_max_token_len_per_gpu=32768"],
+        ("stage1_32b_megatron",
+         ["actor_rollout_ref.actor.megatron.override_transformer_config.recompute_granularity=null",
+          "actor_rollout_ref.actor.ppo_max_token_len_per_gpu=32768"],
          "actor_rollout_ref.actor.megatron.override_transformer_config.recompute_granularity"),
         ("stage1_32b_megatron", ["actor_rollout_ref.actor.megatron.param_offload=false",
                                  "actor_rollout_ref.actor.megatron.optimizer_offload=false"],
