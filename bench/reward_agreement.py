@@ -141,6 +141,77 @@ def _math_markdown(p: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_ifeval(n: int, seed: int) -> None:
+    from bench.differential.ifeval_corpus import corpus
+    from bench.differential.ifeval_reference import DEVIATIONS, UNEXPLAINED, explain, judge
+    from reward_server.config import WorkerSettings
+    from reward_server.verifiers.ifeval import IFEvalVerifier
+
+    verifier = IFEvalVerifier(WorkerSettings())
+    t0 = time.perf_counter()
+    judged = [judge(c, verifier) for c in corpus(n, seed)]
+    elapsed = time.perf_counter() - t0
+    reasons: collections.Counter = collections.Counter()
+    by_id: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    by_kind: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    unexplained = []
+    for j in judged:
+        for i, instruction_id in enumerate(j.case.instruction_id_list):
+            reason = explain(j, i)
+            reasons[reason] += 1
+            by_id[instruction_id]["checks"] += 1
+            by_id[instruction_id]["reference_followed"] += j.reference[i]
+            by_id[instruction_id]["agree"] += reason is None
+            if reason == UNEXPLAINED:
+                unexplained.append({"index": j.case.index, "instruction_id": instruction_id,
+                                    "kwargs": j.case.kwargs[i], "response": j.case.response})
+        by_kind[j.case.kind]["items"] += 1
+        by_kind[j.case.kind]["item_scores_agree"] += all(j.ours) == all(j.reference)
+    checks = sum(reasons.values())
+    agree = reasons.pop(None, 0)
+    items_agree = sum(all(j.ours) == all(j.reference) for j in judged)
+    payload = {
+        "benchmark": "IFEval reward vs Google's checkers as lm-eval 0.4.13 ships them, over the seeded corpus",
+        "items": n,
+        "seed": seed,
+        "instruction_checks": checks,
+        "target_agreement": 0.995,
+        "instruction_agreement": round(agree / checks, 5),
+        "item_score_agreement": round(items_agree / n, 5),
+        "disagreements": dict(reasons.most_common()),
+        "unexplained": unexplained,
+        "deviations": {d.name: d.reason for d in DEVIATIONS},
+        "by_kind": {k: dict(v) for k, v in sorted(by_kind.items())},
+        "by_instruction_id": {k: dict(v) for k, v in sorted(by_id.items())},
+        "seconds_ours_plus_reference": round(elapsed, 1),
+        "machine": machine(),
+    }
+    write("ifeval_agreement", payload)
+    (RESULTS / "ifeval_agreement.md").write_text(_ifeval_markdown(payload))
+
+
+def _ifeval_markdown(p: dict) -> str:
+    lines = [
+        "# IFEval reward vs Google's checkers (differential benchmark)",
+        "",
+        f"{p['items']} seeded items from `bench/differential/ifeval_corpus.py` (seed {p['seed']}), "
+        f"{p['instruction_checks']} instruction checks; reference: lm-eval 0.4.13's `tasks/ifeval`, run offline "
+        "(`bench/differential/ifeval_reference.py`). Reproduce with `PYTHONPATH=. python -m bench.reward_agreement "
+        "ifeval`.",
+        "",
+        f"- instruction verdicts agreeing: {p['instruction_agreement']:.2%} (target 99.5%)",
+        f"- item scores agreeing (all instructions followed or not): {p['item_score_agreement']:.2%}",
+        f"- disagreements by deviation: {', '.join(f'{k}: {v}' for k, v in p['disagreements'].items()) or 'none'}",
+        f"- unexplained: {len(p['unexplained'])}",
+        "",
+        "| instruction id | checks | followed (reference) | agree |",
+        "|---|---|---|---|",
+    ]
+    for name, c in p["by_instruction_id"].items():
+        lines.append(f"| `{name}` | {c['checks']} | {c['reference_followed']} | {c['agree']} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     logging.disable(logging.WARNING)  # Math-Verify logs every unparsable string at WARNING
     p = argparse.ArgumentParser()
@@ -149,10 +220,14 @@ def main() -> None:
     m.add_argument("--pairs", type=int, default=2400)
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--antlr-4-13-2", dest="antlr_dir", default=None)
-    sub.add_parser("ifeval")
+    f = sub.add_parser("ifeval")
+    f.add_argument("--items", type=int, default=1500)
+    f.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     if args.verifier == "math":
         run_math(args.pairs, args.seed, args.antlr_dir)
+    else:
+        run_ifeval(args.items, args.seed)
 
 
 if __name__ == "__main__":
