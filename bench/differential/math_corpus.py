@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
-from math import gcd
+from math import comb, gcd
 from typing import Callable
 
 KINDS = ("equivalent", "near_miss", "wrong")
@@ -276,23 +276,28 @@ def expression(rng: random.Random) -> Form:
     a, b = rng.randint(2, 9), rng.choice([2, 3, 5, 6, 7, 10, 11])
     shape = rng.choice(["radical", "square", "pi", "complex", "radical_frac", "power", "binom", "linear"])
     if shape == "radical":
-        return Form(f"{a}\\sqrt{{{b}}}", (f"\\sqrt{{{a * a * b}}}", f"{a} \\sqrt{b}"), (f"{a + 1}\\sqrt{{{b}}}", f"\\sqrt{{{a * b}}}"))
+        eq = (f"\\sqrt{{{a * a * b}}}", f"{a} \\sqrt{b}")
+        return Form(f"{a}\\sqrt{{{b}}}", eq, (f"{a + 1}\\sqrt{{{b}}}", f"\\sqrt{{{a * b}}}"))
     if shape == "square":
-        return Form(f"x^2 + {2 * a}x + {a * a}", (f"(x+{a})^2", f"x^2+{a * a}+{2 * a}x"), (f"(x-{a})^2", f"(x+{a + 1})^2"))
+        eq = (f"(x+{a})^2", f"x^2+{a * a}+{2 * a}x")
+        return Form(f"x^2 + {2 * a}x + {a * a}", eq, (f"(x-{a})^2", f"(x+{a + 1})^2"))
     if shape == "pi":
-        return Form(f"\\frac{{{a}\\pi}}{{{b}}}", (f"\\frac{{{a}}}{{{b}}}\\pi", f"{a}\\pi/{b}"), (f"\\frac{{{b}\\pi}}{{{a}}}", f"\\frac{{{a}}}{{{b}}}"))
+        eq = (f"\\frac{{{a}}}{{{b}}}\\pi", f"{a}\\pi/{b}")
+        return Form(f"\\frac{{{a}\\pi}}{{{b}}}", eq, (f"\\frac{{{b}\\pi}}{{{a}}}", f"\\frac{{{a}}}{{{b}}}"))
     if shape == "complex":
         return Form(f"{a} + {b}i", (f"{b}i + {a}", f"{a}+{b}i"), (f"{a} - {b}i", f"{b} + {a}i"))
     if shape == "radical_frac":
-        return Form(f"\\frac{{\\sqrt{{{b}}}}}{{{a}}}", (f"\\frac{{1}}{{{a}}}\\sqrt{{{b}}}", f"\\sqrt{{{b}}}/{a}"), (f"\\frac{{\\sqrt{{{b}}}}}{{{a + 1}}}", f"\\frac{{{a}}}{{\\sqrt{{{b}}}}}"))
+        eq = (f"\\frac{{1}}{{{a}}}\\sqrt{{{b}}}", f"\\sqrt{{{b}}}/{a}")
+        near = (f"\\frac{{\\sqrt{{{b}}}}}{{{a + 1}}}", f"\\frac{{{a}}}{{\\sqrt{{{b}}}}}")
+        return Form(f"\\frac{{\\sqrt{{{b}}}}}{{{a}}}", eq, near)
     if shape == "power":
         k = rng.randint(2, 10)
-        return Form(f"{a}^{{{k}}}", (str(a**k), f"{a}^{k}" if k < 10 else str(a**k)), (str(a**k + 1), f"{a}^{{{k + 1}}}"))
+        eq = (str(a**k), f"{a}^{k}" if k < 10 else str(a**k))
+        return Form(f"{a}^{{{k}}}", eq, (str(a**k + 1), f"{a}^{{{k + 1}}}"))
     if shape == "binom":
         n, k = a + 3, rng.randint(1, a)
-        from math import comb
-
-        return Form(f"\\binom{{{n}}}{{{k}}}", (str(comb(n, k)), f"\\dbinom{{{n}}}{{{k}}}"), (str(comb(n, k) + 1), f"\\binom{{{n}}}{{{k + 1}}}"))
+        eq = (str(comb(n, k)), f"\\dbinom{{{n}}}{{{k}}}")
+        return Form(f"\\binom{{{n}}}{{{k}}}", eq, (str(comb(n, k) + 1), f"\\binom{{{n}}}{{{k + 1}}}"))
     return Form(f"{a}x + {b}", (f"{b} + {a}x", f"{a}x+{b}"), (f"{a}x - {b}", f"{b}x + {a}"))
 
 
@@ -321,7 +326,9 @@ _WORDS = (("Yes", "No"), ("even", "odd"), ("Monday", "Tuesday"), ("Alice", "Bob"
 def plain_text(rng: random.Random) -> Form:
     if rng.random() < 0.4:
         letter, other = rng.sample("ABCDE", 2)
-        gold = rng.choice([f"\\text{{({letter})}}", f"({letter})", letter, f"\\textbf{{({letter})}}", f"\\text{{{letter}}}"])
+        gold = rng.choice(
+            [f"\\text{{({letter})}}", f"({letter})", letter, f"\\textbf{{({letter})}}", f"\\text{{{letter}}}"]
+        )
         return Form(gold, (f"\\text{{({letter})}}", f"({letter})", letter), (f"\\text{{({other})}}", other))
     word, other = rng.choice(_WORDS)
     gold = rng.choice([f"\\text{{{word}}}", word, f"\\textbf{{{word}}}", f"\\mathrm{{{word}}}"])
@@ -376,7 +383,8 @@ def _response(rng: random.Random, answer: str, draft: str) -> tuple[str, str]:
     """A response whose answer part boxes `answer` last, and the exact content of that last box."""
     template = rng.randrange(5)
     if template == 0:
-        return f"<think>Try {draft}: maybe \\boxed{{{draft}}}? No.</think>\nSo the final answer is $\\boxed{{{answer}}}$.", answer
+        think = f"<think>Try {draft}: maybe \\boxed{{{draft}}}? No.</think>"
+        return f"{think}\nSo the final answer is $\\boxed{{{answer}}}$.", answer
     if template == 1:
         return f"The answer is \\boxed{{{answer}}}.", answer
     if template == 2:

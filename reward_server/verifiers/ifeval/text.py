@@ -37,7 +37,8 @@ def _word_tokenizer():
 
 def word_tokens(text: str) -> list[str]:
     """nltk.word_tokenize(text) without its punkt download: the same tokenizer on the same sentences."""
-    return [token for sentence in _sentence_tokenizer().tokenize(text) for token in _word_tokenizer().tokenize(sentence)]
+    words = _word_tokenizer()
+    return [token for sentence in _sentence_tokenizer().tokenize(text) for token in words.tokenize(sentence)]
 
 
 def detect_language(text: str) -> str | None:
