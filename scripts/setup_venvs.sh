@@ -13,6 +13,9 @@ case "${1:?usage: setup_venvs.sh main|vllm}" in
     # The lock pins every package, torch==2.13.0+cpu included, so pip cannot reach for CUDA builds.
     .venv/bin/pip install --quiet -c requirements/cpu.lock -e ".[cpu,test]"
     .venv/bin/pip check
+    # Reference verifiers for the differential tests, beside the environment rather than in it (see the file).
+    rm -rf .venv/reference
+    .venv/bin/pip install --quiet --no-deps --target .venv/reference -r requirements/reference.txt
     .venv/bin/python -c "import torch; assert '+cpu' in torch.__version__, torch.__version__"
     touch .venv/.installed
     ;;

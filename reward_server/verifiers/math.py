@@ -1,9 +1,12 @@
 """Math: the last \\boxed{...} (or \\fbox) of the answer part, compared with the ground truth by Math-Verify."""
 
 import logging
+import re
 import time
 
-from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+from latex2sympy2_extended.latex2sympy2 import convert_to_pct
+from math_verify import parse, verify
+from sympy import Number
 
 from reward_server.config import WorkerSettings
 from reward_server.types import MathItem, Verdict
@@ -47,9 +50,36 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
-def _parse_gold(ground_truth: str) -> list:
-    gold = parse(f"\\boxed{{{ground_truth}}}", [LatexExtractionConfig()], parsing_timeout=_MV_TIMEOUT_S)
-    return gold or parse(ground_truth, [LatexExtractionConfig(), ExprExtractionConfig()], parsing_timeout=_MV_TIMEOUT_S)
+# A LaTeX environment Math-Verify extracts from (an escaped \\$ is a dollar sign, not math).
+_ENVIRONMENT = re.compile(r"(?<!\\)\$|\\\(|\\\[|\\boxed|\\fbox")
+# A percent sign right after a number: `\\%`, `%`, or the spellings Math-Verify's normaliser turns into one.
+_PERCENT = re.compile(r"(?<=\d)\s*(?:\\%|%|\\text\{\s*\\?%\s*\}|\\text\{\s*percent\s*\}|\s*percent\b)")
+
+
+def gold_text(ground_truth: str) -> str:
+    """The ground truth as Math-Verify's documentation says to hand it over: inside a LaTeX environment.
+
+    A gold that already has one (`$..$`, `\\(..\\)`, `\\boxed{}`) is parsed exactly as given; a bare gold is put in
+    `$..$` (parse() only extracts LaTeX from an environment: bare `(1, 2]` or `\\pm 2` would be read as `2`).
+    """
+    return ground_truth if _ENVIRONMENT.search(ground_truth) else f"${ground_truth}$"
+
+
+def parse_math(text: str) -> list:
+    """Math-Verify's parse() with its default extraction configs, plus percents written in LaTeX.
+
+    latex2sympy2_extended 1.11.0's parser generated for antlr 4.9.3 (the runtime hydra-core pins in our
+    environment) fails on every percent (`25\\%` stays an unparsed string, so `\\boxed{25\\%}` matched nothing
+    but the identical string); on antlr 4.13.2 it reads X% as X * UnevaluatedExpr(1/100), which Math-Verify's
+    grader compares with both X and X/100. We build that same value with its own convert_to_pct, and keep the
+    strings Math-Verify extracted from the text as written (it compares those too).
+    """
+    parsed = parse(text, parsing_timeout=_MV_TIMEOUT_S)
+    if len(_PERCENT.findall(text)) == 1:
+        number = parse(_PERCENT.sub("", text), parsing_timeout=_MV_TIMEOUT_S)
+        if number and isinstance(number[0], Number):
+            return [convert_to_pct(number[0]), *(s for s in parsed if isinstance(s, str))]
+    return parsed
 
 
 @register("math")
@@ -74,10 +104,10 @@ class MathVerifier:
             return Verdict(score=0.0, details={"reason": "no_boxed_answer"})
         if len(boxed) > MAX_ANSWER_CHARS:
             return Verdict(score=0.0, details={"reason": "answer_too_long", "answer_chars": len(boxed)})
-        gold = _parse_gold(item.ground_truth)
+        gold = parse_math(gold_text(item.ground_truth))
         if not gold:
             return Verdict(score=0.0, details={"reason": "unparsable_ground_truth", "answer": boxed})
-        pred = parse(f"\\boxed{{{boxed}}}", [LatexExtractionConfig()], parsing_timeout=_MV_TIMEOUT_S)
+        pred = parse_math(f"\\boxed{{{boxed}}}")
         if not pred:
             return Verdict(score=0.0, details={"reason": "unparsable_answer", "answer": boxed})
         ok = verify(gold, pred, timeout_seconds=_MV_TIMEOUT_S)

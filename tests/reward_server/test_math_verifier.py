@@ -2,7 +2,7 @@ import pytest
 
 from reward_server.config import WorkerSettings
 from reward_server.types import MathItem
-from reward_server.verifiers.math import MathVerifier, answer_part, last_boxed
+from reward_server.verifiers.math import MathVerifier, answer_part, gold_text, last_boxed
 
 
 @pytest.mark.parametrize(
@@ -21,6 +21,23 @@ def test_last_boxed(text, boxed):
     assert last_boxed(text) == boxed
 
 
+@pytest.mark.parametrize(
+    "truth,text",
+    [
+        ("3", "$3$"),
+        (r"\frac{1}{2}", r"$\frac{1}{2}$"),
+        (r"\$25", r"$\$25$"),
+        ("$3$", "$3$"),
+        (r"\(3\)", r"\(3\)"),
+        (r"\[3\]", r"\[3\]"),
+        (r"\boxed{3}", r"\boxed{3}"),
+        (r"The answer is $\boxed{3}$.", r"The answer is $\boxed{3}$."),
+    ],
+)
+def test_gold_text_wraps_only_bare_golds(truth, text):
+    assert gold_text(truth) == text
+
+
 def test_answer_part_takes_text_after_last_think():
     assert answer_part(r"<think>\boxed{1}</think><think>x</think> \boxed{2}") == r" \boxed{2}"
     assert answer_part("plain") == "plain"
@@ -36,6 +53,22 @@ def test_answer_part_takes_text_after_last_think():
         (r"\boxed{x^2+2x+1}", "(x+1)^2", 1.0),
         (r"\boxed{7}", "8", 0.0),
         ("the answer is 7", "7", 0.0),
+        # a gold already in an environment is parsed as given, not wrapped in a second one
+        (r"\boxed{5955815}", r"\(5{,}955{,}815\)", 1.0),
+        (r"\boxed{97}", r"\(97\mbox{ feet}\)", 1.0),
+        (r"\boxed{4, -4}", r"\(\pm4\)", 1.0),
+        # a bare gold is read whole, never as its last number
+        (r"\boxed{2}", "(1, 2]", 0.0),
+        (r"\boxed{2}", r"\pm 2", 0.0),
+        (r"\boxed{\frac{1}{4}}", r"10\ \frac{1}{4}", 0.0),
+        (r"\boxed{\frac{41}{4}}", r"10\ \frac{1}{4}", 1.0),
+        # percents, in every spelling, mean what Math-Verify's grader says: 25% = 25 = 0.25
+        (r"\boxed{25 \%}", r"25\%", 1.0),
+        (r"\boxed{25}", r"$25\%$", 1.0),
+        (r"\boxed{0.25}", r"25\text{ percent}", 1.0),
+        (r"\boxed{25\%}", "0.25", 1.0),
+        (r"\boxed{26\%}", r"25\%", 0.0),
+        (r"\boxed{2.5\%}", "0.25", 0.0),
     ],
 )
 def test_math_verdicts(response, truth, score):

