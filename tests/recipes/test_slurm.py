@@ -172,7 +172,8 @@ def test_reward_job_starts_redis_api_and_workers_and_writes_its_url(fake_slurm):
     assert "python -m reward_server.worker &" in s["reward_workers_node2"][-1]
     assert url_file.read_text().strip() == "http://10.0.0.1:8200"
     key_file = tmp / "logs" / "reward_api_key"
-    assert key_file.stat().st_mode & 0o777 == 0o600 and step_env(tmp, "reward_api")["AM_RL_REWARD_API_KEY"] == key_file.read_text()
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert step_env(tmp, "reward_api")["AM_RL_REWARD_API_KEY"] == key_file.read_text()
     assert str(key_file) in result.stderr  # where to find it is logged; the key is not (test_secrets_...)
 
 

@@ -188,7 +188,8 @@ def test_rediss_with_a_password_scores_and_leaks_nothing(redis_server, queue_onl
             for p in family:
                 assert PASSWORD not in " ".join(p.cmdline()) and KEY not in " ".join(p.cmdline())
             worker_env = [p.environ() for p in family if "reward_server.worker" in " ".join(p.cmdline())]
-            assert worker_env and all("AM_RL_REWARD_API_KEY" not in env for env in worker_env)  # workers need Redis only
+            # Workers need Redis only.
+            assert worker_env and all("AM_RL_REWARD_API_KEY" not in env for env in worker_env)
         # The queue-only service's access log has the one URL a test sent the key in, to show it refused there.
         in_url = f"?api_key={KEY}"
         logs = [log.read_text(), "".join(line for line in queue_only[2].open() if in_url not in line)]

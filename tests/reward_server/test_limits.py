@@ -57,20 +57,27 @@ OVERSIZED = {
     "prompt": ({**IFEVAL, "prompt": "p" * 2049}, "prompt", 2048, 2049, "bytes"),
     "math truth": ({**MATH, "ground_truth": "1" * 1025}, "ground_truth", 1024, 1025, "bytes"),
     "ifeval truth": (
-        {**IFEVAL, "ground_truth": {"instruction_id_list": ["keywords:existence"], "kwargs": [{"keywords": ["k" * 990]}]}},
+        {**IFEVAL, "ground_truth": {"instruction_id_list": ["keywords:existence"],
+                                    "kwargs": [{"keywords": ["k" * 990]}]}},
         "ground_truth", 1024, None, "bytes",
     ),
     "rm reference": (
         {"reward_type": "rm", "prompt": "q", "response": "a", "ground_truth": {"reference": "r" * 1024}},
         "ground_truth", 1024, None, "bytes",
     ),
-    "code fields": ({**CODE, "ground_truth": call_truth() | {"fn_name": "f" * 1100}}, "ground_truth", 1024, None, "bytes"),
-    "tests per item": ({**CODE, "ground_truth": {**STDIO, "tests": STDIO["tests"] * 5}}, "ground_truth.tests", 4, 5, "tests"),
+    "code fields": (
+        {**CODE, "ground_truth": call_truth() | {"fn_name": "f" * 1100}}, "ground_truth", 1024, None, "bytes",
+    ),
+    "tests per item": (
+        {**CODE, "ground_truth": {**STDIO, "tests": STDIO["tests"] * 5}}, "ground_truth.tests", 4, 5, "tests",
+    ),
     "stdio test": (
-        {**CODE, "ground_truth": {**STDIO, "tests": STDIO["tests"] + [{"input": "1" * 1025, "output": "2" * 1024}]}},
+        {**CODE, "ground_truth": {**STDIO, "tests": [*STDIO["tests"], {"input": "1" * 1025, "output": "2" * 1024}]}},
         "ground_truth.tests[1]", 2048, 2049, "bytes",
     ),
-    "call test": ({**CODE, "ground_truth": call_truth(output="y" * 2100)}, "ground_truth.tests[0]", 2048, None, "bytes"),
+    "call test": (
+        {**CODE, "ground_truth": call_truth(output="y" * 2100)}, "ground_truth.tests[0]", 2048, None, "bytes",
+    ),
 }  # fmt: skip
 
 
@@ -132,7 +139,8 @@ def raw_upload(url: str, declared: int | None, send_bytes: int) -> int:
     host, port = url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as s:
         length = f"Content-Length: {declared}" if declared is not None else "Transfer-Encoding: chunked"
-        s.sendall(f"POST /score_batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{length}\r\n\r\n".encode())
+        head = f"POST /score_batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{length}\r\n\r\n"
+        s.sendall(head.encode())
         piece = b'{"items": [' + b" " * (64 * 1024 - 11)
         sent = 0
         try:

@@ -97,6 +97,26 @@ async def test_samples_over_the_limits_score_zero_and_the_rest_are_scored(servic
     assert client.requests_sent > 1  # the chunk was halved (a request of 1.2 MB does not fit 1 MiB)
 
 
+async def test_a_service_the_trainer_starts_has_a_key_of_its_own(tmp_path, monkeypatch):
+    import os
+
+    import httpx
+    from omegaconf import OmegaConf
+
+    from am_rl.trainer.services import started_reward_service
+
+    monkeypatch.delenv(API_KEY_ENV)
+    trainer = {"nnodes": 1, "default_local_dir": str(tmp_path)}
+    cfg = OmegaConf.create({"trainer": trainer, "am_rl": {"reward": {"workers": 1}}})
+    item = {"reward_type": "math", "response": r"\boxed{9}", "ground_truth": "9"}
+    with started_reward_service(cfg) as url:
+        key = os.environ[API_KEY_ENV]  # where the scorer, and Ray's processes started from here, find it
+        assert len(key) >= 32 and httpx.post(f"{url}/score", json=item, timeout=30).status_code == 401
+        assert [r.score for r in await RewardScorer(url).score([item])] == [1.0]
+    assert API_KEY_ENV not in os.environ
+    assert key not in (tmp_path / "logs" / "reward_service.log").read_text()
+
+
 async def test_client_retries_until_the_service_comes_up(tmp_path):
     port = free_port()
     client = RewardClient(
