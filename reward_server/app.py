@@ -1,6 +1,7 @@
 """The FastAPI app: state built once in the lifespan (embedded Redis, broker, local workers), JSON errors for
-every bad input, and two ASGI guards in front, outermost first: the API key, then the cap on body size. Both answer
-before the body is read, so neither an anonymous client nor an oversized upload costs more than its headers."""
+every bad input, and two ASGI guards in front, outermost first: the API key, then the cap on body size. An anonymous
+request is answered from its headers; an oversized one from its Content-Length, or (chunked) as soon as the bytes
+read pass the cap: neither body is ever held whole."""
 
 import logging
 from contextlib import asynccontextmanager
@@ -12,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
+from reward_server import metrics
 from reward_server.auth import ApiKeyGuard
 from reward_server.broker import Broker, BrokerSettings, RedisUnavailable
 from reward_server.config import WorkerSettings
@@ -84,6 +86,7 @@ class BodyLimit:
                 await self._reject(send)
 
     async def _reject(self, send) -> None:
+        metrics.REJECTED.labels("body").inc()
         exceeded = LimitExceeded(field="body", limit=self.max_bytes, unit="bytes")
         content = ErrorBody(error=f"request body exceeds {self.max_bytes} bytes", detail=exceeded.model_dump())
         body = JSONResponse(status_code=413, content=content.model_dump())

@@ -15,6 +15,7 @@ import httpx
 from pydantic import TypeAdapter
 
 from reward_server.auth import headers
+from reward_server.limits import rejected
 from reward_server.types import ErrorBody, LimitExceeded, ScoreBatchResponse, ScoreItem, ScoreResult
 
 logger = logging.getLogger(__name__)
@@ -140,9 +141,7 @@ class RewardClient:
 def _rejected(response: httpx.Response) -> ScoreResult:
     """The result of one item the service refused with 413 (its limit named in the body), as a batch answers it."""
     try:
-        body = ErrorBody.model_validate_json(response.content)
-        details = LimitExceeded.model_validate(body.detail).model_dump()
-        error = body.error
-    except ValueError:  # a 413 from something in front of the service (a proxy): the body is all we know
-        details, error = {"field": "body"}, f"HTTP 413: {response.text[:500]}"
-    return ScoreResult(status="rejected", score=0.0, error=error, details=details)
+        return rejected(LimitExceeded.model_validate(ErrorBody.model_validate_json(response.content).detail))
+    except ValueError:  # a 413 from something in front of the service (a proxy): its body is all we know
+        error = f"HTTP 413: {response.text[:500]}"
+        return ScoreResult(status="rejected", score=0.0, error=error, details={"field": "body"})
