@@ -47,7 +47,8 @@ EXTRAS = {
     # The CPU shape. torch 2.13.0 resolves to the local +cpu wheel; nothing here may pull CUDA builds.
     "cpu": ["torch==2.13.0", "transformers==5.10.4", "tokenizers==0.22.2"],
     "test": ["pytest==9.2.0", "pytest-asyncio==1.5.0", "pytest-timeout==2.4.0", "hypothesis==6.170.15", "psutil==7.2.2",
-             "dockerfile==3.4.0"],  # dockerfile: Docker's own (Go) parser, for the static checks of docker/
+             "dockerfile==3.4.0",  # dockerfile: Docker's own (Go) parser, for the static checks of docker/
+             "cryptography==50.0.2"],  # a self-signed certificate for the reward service's rediss:// test
     # GPU clusters: verl's own pins for its vLLM rollout (torch 2.11, vllm 0.24) and Megatron workers.
     "gpu": ["verl[vllm,mcore]==0.9.1", "megatron-core==0.16.1"],
 }

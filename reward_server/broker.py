@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from reward_server import keys, metrics
 from reward_server.config import WorkerSettings
+from reward_server.redis_url import redacted
 from reward_server.types import Job, JobReply, ScoreItem, ScoreResult
 
 logger = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ class RedisUnavailable(RuntimeError):
 
 @dataclass
 class BrokerSettings:
-    redis_url: str
+    redis_url: str  # may carry a password: shown only through `redacted`
     request_timeout_s: float = 900.0  # a batch still unanswered after this gets per-item errors
     redis_grace_s: float = 30.0  # how long a waiting batch rides out a Redis outage before giving up
     no_worker_grace_s: float = 30.0  # pending jobs and no live worker for this long: answer with errors
@@ -47,6 +48,7 @@ class _Pending:
 class Broker:
     def __init__(self, settings: BrokerSettings):
         self.settings = settings
+        self.where = redacted(settings.redis_url)  # for errors and logs
         self.redis = aredis.Redis.from_url(
             settings.redis_url, socket_timeout=10, socket_connect_timeout=2, health_check_interval=5
         )
@@ -58,7 +60,7 @@ class Broker:
         try:
             await self.redis.ping()
         except RedisError as e:
-            raise RedisUnavailable(f"redis unreachable at {self.settings.redis_url}: {e}") from e
+            raise RedisUnavailable(f"redis unreachable at {self.where}: {e}") from e
 
     async def queue_depth(self) -> int:
         return await self.redis.llen(keys.JOBS)
@@ -73,7 +75,7 @@ class Broker:
         try:
             cached = await self.redis.mget(cache_keys) if cache_keys else []
         except RedisError as e:
-            raise RedisUnavailable(f"redis unreachable at {self.settings.redis_url}: {e}") from e
+            raise RedisUnavailable(f"redis unreachable at {self.where}: {e}") from e
         request_id = uuid.uuid4().hex
         by_key: dict[str, Job] = {}  # identical items in one batch share a job
         results: list[ScoreResult | None] = [None] * len(items)
@@ -106,7 +108,7 @@ class Broker:
                     pipe.rpush(keys.JOBS, job.model_dump_json())
                 await pipe.execute()
         except RedisError as e:
-            raise RedisUnavailable(f"redis unreachable at {self.settings.redis_url}: {e}") from e
+            raise RedisUnavailable(f"redis unreachable at {self.where}: {e}") from e
 
     async def _wait(self, pending: _Pending, request_id: str, t0: float) -> None:
         reply_key = keys.reply(request_id)
@@ -142,7 +144,7 @@ class Broker:
                     logger.warning("redis lost mid-batch (%s); %d job(s) waiting", e, len(pending.jobs))
                 if now - outage_since > self.settings.redis_grace_s:
                     raise RedisUnavailable(
-                        f"redis unreachable at {self.settings.redis_url} for {now - outage_since:.0f}s mid-batch: {e}"
+                        f"redis unreachable at {self.where} for {now - outage_since:.0f}s mid-batch: {e}"
                     ) from e
                 await asyncio.sleep(0.2)
                 continue

@@ -14,6 +14,9 @@ from typing import Iterator
 
 import httpx
 
+from reward_server.auth import API_KEY_ENV
+from reward_server.redis_url import REDIS_URL_ENV
+
 logger = logging.getLogger(__name__)
 
 
@@ -29,13 +32,17 @@ def reward_service(
     redis_url: str | None = None,
     workers: int = 2,
     settings: dict | None = None,
+    limits: dict | None = None,
+    api_key: str | None = None,
     port: int | None = None,
     extra_args: tuple[str, ...] = (),
     ready_timeout_s: float = 120.0,
     require_workers: bool = True,
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """Yields (base URL, process) once /healthz is 200 (or, without `require_workers`, once it answers at all);
-    stops the service (and with it its workers) on exit, whatever happens."""
+    stops the service (and with it its workers) on exit, whatever happens. `settings` are WorkerSettings fields,
+    `limits` InputLimits fields; the API key and the Redis URL reach the service in its environment, never in its
+    command line."""
     port = port or free_port()
     cmd = [
         sys.executable,
@@ -49,11 +56,15 @@ def reward_service(
         str(workers),
         "--settings-json",
         json.dumps(settings or {}),
+        "--limits-json",
+        json.dumps(limits or {}),
         *extra_args,
     ]
+    env = {k: v for k, v in os.environ.items() if k not in (API_KEY_ENV, REDIS_URL_ENV)}
+    if api_key:
+        env[API_KEY_ENV] = api_key
     if redis_url:
-        cmd += ["--redis-url", redis_url]
-    env = os.environ.copy()
+        env[REDIS_URL_ENV] = redis_url
     repo = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in [repo, env.get("PYTHONPATH", "")] if p)
     with open(log_path, "wb") as log:

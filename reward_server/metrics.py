@@ -18,6 +18,12 @@ LATENCY = Histogram(
 CACHE_HITS = Counter("reward_cache_hits", "Items answered from the Redis cache", ["reward_type"], registry=REGISTRY)
 TIMEOUTS = Counter("reward_timeouts", "Verifications hard-killed for overrunning", ["reward_type"], registry=REGISTRY)
 SANDBOX_KILLS = Counter("reward_sandbox_kills", "Sandboxed runs killed, by reason", ["reason"], registry=REGISTRY)
+REJECTED = Counter(
+    "reward_rejected",
+    "Requests (413) and batch items refused for exceeding an input limit, by field",
+    ["field"],
+    registry=REGISTRY,
+)
 QUEUE_DEPTH = Gauge("reward_queue_depth", "Jobs waiting in Redis (sampled at scrape)", registry=REGISTRY)
 LIVE_WORKERS = Gauge("reward_live_workers", "Workers with a fresh heartbeat (sampled at scrape)", registry=REGISTRY)
 

@@ -1,4 +1,4 @@
-"""HTTP routes: thin handlers over the broker built once in the lifespan (app.state.broker)."""
+"""HTTP routes: thin handlers over the broker and the input limits, built once in the lifespan (app.state)."""
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -6,13 +6,30 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from reward_server import metrics
 from reward_server.broker import RedisUnavailable
-from reward_server.types import ErrorBody, ScoreBatchRequest, ScoreBatchResponse, ScoreItem, ScoreResult
+from reward_server.limits import check_item, rejected
+from reward_server.types import (
+    ErrorBody,
+    LimitExceeded,
+    ScoreBatchRequest,
+    ScoreBatchResponse,
+    ScoreItem,
+    ScoreResult,
+)
 
 router = APIRouter()
 
 
-@router.post("/score", response_model=ScoreResult, responses={503: {"model": ErrorBody}})
+def _too_large(exceeded: LimitExceeded) -> JSONResponse:
+    metrics.REJECTED.labels(exceeded.field.split("[")[0]).inc()
+    body = ErrorBody(error=exceeded.message(), detail=exceeded.model_dump())
+    return JSONResponse(status_code=413, content=body.model_dump())
+
+
+@router.post("/score", response_model=ScoreResult, responses={413: {"model": ErrorBody}, 503: {"model": ErrorBody}})
 async def score(item: ScoreItem, request: Request):
+    exceeded = check_item(item, request.app.state.limits)
+    if exceeded is not None:
+        return _too_large(exceeded)
     (result,) = await request.app.state.broker.score([item])
     if result.status == "error":  # we failed: never let a client read this as a 0 reward
         body = ErrorBody(error=result.error or "infra error", detail=result.model_dump())
@@ -20,9 +37,21 @@ async def score(item: ScoreItem, request: Request):
     return result
 
 
-@router.post("/score_batch", response_model=ScoreBatchResponse)
-async def score_batch(batch: ScoreBatchRequest, request: Request) -> ScoreBatchResponse:
-    return ScoreBatchResponse(results=await request.app.state.broker.score(batch.items))
+@router.post("/score_batch", response_model=ScoreBatchResponse, responses={413: {"model": ErrorBody}})
+async def score_batch(batch: ScoreBatchRequest, request: Request):
+    """Items over a size limit come back "rejected" in their place; the others are scored."""
+    limits = request.app.state.limits
+    if len(batch.items) > limits.max_batch_items:
+        return _too_large(
+            LimitExceeded(field="items", limit=limits.max_batch_items, actual=len(batch.items), unit="items")
+        )
+    exceeded = [check_item(item, limits) for item in batch.items]
+    for e in exceeded:
+        if e is not None:
+            metrics.REJECTED.labels(e.field.split("[")[0]).inc()
+    accepted = [item for item, e in zip(batch.items, exceeded) if e is None]
+    scored = iter(await request.app.state.broker.score(accepted))
+    return ScoreBatchResponse(results=[next(scored) if e is None else rejected(e) for e in exceeded])
 
 
 @router.get("/healthz")

@@ -6,7 +6,9 @@ import os
 import subprocess
 import sys
 
+from reward_server.auth import API_KEY_ENV
 from reward_server.config import WorkerSettings
+from reward_server.redis_url import REDIS_URL_ENV
 
 logger = logging.getLogger(__name__)
 
@@ -20,13 +22,13 @@ class WorkerSupervisor:
             sys.executable,
             "-m",
             "reward_server.worker",
-            "--redis-url",
-            redis_url,
             "--settings-json",
             settings.model_dump_json(),
             "--log-level",
             log_level,
         ]
+        # The URL in the environment, not on the command line: it may carry a password. Workers never need the API key.
+        self._env = {k: v for k, v in os.environ.items() if k != API_KEY_ENV} | {REDIS_URL_ENV: redis_url}
         self.procs: list[subprocess.Popen] = [None] * num_workers  # type: ignore[list-item]
         self.restarts = 0
         self._task: asyncio.Task | None = None
@@ -37,7 +39,7 @@ class WorkerSupervisor:
         self._task = asyncio.get_running_loop().create_task(self._watch())
 
     def _spawn(self) -> subprocess.Popen:
-        return subprocess.Popen(self._cmd, env=os.environ.copy())
+        return subprocess.Popen(self._cmd, env=self._env)
 
     async def _watch(self) -> None:
         while True:

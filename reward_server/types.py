@@ -8,8 +8,6 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
-MAX_TESTS = 256  # per code item; all of them run in one sandbox, one after another
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -28,14 +26,14 @@ class CallTest(_Strict):
 class StdioCodeTruth(_Strict):
     language: Literal["python", "cpp"]
     test_type: Literal["stdin_stdout"]
-    tests: list[StdioTest] = Field(min_length=1, max_length=MAX_TESTS)
+    tests: list[StdioTest] = Field(min_length=1)  # at most InputLimits.max_tests_per_item
 
 
 class CallCodeTruth(_Strict):
     language: Literal["python"]
     test_type: Literal["call"]
     fn_name: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    tests: list[CallTest] = Field(min_length=1, max_length=MAX_TESTS)
+    tests: list[CallTest] = Field(min_length=1)  # at most InputLimits.max_tests_per_item
 
 
 CodeTruth = Annotated[Union[StdioCodeTruth, CallCodeTruth], Field(discriminator="test_type")]
@@ -135,7 +133,7 @@ class RMScores(BaseModel):
 
 
 class ScoreBatchRequest(_Strict):
-    items: list[ScoreItem] = Field(max_length=65536)
+    items: list[ScoreItem]  # at most InputLimits.max_batch_items
 
 
 class Verdict(BaseModel):
@@ -149,8 +147,9 @@ class Verdict(BaseModel):
 
 
 # ok: the verifier judged the response (score may be 0); timeout: the verifier was hard-killed, the response
-# scores 0; error: we failed (sandbox, backend, workers), score is None and must never be read as 0.
-Status = Literal["ok", "timeout", "error"]
+# scores 0; rejected: the item exceeds an input limit (reward_server.limits), it scores 0 and `details` is its
+# LimitExceeded; error: we failed (sandbox, backend, workers), score is None and must never be read as 0.
+Status = Literal["ok", "timeout", "rejected", "error"]
 
 
 class ScoreResult(BaseModel):
@@ -185,6 +184,19 @@ class JobReply(BaseModel):
     job_id: str
     result: ScoreResult
     worker_id: str
+
+
+class LimitExceeded(BaseModel):
+    """Which input limit a request or an item exceeds: the detail of a 413, the details of a rejected item."""
+
+    field: str  # "body", "items", "response", "prompt", "ground_truth", "ground_truth.tests", "ground_truth.tests[3]"
+    limit: int  # the configured maximum (reward_server.limits.InputLimits)
+    actual: int | None = None  # the size found; None for a body refused before it was all read
+    unit: Literal["bytes", "items", "tests"]
+
+    def message(self) -> str:
+        found = f"{self.actual} {self.unit}" if self.actual is not None else f"over {self.limit} {self.unit}"
+        return f"{self.field} is {found}; the limit is {self.limit} {self.unit}"
 
 
 class ErrorBody(BaseModel):

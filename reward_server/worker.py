@@ -1,6 +1,6 @@
 """A reward worker: pops jobs from Redis, scores them in a hard-killable child, pushes one reply per job.
 
-    python -m reward_server.worker --redis-url redis://host:6379/0 [--settings-json '{...}']
+    AM_RL_REWARD_REDIS_URL=redis://:PASSWORD@host:6379/0 python -m reward_server.worker [--settings-json '{...}']
 
 Survives Redis outages (it waits and reconnects, keeping a finished result until it can be delivered) and
 reaps dead workers' in-flight jobs back onto the queue.
@@ -19,6 +19,7 @@ import redis
 from reward_server import keys
 from reward_server.config import WorkerSettings
 from reward_server.executor import Executor
+from reward_server.redis_url import REDIS_URL_ENV, redis_url_from_env
 from reward_server.types import Job, JobReply, ScoreResult
 from reward_server.verifiers import build_verifiers
 
@@ -152,10 +153,16 @@ def should_cache(result: ScoreResult) -> bool:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="reward_server worker")
-    parser.add_argument("--redis-url", required=True)
+    parser.add_argument(
+        "--redis-url",
+        default=redis_url_from_env(),
+        help=f"default: ${REDIS_URL_ENV}, which keeps a password off the command line",
+    )
     parser.add_argument("--settings-json", default="{}", help="WorkerSettings fields as JSON")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
+    if not args.redis_url:
+        parser.error(f"no Redis: pass --redis-url or set {REDIS_URL_ENV}")
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     worker = Worker(args.redis_url, WorkerSettings.model_validate_json(args.settings_json))
     signal.signal(signal.SIGTERM, worker.stop)

@@ -67,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--balancer-url", required=True, help="the load balancer fronting the model's vLLM servers")
     s.add_argument("--model", required=True, help="the model name the engines serve")
     s.add_argument("--tokenizer", required=True, help="HF tokenizer (model directory) that applies the chat template")
-    s.add_argument("--reward-url", required=True, help="the reward service")
+    s.add_argument("--reward-url", required=True, help="the reward service (its API key: $AM_RL_REWARD_API_KEY)")
     s.add_argument("--pass-rates", type=Path, default=None,
                    help="pass-rate JSONL (default: <output stem>.pass_rates.jsonl)")  # fmt: skip
     s.add_argument("-k", type=int, default=so.k, help="samples per query")

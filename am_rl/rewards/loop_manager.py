@@ -63,10 +63,12 @@ class Coalescer:
                     future.set_exception(e)
             return
         logger.info(
-            "reward batch %d: %d samples; %d /score_batch requests so far",
+            "reward batch %d: %d samples; %d /score_batch requests so far; samples over the service's input limits "
+            "so far, by field: %s",
             self.batches_sent,
             len(batch),
             self.scorer.client.requests_sent,
+            dict(self.scorer.client.rejected),
         )
         for (_, future), result in zip(batch, results):
             if not future.done():
@@ -92,7 +94,13 @@ class RemoteServiceLoopRewardManager(RewardManagerBase):
             item.non_tensor_batch.get("extra_info", None),
         )
         result = await self.coalescer.score(request)
+        # reward_rejected: 1 for a sample over an input limit of the service (scored 0); verl keeps it per sample
+        # in the batch, its rollout dumps and its validation metrics.
         return {
             "reward_score": result.score,
-            "reward_extra_info": {"acc": result.score, "reward_cached": result.cached},
+            "reward_extra_info": {
+                "acc": result.score,
+                "reward_cached": result.cached,
+                "reward_rejected": float(result.status == "rejected"),
+            },
         }

@@ -56,6 +56,14 @@ def started_balancer(cfg: DictConfig, engine_urls: list[str] = ()) -> Iterator[s
 
 @contextlib.contextmanager
 def started_reward_service(cfg: DictConfig) -> Iterator[str]:
+    """A reward service on loopback with a key of its own: other users of the machine cannot submit code to it.
+    The key goes into this process's environment, where the scorer reads it and which the processes of a Ray
+    cluster started here inherit (not into Ray's runtime_env: verl prints that); the previous value comes back on
+    exit."""
+    import os
+    import secrets
+
+    from reward_server.auth import API_KEY_ENV
     from reward_server.launcher import reward_service
 
     if cfg.trainer.nnodes > 1:
@@ -63,9 +71,19 @@ def started_reward_service(cfg: DictConfig) -> Iterator[str]:
             "am_rl.reward.url is null on a multi-node run: start the reward service (recipes/slurm/reward.sbatch) "
             "and pass its URL; a service started here listens on 127.0.0.1 only"
         )
-    with reward_service(run_dir(cfg) / "logs" / "reward_service.log", workers=cfg.am_rl.reward.workers) as (url, _):
-        logger.info("reward service at %s", url)
-        yield url
+    key = secrets.token_urlsafe(32)
+    before = os.environ.get(API_KEY_ENV)
+    os.environ[API_KEY_ENV] = key
+    log = run_dir(cfg) / "logs" / "reward_service.log"
+    try:
+        with reward_service(log, workers=cfg.am_rl.reward.workers, api_key=key) as (url, _):
+            logger.info("reward service at %s", url)
+            yield url
+    finally:
+        if before is None:
+            os.environ.pop(API_KEY_ENV, None)
+        else:
+            os.environ[API_KEY_ENV] = before
 
 
 @contextlib.contextmanager

@@ -8,17 +8,22 @@ here=$(cd "$(dirname "$0")" && pwd)
 recipe=${1:?usage: launch.sh RECIPE [hydra overrides...]}
 shift
 log_dir=${AM_RL_LOG_DIR:-$PWD/logs/am_rl-$recipe-$(date +%Y%m%d-%H%M%S)}
-mkdir -p "$log_dir"
+AM_RL_LOG_DIR=$log_dir source "$here/lib.sh"
 url_file=$log_dir/reward_url
+key_file=$log_dir/reward_api_key
 rm -f "$url_file"
+# One API key for both jobs, in a 0600 file both read. Made in a subshell: the key stays out of this script's
+# environment, which sbatch (--export=ALL) would copy into both jobs' records.
+(AM_RL_REWARD_API_KEY_FILE=$key_file am_reward_api_key)
+export_both="ALL,AM_RL_LOG_DIR=$log_dir,AM_RL_REWARD_URL_FILE=$url_file,AM_RL_REWARD_API_KEY_FILE=$key_file"
+export_both+=",AM_RL_SLURM_DIR=$here"
 # shellcheck disable=SC2086  # the extra flags are meant to split
 reward_job=$(sbatch --parsable ${AM_RL_REWARD_SBATCH_ARGS:-} --output="$log_dir/reward_job.out" \
-    --export=ALL,AM_RL_LOG_DIR="$log_dir",AM_RL_REWARD_URL_FILE="$url_file",AM_RL_SLURM_DIR="$here" \
-    "$here/reward.sbatch")
+    --export="$export_both" "$here/reward.sbatch")
 # shellcheck disable=SC2086
 train_job=$(sbatch --parsable ${AM_RL_TRAIN_SBATCH_ARGS:-} --dependency="after:$reward_job" \
     --output="$log_dir/train_job.out" \
-    --export=ALL,AM_RL_LOG_DIR="$log_dir",AM_RL_REWARD_URL_FILE="$url_file",AM_RL_RECIPE="$recipe",AM_RL_SLURM_DIR="$here" \
+    --export="$export_both,AM_RL_RECIPE=$recipe" \
     "$here/train.sbatch" "$@")
 echo "reward job $reward_job, train job $train_job; logs in $log_dir"
 echo "when training ends: scancel $reward_job"

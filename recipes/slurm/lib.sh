@@ -9,6 +9,26 @@ mkdir -p "$AM_LOG_DIR"
 
 am_log() { echo "[am_rl $(date +%H:%M:%S)] $*" >&2; }
 
+# Secrets (the reward service's API key, the Redis password) live in exported variables, which job steps inherit,
+# and in mode-0600 files; never in a command line (ps shows those to every user of a node) or a log line.
+
+# A fresh random secret on stdout, made without any process that holds it in its arguments.
+am_secret() { od -An -tx1 -N32 /dev/urandom | tr -d ' \n'; }
+
+# am_reward_api_key: export AM_RL_REWARD_API_KEY, the reward service's key: as given, else read from
+# $AM_RL_REWARD_API_KEY_FILE (default $AM_LOG_DIR/reward_api_key), else a new one written there with mode 0600.
+am_reward_api_key() {
+    local file=${AM_RL_REWARD_API_KEY_FILE:-$AM_LOG_DIR/reward_api_key}
+    if [[ -z ${AM_RL_REWARD_API_KEY:-} ]]; then
+        if [[ ! -s $file ]]; then
+            (umask 077 && am_secret >"$file")
+            am_log "new reward service API key in $file (mode 0600)"
+        fi
+        AM_RL_REWARD_API_KEY=$(<"$file")
+    fi
+    export AM_RL_REWARD_API_KEY
+}
+
 # The allocation's hosts, one per line, in Slurm's order (the first is the head node).
 am_nodes() { scontrol show hostnames "$SLURM_JOB_NODELIST"; }
 
@@ -40,13 +60,14 @@ am_wait_http() {
     am_log "$name up at $url"
 }
 
-# am_wait_redis URL [TIMEOUT_S]: wait until Redis at URL answers PING.
+# am_wait_redis WHERE [TIMEOUT_S]: wait until the Redis at $AM_RL_REWARD_REDIS_URL (WHERE names it in logs) answers
+# PING, with its password.
 am_wait_redis() {
-    local url=$1 timeout=${2:-120} waited=0
-    until "$AM_PYTHON" -c "import redis, sys; redis.Redis.from_url(sys.argv[1], socket_timeout=2).ping()" "$url" \
-        2>/dev/null; do
+    local where=$1 timeout=${2:-120} waited=0
+    until "$AM_PYTHON" -c "import os, redis; redis.Redis.from_url(os.environ['AM_RL_REWARD_REDIS_URL'], \
+socket_timeout=2).ping()" 2>/dev/null; do
         if ((waited >= timeout)); then
-            am_log "redis not up at $url after ${timeout}s; see $AM_LOG_DIR/redis.log"
+            am_log "redis not up at $where after ${timeout}s; see $AM_LOG_DIR/redis.log"
             return 1
         fi
         sleep 2
@@ -83,19 +104,24 @@ am_redis_server() {
 }
 
 # am_start_reward_service NODE NODE_IP WORKER_NODES...: Redis and the reward API on NODE, workers on every node given.
+# Redis gets a password of this job (in a 0600 config file it reads) and the API the key of am_reward_api_key; both
+# reach the steps in their environment (AM_RL_REWARD_REDIS_URL, AM_RL_REWARD_API_KEY).
 am_start_reward_service() {
     local node=$1 ip=$2
     shift 2
-    local redis_url="redis://$ip:${AM_RL_REDIS_PORT:-6379}/0"
-    am_launch redis "$node" "$(am_redis_server)" --port "${AM_RL_REDIS_PORT:-6379}" --bind 0.0.0.0 \
-        --protected-mode no --save "" --appendonly no
-    am_wait_redis "$redis_url"
+    local port=${AM_RL_REDIS_PORT:-6379} conf=$AM_LOG_DIR/redis.conf password
+    password=$(am_secret)
+    (umask 077 && printf 'requirepass %s\n' "$password" >"$conf")
+    export AM_RL_REWARD_REDIS_URL="redis://:$password@$ip:$port/0"
+    am_launch redis "$node" "$(am_redis_server)" "$conf" --port "$port" --bind 0.0.0.0 --save "" --appendonly no
+    am_wait_redis "$ip:$port"
+    am_reward_api_key
     am_launch reward_api "$node" "$AM_PYTHON" -m reward_server --host 0.0.0.0 --port "${AM_RL_REWARD_PORT:-8200}" \
-        --redis-url "$redis_url" --workers "${AM_RL_REWARD_API_WORKERS:-4}"
+        --workers "${AM_RL_REWARD_API_WORKERS:-4}"
     local worker_node
-    for worker_node in "$@"; do
-        am_launch "reward_workers_$worker_node" "$worker_node" bash -c \
-            "for i in \$(seq ${AM_RL_REWARD_WORKERS_PER_NODE:-16}); do $AM_PYTHON -m reward_server.worker --redis-url $redis_url & done; wait"
+    for worker_node in "$@"; do  # workers need Redis only, not the API key
+        am_launch "reward_workers_$worker_node" "$worker_node" bash -c "unset AM_RL_REWARD_API_KEY; \
+for i in \$(seq ${AM_RL_REWARD_WORKERS_PER_NODE:-16}); do $AM_PYTHON -m reward_server.worker & done; wait"
     done
     AM_REWARD_URL="http://$ip:${AM_RL_REWARD_PORT:-8200}"
     am_wait_http reward_api "$AM_REWARD_URL/healthz" "${AM_RL_STARTUP_TIMEOUT_S:-600}"

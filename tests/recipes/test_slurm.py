@@ -1,6 +1,7 @@
 """recipes/slurm: every script parses (bash -n), and dry runs with simulated Slurm commands (srun, sbatch, scontrol,
 curl, python on PATH, each recording what it was given) bring up the right components with the right arguments,
-and tear everything down when the batch script gets scancel's TERM."""
+hand the reward service's API key and Redis password to the steps in their environment only (never a command line
+or a log), and tear everything down when the batch script gets scancel's TERM."""
 
 import json
 import os
@@ -16,13 +17,15 @@ REPO = Path(__file__).resolve().parents[2]
 SLURM = REPO / "recipes" / "slurm"
 SCRIPTS = sorted(p for p in SLURM.iterdir() if p.suffix in (".sh", ".sbatch"))
 
-# Each simulated command appends {"cmd": name, "argv": [...]} to $FAKE_LOG. srun prints an IP for `hostname`, and
-# with FAKE_BLOCK=1 keeps "long-running" steps alive until TERM, which it records.
+# Each simulated command appends {"cmd": name, "argv": [...]} to $FAKE_LOG; srun adds the secrets its step inherits
+# ("env"). srun prints an IP for `hostname`, and with FAKE_BLOCK=1 keeps "long-running" steps alive until TERM, which
+# it records.
 FAKE_SRUN = r"""#!/bin/bash
 python3 - "$@" <<'PY'
 import json, os, sys
+env = {k: os.environ.get(k) for k in ("AM_RL_REWARD_API_KEY", "AM_RL_REWARD_REDIS_URL")}
 with open(os.environ["FAKE_LOG"], "a") as f:
-    f.write(json.dumps({"cmd": "srun", "argv": sys.argv[1:]}) + "\n")
+    f.write(json.dumps({"cmd": "srun", "argv": sys.argv[1:], "env": env}) + "\n")
 PY
 node=""; args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do [[ ${args[i]} == -w ]] && node=${args[i+1]}; done
@@ -80,12 +83,21 @@ def fake_slurm(tmp_path):
         "AM_RL_RAY_HEAD_WAIT_S": "0",
         "AM_RL_REDIS_SERVER": "/opt/redis/redis-server",
     }
-    env.pop("AM_RL_REWARD_URL", None)
+    for name in ("AM_RL_REWARD_URL", "AM_RL_REWARD_API_KEY", "AM_RL_REWARD_API_KEY_FILE", "AM_RL_REWARD_REDIS_URL"):
+        env.pop(name, None)
 
     def calls(cmd: str = "srun") -> list[list[str]]:
         return [c["argv"] for c in map(json.loads, log.read_text().splitlines()) if c["cmd"] == cmd]
 
     return env, calls, tmp_path
+
+
+def step_env(tmp: Path, name: str) -> dict:
+    """The secrets the step logging to NAME.log inherited."""
+    for c in map(json.loads, (tmp / "calls.jsonl").read_text().splitlines()):
+        if c["cmd"] == "srun" and any(a.endswith(f"/{name}.log") and a.startswith("--output=") for a in c["argv"]):
+            return c["env"]
+    raise KeyError(name)
 
 
 def steps(calls) -> dict[str, list[str]]:
@@ -118,9 +130,10 @@ def test_train_dry_run_brings_up_ray_rewards_balancer_and_trainer(fake_slurm):
         worker = s[f"ray_worker_node{n}"]
         assert node_of(worker) == f"node{n}" and "--address=10.0.0.1:6380" in worker and "--block" in worker
     redis = s["redis"]
-    assert redis[redis.index("/opt/redis/redis-server") + 1 :][:4] == ["--port", "6379", "--bind", "0.0.0.0"]
+    conf = tmp / "logs" / "redis.conf"
+    assert redis[redis.index("/opt/redis/redis-server") + 1 :][:5] == [str(conf), "--port", "6379", "--bind", "0.0.0.0"]
     api = s["reward_api"]
-    assert api[api.index("--redis-url") + 1] == "redis://10.0.0.1:6379/0" and api[api.index("--port") + 1] == "8200"
+    assert "--redis-url" not in api and api[api.index("--port") + 1] == "8200"
     lb = s["balancer"]
     assert node_of(lb) == "node1" and lb[lb.index("-m") + 1] == "load_balancer"
     assert lb[lb.index("--host") + 1] == "0.0.0.0" and lb[lb.index("--port") + 1] == "8100"
@@ -156,8 +169,12 @@ def test_reward_job_starts_redis_api_and_workers_and_writes_its_url(fake_slurm):
     assert result.returncode == 0, result.stderr
     s = steps(calls)
     assert set(s) == {"redis", "reward_api", "reward_workers_node1", "reward_workers_node2"}
-    assert "reward_server.worker --redis-url redis://10.0.0.1:6379/0" in s["reward_workers_node2"][-1]
+    assert "python -m reward_server.worker &" in s["reward_workers_node2"][-1]
     assert url_file.read_text().strip() == "http://10.0.0.1:8200"
+    key_file = tmp / "logs" / "reward_api_key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert step_env(tmp, "reward_api")["AM_RL_REWARD_API_KEY"] == key_file.read_text()
+    assert str(key_file) in result.stderr  # where to find it is logged; the key is not (test_secrets_...)
 
 
 def test_launch_submits_reward_then_dependent_train_job(fake_slurm):
@@ -172,6 +189,11 @@ def test_launch_submits_reward_then_dependent_train_job(fake_slurm):
     export = next(a for a in train if a.startswith("--export="))
     assert "AM_RL_RECIPE=stage2_32b" in export and "AM_RL_REWARD_URL_FILE=" in export
     assert "reward job 1001, train job 1002" in result.stdout
+    # One key for both jobs: a 0600 file made here, its path (not the key) handed to both.
+    key_file = Path(next(a for a in export.split(",") if a.startswith("AM_RL_REWARD_API_KEY_FILE=")).split("=", 1)[1])
+    assert f"AM_RL_REWARD_API_KEY_FILE={key_file}" in next(a for a in reward if a.startswith("--export="))
+    assert key_file.stat().st_mode & 0o777 == 0o600 and len(key_file.read_text()) == 64
+    assert key_file.read_text() not in result.stdout + result.stderr + json.dumps(calls("sbatch"))
 
 
 def test_scancel_term_tears_every_component_down(fake_slurm):
@@ -191,3 +213,35 @@ def test_scancel_term_tears_every_component_down(fake_slurm):
     components = steps(calls)
     assert len(calls("TERM")) == len(components), (calls("TERM"), list(components))
     assert stopped == {"node1", "node2", "node3", "node4"}
+
+
+def test_secrets_reach_the_steps_in_their_environment_only(fake_slurm):
+    """The API key and the Redis password: in the steps' environment (the trainer's too, so Ray's processes inherit
+    the key), in 0600 files, and in no command line nor any log the job writes."""
+    env, calls, tmp = fake_slurm
+    result = subprocess.run(["bash", str(SLURM / "train.sbatch")], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    key = (tmp / "logs" / "reward_api_key").read_text()
+    redis_url = step_env(tmp, "reward_api")["AM_RL_REWARD_REDIS_URL"]
+    password = redis_url.split("://:", 1)[1].split("@", 1)[0]
+    assert len(key) == 64 and len(password) == 64 and redis_url.endswith("@10.0.0.1:6379/0")
+    assert step_env(tmp, "reward_api")["AM_RL_REWARD_API_KEY"] == key
+    assert step_env(tmp, "ray_head")["AM_RL_REWARD_API_KEY"] == key  # Ray starts after the key is exported
+    assert step_env(tmp, "trainer")["AM_RL_REWARD_API_KEY"] == key
+    assert step_env(tmp, "reward_workers_node1")["AM_RL_REWARD_REDIS_URL"] == redis_url
+    assert "unset AM_RL_REWARD_API_KEY" in steps(calls)["reward_workers_node1"][-1]  # workers need Redis only
+    conf = tmp / "logs" / "redis.conf"
+    assert conf.read_text() == f"requirepass {password}\n" and conf.stat().st_mode & 0o777 == 0o600
+    written = [result.stdout, result.stderr, json.dumps(calls("srun")), json.dumps(calls("sbatch"))]
+    written += [p.read_text() for p in (tmp / "logs").iterdir() if p.name not in ("reward_api_key", "redis.conf")]
+    for secret in (key, password):
+        assert not [w for w in written if secret in w]
+
+
+def test_given_key_is_used_and_no_file_is_made(fake_slurm):
+    env, _, tmp = fake_slurm
+    env["AM_RL_REWARD_API_KEY"] = "k" * 40
+    result = subprocess.run(["bash", str(SLURM / "train.sbatch")], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert step_env(tmp, "trainer")["AM_RL_REWARD_API_KEY"] == "k" * 40
+    assert not (tmp / "logs" / "reward_api_key").exists()

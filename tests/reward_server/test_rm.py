@@ -11,7 +11,6 @@ import torch
 import uvicorn
 from fastapi import FastAPI
 
-from am_rl.models.tiny import TinyModelSpec, train_tokenizer
 from reward_server.config import WorkerSettings
 from reward_server.launcher import free_port, reward_service
 from reward_server.types import RMItem
@@ -19,11 +18,29 @@ from reward_server.verifiers import InfraError
 from reward_server.verifiers.rm import RMVerifier
 
 
+def byte_level_tokenizer():
+    """A small byte-level BPE (any text encodes), built here: the service's tests do not import the trainer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([f"What is {a}+{b}? {a}+{b}={a + b}" for a in range(20) for b in range(20)], trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<|endoftext|>", clean_up_tokenization_spaces=False)
+
+
 @pytest.fixture(scope="module")
 def tiny_rm(tmp_path_factory):
-    from transformers import Qwen2Config, Qwen2ForSequenceClassification
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForSequenceClassification
 
-    tokenizer = train_tokenizer(TinyModelSpec(corpus_size=200))
+    tokenizer = byte_level_tokenizer()
     config = Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=32,
@@ -39,7 +56,8 @@ def tiny_rm(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny-rm")
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
-    return path, model.eval(), tokenizer
+    # As the service loads it: beside a Qwen2 config, AutoTokenizer builds Qwen2's tokenizer class from these files.
+    return path, model.eval(), AutoTokenizer.from_pretrained(path)
 
 
 def test_local_hf_backend_scores_mean_of_three_heads(tiny_rm):

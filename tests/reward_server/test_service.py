@@ -5,6 +5,8 @@ import time
 
 import pytest
 
+from reward_server.limits import InputLimits
+
 MATH_OK = {"reward_type": "math", "response": r"<think>hmm</think> so \boxed{\frac{1}{2}}", "ground_truth": "0.5"}
 MATH_BAD = {"reward_type": "math", "response": r"\boxed{3}", "ground_truth": "0.5"}
 
@@ -156,10 +158,12 @@ def test_pathological_math_returns_zero_within_seconds(client, answer):
     assert time.monotonic() - t0 < 15
 
 
-def test_megabyte_response_scores_fast(client):
-    response = "a" * 2_000_000 + r" \boxed{4}"
+def test_response_at_the_size_limit_scores_fast(client):
+    tail = r" \boxed{4}"
+    response = "a" * (InputLimits().max_response_bytes - len(tail)) + tail
+    t0 = time.monotonic()
     r = client.post("/score", json={"reward_type": "math", "response": response, "ground_truth": "4"})
-    assert r.json()["score"] == 1.0
+    assert r.json()["score"] == 1.0 and time.monotonic() - t0 < 15
 
 
 def test_hung_verifier_is_killed_and_worker_replaced(client):

@@ -1,4 +1,5 @@
-"""Trainer side against a real reward service: batch client, routing, the scorer, verl's am_remote loop manager."""
+"""Trainer side against a real reward service (with an API key, as on a cluster): batch client, routing, the
+scorer, verl's am_remote loop manager, and samples over the service's input limits scored 0 instead of failing."""
 
 import asyncio
 import json
@@ -18,16 +19,26 @@ from am_rl.rewards import (
     RewardScorer,
     RewardServiceError,
 )
+from reward_server.auth import API_KEY_ENV
 from reward_server.launcher import free_port, reward_service
 
 CODE_TRUTH = {"language": "python", "test_type": "stdin_stdout", "tests": [{"input": "2 3", "output": "5"}]}
+KEY = "trainer-side-test-key"
+# A body limit below the response limit, so one item can be too large for a request body by itself.
+LIMITS = {"max_body_bytes": 1 << 20, "max_response_bytes": 4 << 20}
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
     log = tmp_path_factory.mktemp("rs") / "server.log"
-    with reward_service(log, settings={"code_test_timeout_s": 3.0}, extra_args=("--max-body-mb", "1")) as (url, _):
+    with reward_service(log, settings={"code_test_timeout_s": 3.0}, limits=LIMITS, api_key=KEY) as (url, _):
         yield url
+
+
+@pytest.fixture(autouse=True)
+def api_key_in_env(monkeypatch):
+    """The key where the trainer's reward workers find it (RewardScorer reads it; RewardClient is given it)."""
+    monkeypatch.setenv(API_KEY_ENV, KEY)
 
 
 async def test_client_scores_a_mixed_batch_in_order(service):
@@ -41,7 +52,7 @@ async def test_client_scores_a_mixed_batch_in_order(service):
             "ground_truth": CODE_TRUTH,
         }
     )
-    client = RewardClient(RewardClientConfig(url=service, chunk_size=7, max_concurrency=3))
+    client = RewardClient(RewardClientConfig(url=service, chunk_size=7, max_concurrency=3, api_key=KEY))
     results = await client.score_batch(items)
     assert [r.score for r in results] == [float(i % 2) for i in range(30)] + [1.0]
     assert client.requests_sent == 5  # 31 items in chunks of 7, none retried
@@ -56,12 +67,54 @@ async def test_service_down_is_a_clear_error_in_bounded_time():
     assert time.monotonic() - t0 < 10 and client.requests_sent == 3
 
 
-async def test_rejected_batch_is_a_request_error_without_retries(service):
-    client = RewardClient(RewardClientConfig(url=service, retries=3, backoff_s=5.0))
-    t0 = time.monotonic()
-    with pytest.raises(RewardRequestError, match="413"):
-        await client.score_batch([{"reward_type": "math", "response": "x" * 2_000_000, "ground_truth": "1"}])
-    assert time.monotonic() - t0 < 5
+async def test_wrong_or_missing_key_is_a_request_error_without_retries(service):
+    for key in ("wrong", None):
+        client = RewardClient(RewardClientConfig(url=service, retries=3, backoff_s=5.0, api_key=key))
+        t0 = time.monotonic()
+        with pytest.raises(RewardRequestError, match="refused our API key"):
+            await client.score_batch([{"reward_type": "math", "response": r"\boxed{1}", "ground_truth": "1"}])
+        assert time.monotonic() - t0 < 5 and client.requests_sent == 1
+    assert KEY not in repr(RewardClientConfig(api_key=KEY))  # configs get printed
+
+
+async def test_samples_over_the_limits_score_zero_and_the_rest_are_scored(service):
+    """One ground truth over its limit (rejected in the batch), one item too large for a request body by itself (413
+    alone, found by halving), and a chunk whose items fit one by one but not together (halved until they do)."""
+    ok = [{"reward_type": "math", "response": rf"\boxed{{{i}}}", "ground_truth": "2"} for i in range(4)]
+    over_limit = {"reward_type": "math", "response": r"\boxed{1}", "ground_truth": "1" * 70_000}
+    over_body = {"reward_type": "math", "response": "y" * (1 << 20) + r"\boxed{1}", "ground_truth": "1"}
+    fits_alone = [
+        {"reward_type": "math", "response": "z" * 400_000 + rf"\boxed{{{i}}}", "ground_truth": "1"} for i in range(3)
+    ]
+    items = ok[:2] + [over_body] + ok[2:] + fits_alone + [over_limit]
+    client = RewardClient(RewardClientConfig(url=service, chunk_size=16, api_key=KEY))
+    results = await client.score_batch(items)
+    assert [r.status for r in results] == ["ok", "ok", "rejected"] + ["ok"] * 5 + ["rejected"]
+    assert [r.score for r in results] == [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0]
+    assert results[2].details["field"] == "body" and str(1 << 20) in results[2].error
+    assert results[8].details == {"field": "ground_truth", "limit": 65536, "actual": 70_000, "unit": "bytes"}
+    assert client.rejected == {"body": 1, "ground_truth": 1}
+    assert client.requests_sent > 1  # the chunk was halved (a request of 1.2 MB does not fit 1 MiB)
+
+
+async def test_a_service_the_trainer_starts_has_a_key_of_its_own(tmp_path, monkeypatch):
+    import os
+
+    import httpx
+    from omegaconf import OmegaConf
+
+    from am_rl.trainer.services import started_reward_service
+
+    monkeypatch.delenv(API_KEY_ENV)
+    trainer = {"nnodes": 1, "default_local_dir": str(tmp_path)}
+    cfg = OmegaConf.create({"trainer": trainer, "am_rl": {"reward": {"workers": 1}}})
+    item = {"reward_type": "math", "response": r"\boxed{9}", "ground_truth": "9"}
+    with started_reward_service(cfg) as url:
+        key = os.environ[API_KEY_ENV]  # where the scorer, and Ray's processes started from here, find it
+        assert len(key) >= 32 and httpx.post(f"{url}/score", json=item, timeout=30).status_code == 401
+        assert [r.score for r in await RewardScorer(url).score([item])] == [1.0]
+    assert API_KEY_ENV not in os.environ
+    assert key not in (tmp_path / "logs" / "reward_service.log").read_text()
 
 
 async def test_client_retries_until_the_service_comes_up(tmp_path):
@@ -160,6 +213,7 @@ async def test_reward_loop_manager_coalesces_a_step_into_one_batch(service, toke
     assert not [o for o in outputs if isinstance(o, BaseException)], outputs
     assert [o["reward_score"] for o in outputs] == [1.0, 0.0, 1.0]  # print(5) is CODE_TRUTH's answer to "2 3"
     assert [o["reward_extra_info"]["acc"] for o in outputs] == [1.0, 0.0, 1.0]
+    assert [o["reward_extra_info"]["reward_rejected"] for o in outputs] == [0.0, 0.0, 0.0]
     assert manager.coalescer.batches_sent == 1 and manager.scorer.client.requests_sent == 1
     await run_step(manager, data)  # the next step is a batch of its own
     assert manager.coalescer.batches_sent == 2
