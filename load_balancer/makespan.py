@@ -33,6 +33,7 @@ class _Tracked:
     generated: int  # output tokens so far, across every instance it ran on
     migrations: int = 0
     moved_at: float = -math.inf
+    load: float = 0.0  # expected remaining tokens it counts for in its instance's load (as of the last refresh)
 
 
 @dataclass
@@ -162,6 +163,15 @@ class MakespanPolicy:
         load.variance += 2.0 * w * r + r * r
         load.by_prompt[t.request.prompt_key] = w + r
         load.work += r
+        t.load = r
+
+    def _remove_load(self, t: _Tracked) -> None:
+        """Take back exactly what ``_add_load`` counted for ``t``, so a finish or a move costs no full refresh."""
+        load = self._load[t.url]
+        w = load.by_prompt[t.request.prompt_key]
+        load.variance = max(0.0, load.variance - 2.0 * w * t.load + t.load * t.load)
+        load.by_prompt[t.request.prompt_key] = w - t.load
+        load.work -= t.load
 
     def _refresh(self, now: float) -> None:
         """Recompute every instance's work from current estimates (they drift as siblings finish and requests grow)."""
@@ -179,7 +189,8 @@ class MakespanPolicy:
             live.discard(request_id)
             if not live:  # a long-lived balancer sees endless prompts: keep only those in flight
                 del self._siblings[t.request.prompt_key]
-            self._refreshed_at = -math.inf  # the old instance's aggregates are stale: rebuild before routing again
+            if math.isfinite(self._refreshed_at):
+                self._remove_load(t)
         return t
 
     def on_routed(self, request: RequestInfo, url: str, now: float) -> None:
