@@ -266,3 +266,33 @@ def test_makespan_releases_per_request_state_when_requests_end():
             policy.on_finished(f"r{i}", 100 * i, 1.0)
     assert not policy._tracked and not policy._siblings
     assert list(policy._finished_by_prompt) == ["p7", "p8", "p9"]  # only the most recent prompts are remembered
+
+
+@pytest.mark.parametrize("busy", [{"waiting": 5}, {"kv_cache_usage": 0.95}])
+def test_no_move_lands_behind_an_engine_queue(busy):
+    """c is idle in the balancer's view, but its engine has a queue (or a full KV cache): a request moved there would
+    wait behind the queue instead of decoding, so the moves go to b, the only instance that can start them now."""
+    policy, instances, running = laggard_scene(n_long_on_a=12, n_long_on_b=1)
+    free = {m.target for m in policy.plan_migrations(instances, running, now=100.0)}
+    assert "c" in free  # the reference scene: c is the best target while it can start work
+
+    policy, instances, running = laggard_scene(n_long_on_a=12, n_long_on_b=1)
+    instances[2] = dataclasses.replace(instances[2], **busy)
+    moves = policy.plan_migrations(instances, running, now=100.0)
+    assert moves and {m.target for m in moves} == {"b"}
+
+
+def test_the_policy_plans_whenever_the_balancer_asks():
+    """One planning cadence, the balancer's (BalancerConfig.migration_interval_s): the policy has no interval of its own
+    that would silently turn the balancer's asks into empty plans."""
+    with pytest.raises(TypeError):
+        MakespanPolicy(plan_interval_s=2.0)
+    policy, instances, running = laggard_scene(n_long_on_a=12, n_long_on_b=1)
+    assert policy.plan_migrations(instances, running, now=100.0)
+    # half a second later a second laggard appears (requests that never moved): the next ask plans again
+    for i in range(100, 112):
+        req = request(i, f"p{i}")
+        policy.on_routed(req, "d", 100.0)
+        running.append(RunningRequest(req, "d", 16_000, 0.0))
+    instances.append(dataclasses.replace(instances[0], url="d"))
+    assert any(m.source == "d" for m in policy.plan_migrations(instances, running, now=100.5))
