@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -157,6 +158,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--pause-s", type=float, default=60.0)
+    parser.add_argument("--jobs", type=int, default=1, help="seeds simulated in parallel processes")
     parser.add_argument("--out", type=Path, default=RESULTS / "lb_sim_steps.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -169,11 +171,14 @@ def main() -> None:
     }
     for mode, cap in modes.items():
         config = SimConfig(max_in_flight=cap)
-        rows = []
-        for seed in range(args.seeds):
-            rows.append(run_seed(seed, args.steps, args.instances, spec, config, args.pause_s))
-            log.info("%s, seed %d: %s", mode, seed, {
-                name: [round(s["makespan_s"]) for s in run["warm"]] for name, run in rows[-1]["runs"].items()})
+        with ProcessPoolExecutor(args.jobs) as pool:
+            futures = [pool.submit(run_seed, seed, args.steps, args.instances, spec, config, args.pause_s)
+                       for seed in range(args.seeds)]
+            rows = []
+            for future in futures:
+                rows.append(future.result())
+                log.info("%s, seed %d: %s", mode, rows[-1]["seed"], {
+                    name: [round(s["makespan_s"]) for s in run["warm"]] for name, run in rows[-1]["runs"].items()})
         summary = summarize(rows, args.steps)
         report["modes"][mode] = {"sim_config": dataclasses.asdict(config), "summary": summary,
                                  "targets": targets(summary), "rows": rows}
