@@ -33,7 +33,7 @@ class _Tracked:
     generated: int  # output tokens so far, across every instance it ran on
     migrations: int = 0
     moved_at: float = -math.inf
-    load: float = 0.0  # expected remaining tokens it counts for in its instance's load (as of the last refresh)
+    load: float = 0.0  # expected remaining tokens it adds to its instance's load (as estimated when added)
 
 
 @dataclass
@@ -59,9 +59,9 @@ class MakespanPolicy:
     (its step time over a typical instance's at the same load, :class:`StepTimeFit`) times a KV / queueing penalty.
     Never the measured tokens/s: that scales with the batch the instance ran (a full instance reads fast, a tail
     instance slow), so routing on it sent a step's requests to the instances whose previous step had ended fullest,
-    and mid-step to those already holding the most sequences. The variance treats the remaining lengths of one prompt's siblings as fully
-    correlated and different prompts as independent, so piling siblings onto one instance costs more than
-    spreading them: that keeps a hard prompt's 16 samples off a single "crowded" instance.
+    and mid-step to those already holding the most sequences. The variance treats the remaining lengths of one
+    prompt's siblings as fully correlated and different prompts as independent, so piling siblings onto one instance
+    costs more than spreading them: that keeps a hard prompt's 16 samples off a single "crowded" instance.
 
     **Migration.** Sequences on one instance advance in lockstep (one token per step each), so an instance holding
     remaining lengths ``r_j`` at contexts ``x_j`` drains in ``t0 * max r + a * sum r + c * sum(x_j r_j + r_j²/2)``

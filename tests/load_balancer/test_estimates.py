@@ -1,4 +1,4 @@
-"""The step-time fit behind the makespan policy: outliers, new regimes, per-instance slowness (load_balancer/estimates)."""
+"""The step-time fit behind the makespan policy: outliers, new regimes, per-instance slowness."""
 
 import numpy as np
 import pytest
