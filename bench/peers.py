@@ -79,7 +79,7 @@ def part_makespan(a, results: dict) -> None:
 
     model = str(ensure_tiny_model())
     # Small steps (seconds, not hours): the makespan policy plans and moves at this time scale (as lb_real_engines).
-    ours_opts = ("--policy-option", "plan_interval_s=0.5", "--policy-option", "min_gain_s=0.5",
+    ours_opts = ("--migration-interval", "0.5", "--policy-option", "min_gain_s=0.5",
                  "--policy-option", "cooldown_s=2.0")  # fmt: skip
     routers = makespan_routers(ours_opts)
     logs = Path(tempfile.mkdtemp(prefix="peers-makespan-"))

@@ -11,26 +11,77 @@ import numpy as np
 
 
 class StepTimeFit:
-    """Online least-squares fit of an instance's decode step time, ``step ≈ t0 + a * b + c * K`` (seconds).
+    """Online least-squares fit of a decode step time, ``step ≈ slowness(url) * (t0 + a * b + c * K)`` (seconds).
 
-    ``b`` is the number of running sequences and ``K`` the tokens of context they hold; one observation per scraped
-    instance is ``step = running / tokens_per_s``. Older observations fade (``decay`` per update) so the fit follows
-    the cluster it serves; a weak ridge toward ``prior`` keeps it defined before any data.
+    ``b`` is the number of running sequences and ``K`` the tokens of context they hold; one observation per clean
+    scrape interval of an instance (``InstanceState.decode_step_s``). ``t0, a, c`` are shared: the instances serve one
+    model on the same kind of hardware. Older observations fade (``decay`` per round) so the fit follows the cluster it
+    serves; a weak ridge toward ``prior`` keeps it defined before any data. ``slowness`` is each instance's step time
+    over the round's typical one (1 when unmeasured): the capacity routing divides work by, a property of the
+    instance that, unlike its measured tokens/s, does not scale with the batch it happens to run.
+
+    **Outliers.** A scrape interval that hid a prefill stall or a preemption gives a step several times the true one,
+    and least squares lets one such sample dominate for hundreds of rounds. Each round's observations are judged by
+    their ratio to the fit's prediction: once the fit holds ``min_weight`` observations, those more than
+    ``outlier_factor`` times off it either way are dropped. Before that, or when the round's median itself is that far
+    off (the cluster changed, or the prior was wrong), the round's median ratio is the yardstick instead, so the fit
+    can always learn a new regime from a round that agrees with itself.
     """
 
     _SCALE = np.array([1.0, 10.0, 1e5])  # feature units: 1, 10 sequences, 100k tokens (keeps the ridge balanced)
 
-    def __init__(self, prior=(0.02, 0.0, 0.0), ridge: float = 1e-3, decay: float = 0.98) -> None:
+    def __init__(
+        self,
+        prior=(0.02, 0.0, 0.0),
+        ridge: float = 1e-3,
+        decay: float = 0.98,
+        outlier_factor: float = 4.0,  # an observation this many times off the yardstick (either way) is dropped
+        min_weight: float = 16.0,  # (decayed) observations before the fit's own prediction is the yardstick
+        slowness_decay: float = 0.98,  # per observation of that instance: ~50 (12 s of 0.25 s scrapes) remembered
+    ) -> None:
         self.prior = np.asarray(prior, dtype=np.float64) * self._SCALE  # in scaled units
         self.ridge = ridge
         self.decay = decay
+        self.outlier_factor = outlier_factor
+        self.min_weight = min_weight
+        self.slowness_decay = slowness_decay
         self._xtx = np.zeros((3, 3))
         self._xty = np.zeros(3)
+        self._weight = 0.0  # decayed count of the observations in the fit
+        self._log_slowness: dict[str, float] = {}  # url -> EWMA of log(its step / the round's typical step)
 
-    def observe(self, batch: Sequence[float], context: Sequence[float], step_s: Sequence[float]) -> None:
-        x = np.column_stack([np.ones(len(batch)), batch, context]) / self._SCALE
+    def predict(self, batch, context) -> np.ndarray:
+        """Step seconds of an instance of typical speed running ``batch`` sequences holding ``context`` tokens."""
+        t0, a, c = self.coefficients()
+        return t0 + a * np.asarray(batch, dtype=np.float64) + c * np.asarray(context, dtype=np.float64)
+
+    def observe(
+        self, urls: Sequence[str], batch: Sequence[float], context: Sequence[float], step_s: Sequence[float]
+    ) -> np.ndarray:
+        """One round of observations (one per instance); returns the (k,) mask of those kept."""
+        step = np.asarray(step_s, dtype=np.float64)
+        ratio = step / np.maximum(self.predict(batch, context), 1e-12)
+        valid = np.isfinite(ratio) & (ratio > 0)
+        if not valid.any():
+            return valid
+        limit = np.log(self.outlier_factor)
+        median = float(np.median(ratio[valid]))
+        trusted = self._weight >= self.min_weight and abs(np.log(median)) <= limit
+        yardstick = 1.0 if trusted else median
+        keep = valid & (np.abs(np.log(np.where(valid, ratio, 1.0) / yardstick)) <= limit)
+        x = np.column_stack([np.ones(len(step)), batch, context])[keep] / self._SCALE
         self._xtx = self.decay * self._xtx + x.T @ x
-        self._xty = self.decay * self._xty + x.T @ np.asarray(step_s, dtype=np.float64)
+        self._xty = self.decay * self._xty + x.T @ step[keep]
+        self._weight = self.decay * self._weight + float(keep.sum())
+        typical = float(np.median(ratio[keep]))
+        for url, r in zip(np.asarray(urls)[keep], ratio[keep]):
+            previous = self._log_slowness.get(url, 0.0)
+            self._log_slowness[url] = self.slowness_decay * previous + (1.0 - self.slowness_decay) * np.log(r / typical)
+        return keep
+
+    def slowness(self, url: str) -> float:
+        """``url``'s step time over a typical instance's at the same load (1 when unmeasured)."""
+        return float(np.exp(self._log_slowness.get(url, 0.0)))
 
     def coefficients(self) -> np.ndarray:
         """(3,) t0 (s), a (s per sequence), c (s per context token), each clipped at 0."""

@@ -33,6 +33,7 @@ class _Tracked:
     generated: int  # output tokens so far, across every instance it ran on
     migrations: int = 0
     moved_at: float = -math.inf
+    load: float = 0.0  # expected remaining tokens it adds to its instance's load (as estimated when added)
 
 
 @dataclass
@@ -54,21 +55,27 @@ class MakespanPolicy:
     long), and ``(1 + lindy)`` times its own progress (a long-tailed length that has run far runs further);
     capped by ``max_tokens``. Remaining = that minus what it generated.
 
-    **Routing.** Projected finish of an instance = (remaining work + ``risk`` * sqrt(variance)) / measured rate,
-    times a KV / queueing penalty. The variance treats the remaining lengths of one prompt's siblings as fully
-    correlated and different prompts as independent, so piling siblings onto one instance costs more than
-    spreading them: that keeps a hard prompt's 16 samples off a single "crowded" instance.
+    **Routing.** Projected finish of an instance = (remaining work + ``risk`` * sqrt(variance)) times its slowness
+    (its step time over a typical instance's at the same load, :class:`StepTimeFit`) times a KV / queueing penalty.
+    Never the measured tokens/s: that scales with the batch the instance ran (a full instance reads fast, a tail
+    instance slow), so routing on it sent a step's requests to the instances whose previous step had ended fullest,
+    and mid-step to those already holding the most sequences. The variance treats the remaining lengths of one
+    prompt's siblings as fully correlated and different prompts as independent, so piling siblings onto one instance
+    costs more than spreading them: that keeps a hard prompt's 16 samples off a single "crowded" instance.
 
     **Migration.** Sequences on one instance advance in lockstep (one token per step each), so an instance holding
     remaining lengths ``r_j`` at contexts ``x_j`` drains in ``t0 * max r + a * sum r + c * sum(x_j r_j + r_j²/2)``
-    seconds, with ``t0, a, c`` fitted online from scrapes (:class:`StepTimeFit`). Planning moves the longest-remaining
+    seconds, with ``t0, a, c`` fitted online from scrapes (:class:`StepTimeFit`, times the instance's slowness). A
+    request waiting in an engine's queue is not decoding: an instance with a queue (or a KV cache above ``kv_soft``)
+    receives no moves, since a moved request would wait there behind the queue. Planning moves the longest-remaining
     request of the instance that drains last to the instance that would then drain earliest (re-prefill of prompt +
     generated tokens included), while that shortens the later of the two by ``min_gain`` and ``min_gain_s``.
     Then each of the ``spread_fraction * instances`` longest-remaining requests moves to the instance where it would
     finish earliest (its own finish: the others there slow only the steps they share with it), when that beats its
     finish where it is by the same margins; the longer requests already at a target count too, as that target's drain.
     A moved request stays put ``cooldown_s`` and moves at most ``max_migrations_per_request`` times. Whether moves
-    happen at all is the balancer's switch (``BalancerConfig.migrate``): off, it never asks for a plan.
+    happen at all, and how often a plan is asked for, is the balancer's (``BalancerConfig.migrate``,
+    ``migration_interval_s``): the policy plans whenever it is asked.
     """
 
     def __init__(
@@ -81,7 +88,6 @@ class MakespanPolicy:
         risk: float = 1.0,  # weight of the standard deviation of an instance's work in its projected finish
         kv_soft: float = 0.90,  # KV-cache usage above which new work will queue or be preempted
         refresh_s: float = 1.0,  # recompute every instance's expected work at most this often
-        plan_interval_s: float = 2.0,  # migration planning runs at most this often
         min_gain: float = 0.01,  # a move must shorten max(source, target) drain by this fraction...
         # ...and by this many seconds (hysteresis: no ping-pong on noise). 5 rather than 3 since the spread pass
         # below: together they beat 3 in bench/sim_routing.py (alone, 5 is slightly worse than 3).
@@ -102,7 +108,6 @@ class MakespanPolicy:
         self.risk = risk
         self.kv_soft = kv_soft
         self.refresh_s = refresh_s
-        self.plan_interval_s = plan_interval_s
         self.min_gain = min_gain
         self.min_gain_s = min_gain_s
         self.cooldown_s = cooldown_s
@@ -118,7 +123,7 @@ class MakespanPolicy:
         self._finished_by_prompt: OrderedDict[str, list[int]] = OrderedDict()
         self._load: dict[str, _InstanceLoad] = defaultdict(_InstanceLoad)
         self._refreshed_at = -math.inf
-        self._planned_at = -math.inf
+        self._observed_scrape: dict[str, float] = {}  # url -> time of its last scrape fed to the fit
 
     # --- length estimates -------------------------------------------------------------------------------------
 
@@ -158,6 +163,15 @@ class MakespanPolicy:
         load.variance += 2.0 * w * r + r * r
         load.by_prompt[t.request.prompt_key] = w + r
         load.work += r
+        t.load = r
+
+    def _remove_load(self, t: _Tracked) -> None:
+        """Take back exactly what ``_add_load`` counted for ``t``, so a finish or a move costs no full refresh."""
+        load = self._load[t.url]
+        w = load.by_prompt[t.request.prompt_key]
+        load.variance = max(0.0, load.variance - 2.0 * w * t.load + t.load * t.load)
+        load.by_prompt[t.request.prompt_key] = w - t.load
+        load.work -= t.load
 
     def _refresh(self, now: float) -> None:
         """Recompute every instance's work from current estimates (they drift as siblings finish and requests grow)."""
@@ -175,7 +189,8 @@ class MakespanPolicy:
             live.discard(request_id)
             if not live:  # a long-lived balancer sees endless prompts: keep only those in flight
                 del self._siblings[t.request.prompt_key]
-            self._refreshed_at = -math.inf  # the old instance's aggregates are stale: rebuild before routing again
+            if math.isfinite(self._refreshed_at):
+                self._remove_load(t)
         return t
 
     def on_routed(self, request: RequestInfo, url: str, now: float) -> None:
@@ -214,60 +229,60 @@ class MakespanPolicy:
         kv_excess = max(0.0, s.kv_cache_usage - self.kv_soft) / (1.0 - self.kv_soft)
         return 1.0 + kv_excess + s.waiting / max(1, s.running)
 
-    def projected_finish(self, s: InstanceState, rate: float, extra: float = 0.0, extra_key: str = "") -> float:
-        """Seconds until ``s`` drains its expected work, plus ``extra`` tokens of prompt ``extra_key``."""
+    def projected_finish(self, s: InstanceState, extra: float = 0.0, extra_key: str = "") -> float:
+        """When ``s`` drains its expected work plus ``extra`` tokens of prompt ``extra_key``, in tokens of a typical
+        instance (only the order between instances matters to routing)."""
         load = self._load[s.url]
         variance = load.variance + 2.0 * load.by_prompt.get(extra_key, 0.0) * extra + extra * extra
-        return (load.work + extra + self.risk * math.sqrt(variance)) / rate * self._penalty(s)
+        work = load.work + extra + self.risk * math.sqrt(variance)
+        return work * self.fit.slowness(s.url) * self._penalty(s)
 
     def choose(self, request: RequestInfo, instances: Sequence[InstanceState], now: float) -> str:
         healthy = healthy_instances(instances)
+        self._observe(instances, now)
         if now - self._refreshed_at >= self.refresh_s:
             self._refresh(now)
-        known = [s.tokens_per_s for s in healthy if s.tokens_per_s > 0]
-        fallback = sum(known) / len(known) if known else 1.0  # unmeasured instances: assume the average
         r = self.expected_remaining(request, request.generated_tokens)
-        costs = [
-            self.projected_finish(s, s.tokens_per_s if s.tokens_per_s > 0 else fallback, r, request.prompt_key)
-            for s in healthy
-        ]
+        costs = [self.projected_finish(s, r, request.prompt_key) for s in healthy]
         return healthy[min(range(len(healthy)), key=lambda k: (costs[k], k))].url
 
-    # --- migration --------------------------------------------------------------------------------------------
+    def _observe(self, instances: Sequence[InstanceState], now: float) -> None:
+        """Feed the step-time fit each instance's clean scrape interval once (see ``InstanceState.decode_step_s``)."""
+        fresh = [s for s in instances if s.decode_step_s is not None
+                 and now - s.scrape_age_s > self._observed_scrape.get(s.url, -math.inf) + 1e-9]
+        if not fresh:
+            return
+        context: dict[str, float] = defaultdict(float)
+        for t in self._tracked.values():
+            context[t.url] += t.request.prompt_tokens + t.generated
+        self.fit.observe([s.url for s in fresh], [s.running for s in fresh], [context[s.url] for s in fresh],
+                         [s.decode_step_s for s in fresh])
+        for s in fresh:
+            self._observed_scrape[s.url] = now - s.scrape_age_s
 
-    def _observe(self, instances: Sequence[InstanceState], context: dict[str, float]) -> None:
-        """Feed the step-time fit from instances whose whole load is running (a queue would skew ``K``)."""
-        obs = [(s.running, context.get(s.url, 0.0), s.running / s.tokens_per_s)
-               for s in instances if s.running > 0 and s.tokens_per_s > 0 and s.waiting == 0]
-        if obs:
-            self.fit.observe(*zip(*obs))
+    # --- migration --------------------------------------------------------------------------------------------
 
     def plan_migrations(
         self, instances: Sequence[InstanceState], running: Sequence[RunningRequest], now: float
     ) -> list[Migration]:
         """Moves that shorten the step's projected finish (see the class docstring); [] most of the time."""
-        if now - self._planned_at < self.plan_interval_s:
-            return []
-        self._planned_at = now
         healthy = {s.url: s for s in instances if s.healthy}
         items: list[tuple[float, float, RunningRequest]] = []
-        context: dict[str, float] = defaultdict(float)
         running = list(running)
         for rr in running:
             t = self._tracked.get(rr.request.request_id)
             if t is not None:
                 t.generated = max(t.generated, rr.generated_tokens)
+        self._observe(instances, now)
         remaining = self.expected_remaining_many([rr.request for rr in running], [rr.generated_tokens for rr in running])
         for rr, r in zip(running, remaining):
-            x = rr.request.prompt_tokens + rr.generated_tokens
-            context[rr.url] += x
             if rr.url in healthy:
-                items.append((float(r), x, rr))
-        self._observe(list(healthy.values()), context)
+                items.append((float(r), rr.request.prompt_tokens + rr.generated_tokens, rr))
         if len(healthy) < 2:
             return []
         theta = self.fit.coefficients()
-        queues = {url: DrainQueue(theta) for url in healthy}
+        queues = {url: DrainQueue(theta * self.fit.slowness(url)) for url in healthy}
+        targets = {url for url, s in healthy.items() if s.waiting == 0 and s.kv_cache_usage <= self.kv_soft}
         for item in items:
             queues[item[2].url].add(item)
         drain = {url: q.drain_s() for url, q in queues.items()}
@@ -285,17 +300,19 @@ class MakespanPolicy:
                 break
             item = movable[0]  # the longest-remaining request that may move
             r, x, _ = item
-            target = self._earliest_target(queues, source, r, x)
+            target = self._earliest_target(queues, targets, source, r, x)
+            if target is None:
+                break
             after = max(queues[source].drain_without_s(item), queues[target].drain_with_s(r, x) + self._stall_s(x))
             if before - after < max(self.min_gain * before, self.min_gain_s):
                 break
             moves.append(self._move(item, source, target, queues, now))
             drain[source], drain[target] = queues[source].drain_s(), queues[target].drain_s()
             received.add(target)
-        return moves + self._spread(items, queues, moves, now)
+        return moves + self._spread(items, queues, targets, moves, now)
 
     def _spread(
-        self, items: list, queues: dict[str, DrainQueue], planned: list[Migration], now: float
+        self, items: list, queues: dict[str, DrainQueue], targets: set[str], planned: list[Migration], now: float
     ) -> list[Migration]:
         """Move each of the longest-remaining requests to where it would finish earliest (see the class docstring)."""
         moves: list[Migration] = []
@@ -309,17 +326,21 @@ class MakespanPolicy:
                 continue
             source = rr.url
             before = queues[source].finish_s(r)
-            target = self._earliest_target(queues, source, r, x)
+            target = self._earliest_target(queues, targets, source, r, x)
+            if target is None:
+                continue
             after = queues[target].drain_with_s(r, x) + self._stall_s(x)
             if before - after >= max(self.min_gain * before, self.min_gain_s):
                 moves.append(self._move(item, source, target, queues, now))
         return moves
 
     @staticmethod
-    def _earliest_target(queues: dict[str, DrainQueue], source: str, r: float, x: float) -> str:
-        """The instance other than ``source`` that would drain earliest with a request of ``r`` tokens left at
-        context ``x`` added (ties: the smallest URL, so plans are deterministic)."""
-        return min((u for u in queues if u != source), key=lambda u: (queues[u].drain_with_s(r, x), u))
+    def _earliest_target(
+        queues: dict[str, DrainQueue], targets: set[str], source: str, r: float, x: float
+    ) -> str | None:
+        """The instance among ``targets`` other than ``source`` that would drain earliest with a request of ``r``
+        tokens left at context ``x`` added (ties: the smallest URL, so plans are deterministic); None when none is."""
+        return min((u for u in targets if u != source), key=lambda u: (queues[u].drain_with_s(r, x), u), default=None)
 
     def _stall_s(self, context: float) -> float:
         """Seconds a target stops decoding while it re-prefills a moved request's ``context`` tokens."""

@@ -39,8 +39,11 @@ class InstanceState:
     running: int  # vllm:num_requests_running (last scrape)
     waiting: int  # vllm:num_requests_waiting (last scrape)
     kv_cache_usage: float  # vllm:kv_cache_usage_perc, 0..1 (last scrape)
-    tokens_per_s: float  # measured generation rate of the whole instance (0 when unknown yet)
+    # Measured generation rate of the whole instance (0 when unknown yet). No capacity: it grows with the batch.
+    tokens_per_s: float
     scrape_age_s: float  # seconds since the last successful scrape (inf when never)
+    decode_step_s: float | None = None  # seconds per decode step in the last scrape interval (None unless clean:
+    # see load_balancer.registry.Instance.decode_step_s)
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,13 @@ class Instance:
     waiting: int = 0
     kv_cache_usage: float = 0.0
     gen_tokens_total: float | None = None  # vllm:generation_tokens_total at last_scrape
-    scraped_rate: float | None = None  # tokens/s while busy, from generation_tokens_total (EWMA): a capacity
+    scraped_rate: float | None = None  # tokens/s while busy, from generation_tokens_total (EWMA)
     scraped_now: float | None = None  # tokens/s over the last scrape interval, busy or not: current throughput
+    # Seconds per decode step over the last scrape interval (running / tokens per second), only when the interval was
+    # clean: the same sequences running at both ends, none waiting, tokens generated. Otherwise None: a prefill stall,
+    # an admission or a finish inside the interval makes running / rate no step time at all (a stalled interval gives
+    # 0 tokens, and the rate EWMA above, halving per stalled scrape, would give steps of 1e3-1e17 s).
+    decode_step_s: float | None = None
     # balancer-side counters
     in_flight: int = 0
     tokens_relayed: int = 0
@@ -59,9 +64,9 @@ class Instance:
         return self.relayed_in_window / window_s
 
     def tokens_per_s(self, now: float, window_s: float) -> float:
-        """The rate the instance generates at while it has work: its engine's counter (which also covers traffic
-        that bypasses us) when scraped, else what we relayed. An idle instance keeps its last busy rate: it is a
-        capacity, and an idle instance reading ~0 tok/s would look infinitely slow to a work-based policy."""
+        """The rate the instance generated at when last busy: its engine's counter (which also covers traffic that
+        bypasses us) when scraped, else what we relayed. An idle instance keeps its last busy rate. Shown on the
+        dashboard; no capacity: it scales with the batch the instance ran (policies use ``decode_step_s``)."""
         current = self.throughput(now, window_s)
         return current if self.scraped_rate is None else max(self.scraped_rate, current)
 
@@ -71,9 +76,12 @@ class Instance:
         return relayed if self.scraped_now is None else max(self.scraped_now, relayed)
 
     def record_scrape(self, running: int, waiting: int, kv: float, gen_total: float | None, now: float) -> None:
+        self.decode_step_s = None
         if gen_total is not None and self.gen_tokens_total is not None and now > self.last_scrape:
             sample = max(0.0, gen_total - self.gen_tokens_total) / (now - self.last_scrape)
             self.scraped_now = sample
+            if running == self.running > 0 and waiting == self.waiting == 0 and sample > 0:
+                self.decode_step_s = running / sample
             if running > 0 or self.running > 0:
                 # A short EWMA: one 250 ms scrape sees few engine steps, so single samples are noisy.
                 self.scraped_rate = sample if self.scraped_rate is None else 0.5 * self.scraped_rate + 0.5 * sample
@@ -117,6 +125,7 @@ class Instance:
             kv_cache_usage=self.kv_cache_usage,
             tokens_per_s=self.tokens_per_s(now, window_s),
             scrape_age_s=now - self.last_scrape,
+            decode_step_s=self.decode_step_s,
         )
 
 

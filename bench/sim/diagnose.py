@@ -1,8 +1,8 @@
 """Where a policy loses time against the lower bound: instrumentation of one simulated rollout step.
 
 :class:`Recorder` wraps any routing policy and passes every call through unchanged, noting what the balancer sees:
-each planning round's requests in flight (instance, tokens so far), the engines' waiting queues, and the moves it
-executed (a second ``on_routed`` for a request id). :func:`diagnose` turns that and the run's result into a few
+each planning round's requests in flight (instance, tokens so far) and the moves it executed (a second
+``on_routed`` for a request id). :func:`diagnose` turns that and the run's result into a few
 numbers per run: how much slower than alone the sequences that bound the makespan ran, how spread the instances'
 finishes are, queueing, and what migration cost in re-prefill. Units: seconds, tokens.
 """
@@ -16,7 +16,7 @@ import numpy as np
 
 from bench.sim.bounds import alone_s
 from bench.sim.calibration import DEFAULT_SPEED, SpeedModel
-from bench.sim.engine import SimResult
+from bench.sim.engine import SimResult, request_id, request_index, step_of
 from bench.sim.workload import Workload
 from load_balancer.policy import InstanceState, Migration, RequestInfo, RoutingPolicy, RunningRequest
 
@@ -35,7 +35,6 @@ class Recorder:
     sample_every_s: float = 10.0  # keep one planning round's view of the requests in flight this often
     samples: list[_Sample] = field(default_factory=list)
     moves: list[tuple[float, str, int]] = field(default_factory=list)  # (time, request_id, tokens re-prefilled)
-    max_waiting: int = 0  # longest engine waiting queue seen in any scrape
     _routed: set[str] = field(default_factory=set)
 
     @property
@@ -63,16 +62,20 @@ class Recorder:
     def plan_migrations(
         self, instances: Sequence[InstanceState], running: Sequence[RunningRequest], now: float
     ) -> list[Migration]:
-        self.max_waiting = max(self.max_waiting, max((s.waiting for s in instances), default=0))
         if not self.samples or now - self.samples[-1].now >= self.sample_every_s:
             self.samples.append(_Sample(now, {r.request.request_id: (r.url, r.generated_tokens) for r in running}))
         return self.inner.plan_migrations(instances, running, now)
 
 
 def diagnose(
-    workload: Workload, result: SimResult, recorder: Recorder, speed: SpeedModel = DEFAULT_SPEED, timeline_points: int = 8
+    workload: Workload,
+    result: SimResult,
+    recorder: Recorder,
+    speed: SpeedModel = DEFAULT_SPEED,
+    timeline_points: int = 8,
+    step: int = 0,
 ) -> dict:
-    """Numbers that say where ``result`` lost time; request ``i`` is ``r<i>`` as :mod:`bench.sim.engine` names it.
+    """Numbers that say where ``result`` (the run's step ``step``) lost time.
 
     ``slowdown`` is a request's finish time over the time it would take alone (bound 1 of :mod:`bench.sim.bounds`);
     the makespan is the last finisher's ``alone * slowdown``. ``last_finisher_timeline`` follows that request:
@@ -84,15 +87,16 @@ def diagnose(
     capped = workload.output_tokens >= workload.max_tokens
     tail = capped if capped.any() else workload.output_tokens >= np.percentile(workload.output_tokens, 99)
     finishes = result.instance_finish_s[result.instance_finish_s > 0]
-    reprefill_s = float(sum(speed.prefill_s(tokens) for _, _, tokens in recorder.moves))
+    moves = [(t, r, tokens) for t, r, tokens in recorder.moves if step_of(r) == step]
+    reprefill_s = float(sum(speed.prefill_s(tokens) for _, _, tokens in moves))
 
     timeline = []
-    rid = f"r{last}"
+    rid = request_id(step, last)
     seen = [s for s in recorder.samples if rid in s.where]
     for s in (seen[k] for k in np.unique(np.linspace(0, len(seen) - 1, timeline_points).astype(int))) if seen else ():
         url, generated = s.where[rid]
         sharing = [r for r, (u, _) in s.where.items() if u == url]
-        context = sum(int(workload.prompt_tokens[int(r[1:])]) + s.where[r][1] for r in sharing)
+        context = sum(int(workload.prompt_tokens[request_index(r)]) + s.where[r][1] for r in sharing)
         timeline.append({"t_s": s.now, "generated": generated, "sharing": len(sharing), "context_tokens": context})
 
     return {
@@ -101,14 +105,14 @@ def diagnose(
             "alone_s": float(alone[last]),
             "finish_s": float(result.finish_s[last]),
             "slowdown": float(slowdown[last]),
-            "migrations": sum(1 for _, r, _ in recorder.moves if r == rid),
+            "migrations": sum(1 for _, r, _ in moves if r == rid),
         },
         "tail_requests": int(tail.sum()),  # the truncated ones (or the longest 1% if none is)
         "tail_slowdown_mean": float(slowdown[tail].mean()),
         "instance_finish_s": {q: float(np.percentile(finishes, p)) for q, p in (("p10", 10), ("p50", 50), ("max", 100))},
-        "max_engine_waiting": recorder.max_waiting,
+        "max_engine_waiting": result.max_engine_waiting,
         "preemptions": result.preemptions,
-        "migrations": len(recorder.moves),
+        "migrations": len(moves),
         "reprefill_s": reprefill_s,  # instance time stalled re-prefilling moved requests, summed over instances
         "last_finisher_timeline": timeline,
     }

@@ -6,7 +6,7 @@
   places requests longest first, each on the instance whose projected finish stays earliest (classic LPT, with the
   projection below). It is a strong static placement, not a bound: it never migrates.
 
-Both read the request index from ``request_id`` (``r<i>``), as :func:`bench.sim.engine.request_infos` names them.
+Both read the request index from ``request_id`` with :func:`bench.sim.engine.request_index`.
 """
 
 from __future__ import annotations
@@ -16,13 +16,10 @@ from typing import Sequence
 import numpy as np
 
 from bench.sim.calibration import DEFAULT_SPEED, SpeedModel
+from bench.sim.engine import request_index
 from bench.sim.workload import Workload
 from load_balancer.policies import StatelessPolicy
 from load_balancer.policy import InstanceState, RequestInfo
-
-
-def _index(request: RequestInfo) -> int:
-    return int(request.request_id[1:])
 
 
 class VerlChunks(StatelessPolicy):
@@ -34,7 +31,7 @@ class VerlChunks(StatelessPolicy):
         self.n_requests = n_requests
 
     def choose(self, request: RequestInfo, instances: Sequence[InstanceState], now: float) -> str:
-        return instances[_index(request) * len(instances) // self.n_requests].url
+        return instances[request_index(request.request_id) * len(instances) // self.n_requests].url
 
 
 class LongestFirstOracle(StatelessPolicy):
@@ -73,4 +70,4 @@ class LongestFirstOracle(StatelessPolicy):
             contexts[k] += context[i]
 
     def choose(self, request: RequestInfo, instances: Sequence[InstanceState], now: float) -> str:
-        return instances[int(self._assigned[_index(request)])].url
+        return instances[int(self._assigned[request_index(request.request_id)])].url

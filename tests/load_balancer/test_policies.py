@@ -10,8 +10,8 @@ from load_balancer.policies import LeastRequestsPolicy, MakespanPolicy, PowerOfT
 from load_balancer.policy import POLICIES, InstanceState, RequestInfo, RunningRequest, make_policy
 
 
-def instance(url, healthy=True, in_flight=0, running=0, waiting=0, kv=0.0, rate=0.0):
-    return InstanceState(url, healthy, in_flight, running, waiting, kv, rate, 0.25)
+def instance(url, healthy=True, in_flight=0, running=0, waiting=0, kv=0.0, rate=0.0, step=None):
+    return InstanceState(url, healthy, in_flight, running, waiting, kv, rate, 0.0, step)
 
 
 def request(i, prompt="p0", max_tokens=32_768, generated=0):
@@ -91,11 +91,25 @@ def test_makespan_prefers_less_projected_work():
 
 
 def test_makespan_prefers_the_faster_instance_for_equal_work():
+    """Speed is learnt from clean step times (3x longer on "slow" at the same load), one observation per scrape."""
     policy = MakespanPolicy()
     for i, url in enumerate(["slow", "fast"]):
         policy.on_routed(request(i, f"q{i}"), url, 0.0)
-    instances = [instance("slow", running=1, rate=20.0), instance("fast", running=1, rate=60.0)]
-    assert policy.choose(request(5, "new"), instances, 1.0) == "fast"
+    for tick in range(40):
+        now = 0.25 * tick
+        instances = [instance("slow", running=1, step=0.06), instance("fast", running=1, step=0.02)]
+        policy.plan_migrations(instances, [], now)
+    assert policy.fit.slowness("slow") > 1.5 * policy.fit.slowness("fast")
+    assert policy.choose(request(5, "new"), instances, 10.0) == "fast"
+
+
+def test_makespan_routes_on_work_not_on_measured_tokens_per_s():
+    """The warm-step regression: measured rates left over from the previous step's tail (one instance ended with
+    many sequences, the others with one) are no capacity; a fresh step's requests spread evenly regardless."""
+    policy = MakespanPolicy()
+    instances = [instance(f"u{k}", rate=300.0 if k == 0 else 30.0) for k in range(4)]
+    chosen = [route(policy, request(i, f"p{i // 4}"), instances) for i in range(64)]
+    assert sorted(chosen.count(f"u{k}") for k in range(4)) == [16, 16, 16, 16]
 
 
 def test_makespan_spreads_siblings_of_one_prompt():
@@ -133,7 +147,7 @@ def laggard_scene(n_long_on_a: int, n_long_on_b: int, generated: int = 16_000):
 
     def state(url, count):
         step = 0.017 + 0.00005 * count + 3.5e-8 * count * (generated + 300)
-        return instance(url, in_flight=count, running=count, rate=count / step if count else 0.0)
+        return instance(url, in_flight=count, running=count, step=step if count else None)
 
     return policy, [state("a", n_long_on_a), state("b", n_long_on_b), state("c", 0)], running
 
@@ -216,13 +230,13 @@ def test_spread_moves_a_crowded_long_request_when_the_laggard_cannot_gain():
         for _ in range(5):  # scrapes of a linear step model, as test_step_time_fit_* feeds
             batch = np.array([1.0, 8.0, 32.0, 64.0])
             ctx = batch * np.array([4_000.0, 10_000.0, 20_000.0, 30_000.0])
-            policy.fit.observe(batch, ctx, THETA[0] + THETA[1] * batch + THETA[2] * ctx)
+            policy.fit.observe(["w", "x", "y", "z"], batch, ctx, THETA[0] + THETA[1] * batch + THETA[2] * ctx)
 
         def state(url):
             mine = [rr for rr in running if rr.url == url]
             ctx = sum(rr.request.prompt_tokens + rr.generated_tokens for rr in mine)
             step = THETA[0] + THETA[1] * len(mine) + THETA[2] * ctx
-            return instance(url, in_flight=len(mine), running=len(mine), rate=len(mine) / step if mine else 0.0)
+            return instance(url, in_flight=len(mine), running=len(mine), step=step if mine else None)
 
         return policy.plan_migrations([state("a"), state("b"), state("c")], running, now=100.0)
 
@@ -236,7 +250,7 @@ def test_step_time_fit_recovers_a_linear_step_model():
     for _ in range(20):
         batch = rng.integers(1, 64, 32)
         context = batch * rng.uniform(1_000, 30_000, 32)
-        fit.observe(batch, context, 0.0165 + 5e-5 * batch + 3.5e-8 * context)
+        fit.observe([f"u{k}" for k in range(32)], batch, context, 0.0165 + 5e-5 * batch + 3.5e-8 * context)
     np.testing.assert_allclose(fit.coefficients(), [0.0165, 5e-5, 3.5e-8], rtol=0.02)
 
 
@@ -252,3 +266,33 @@ def test_makespan_releases_per_request_state_when_requests_end():
             policy.on_finished(f"r{i}", 100 * i, 1.0)
     assert not policy._tracked and not policy._siblings
     assert list(policy._finished_by_prompt) == ["p7", "p8", "p9"]  # only the most recent prompts are remembered
+
+
+@pytest.mark.parametrize("busy", [{"waiting": 5}, {"kv_cache_usage": 0.95}])
+def test_no_move_lands_behind_an_engine_queue(busy):
+    """c is idle in the balancer's view, but its engine has a queue (or a full KV cache): a request moved there would
+    wait behind the queue instead of decoding, so the moves go to b, the only instance that can start them now."""
+    policy, instances, running = laggard_scene(n_long_on_a=12, n_long_on_b=1)
+    free = {m.target for m in policy.plan_migrations(instances, running, now=100.0)}
+    assert "c" in free  # the reference scene: c is the best target while it can start work
+
+    policy, instances, running = laggard_scene(n_long_on_a=12, n_long_on_b=1)
+    instances[2] = dataclasses.replace(instances[2], **busy)
+    moves = policy.plan_migrations(instances, running, now=100.0)
+    assert moves and {m.target for m in moves} == {"b"}
+
+
+def test_the_policy_plans_whenever_the_balancer_asks():
+    """One planning cadence, the balancer's (BalancerConfig.migration_interval_s): the policy has no interval of its own
+    that would silently turn the balancer's asks into empty plans."""
+    with pytest.raises(TypeError):
+        MakespanPolicy(plan_interval_s=2.0)
+    policy, instances, running = laggard_scene(n_long_on_a=12, n_long_on_b=1)
+    assert policy.plan_migrations(instances, running, now=100.0)
+    # half a second later a second laggard appears (requests that never moved): the next ask plans again
+    for i in range(100, 112):
+        req = request(i, f"p{i}")
+        policy.on_routed(req, "d", 100.0)
+        running.append(RunningRequest(req, "d", 16_000, 0.0))
+    instances.append(dataclasses.replace(instances[0], url="d"))
+    assert any(m.source == "d" for m in policy.plan_migrations(instances, running, now=100.5))

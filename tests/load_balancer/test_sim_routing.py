@@ -9,7 +9,7 @@ from bench.sim.bounds import alone_s, lower_bound
 from bench.sim.calibration import ANCHOR_TOLERANCE, ANCHORS, DEFAULT_SPEED
 from bench.sim.clairvoyant import KnownLengthsMakespan
 from bench.sim.diagnose import Recorder, diagnose
-from bench.sim.engine import SimConfig, request_infos, simulate
+from bench.sim.engine import SimConfig, request_infos, simulate, simulate_steps
 from bench.sim.static import LongestFirstOracle, VerlChunks
 from bench.sim.workload import Workload, WorkloadSpec, make_workload
 from load_balancer.policies import LeastRequestsPolicy, MakespanPolicy, PowerOfTwoPolicy, RoundRobinPolicy
@@ -78,15 +78,16 @@ def test_every_request_finishes_once_and_makespan_is_the_last_finish():
 
     class Recording(RoundRobinPolicy):
         def choose(self, request, instances, now):
-            assert all(s.healthy and s.scrape_age_s == pytest.approx(0.25) for s in instances)
+            assert all(s.healthy and 0.0 <= s.scrape_age_s <= 0.25 for s in instances)
             return super().choose(request, instances, now)
 
         def on_finished(self, request_id, generated_tokens, now):
             finished.append((request_id, generated_tokens, now))
 
     result = simulate(w, 3, Recording(), np.arange(w.n))
-    assert sorted(r for r, _, _ in finished) == sorted(f"r{i}" for i in range(w.n))
-    assert {r: g for r, g, _ in finished} == {f"r{i}": int(w.output_tokens[i]) for i in range(w.n)}
+    ids = [info.request_id for info in request_infos(w)]
+    assert sorted(r for r, _, _ in finished) == sorted(ids)
+    assert {r: g for r, g, _ in finished} == {ids[i]: int(w.output_tokens[i]) for i in range(w.n)}
     assert result.makespan_s == pytest.approx(max(t for _, _, t in finished))
 
 
@@ -188,3 +189,36 @@ def test_diagnosis_accounts_for_every_move_and_never_beats_running_alone():
     timeline = d["last_finisher_timeline"]
     assert timeline and all(p["sharing"] >= 1 for p in timeline)
     assert [p["generated"] for p in timeline] == sorted(p["generated"] for p in timeline)
+
+
+@pytest.mark.parametrize("migrate", [True, False])
+def test_later_steps_through_one_balancer_are_no_worse_than_from_cold(migrate):
+    """Three steps through one policy object and one set of instance records, weight-sync pauses between them: each
+    later step within 1% of the same step run from a fresh balancer. Routing on the rates left over from the previous
+    step's tail made them 1.6% and 5.6% (with migration), 1.0% and 9.1% (without) slower on this seed."""
+    spec = WorkloadSpec(n_prompts=16, max_tokens=8_192, median_output=1_250.0)  # 4 instances, 64 requests each
+    workloads = [make_workload(20 + s, spec) for s in range(3)]
+    orders = [np.random.default_rng(20 + s).permutation(w.n) for s, w in enumerate(workloads)]
+    config = SimConfig(migrate=migrate)
+    warm = simulate_steps(workloads, 4, MakespanPolicy(), orders, config=config)
+    cold = [simulate(w, 4, MakespanPolicy(), o, config=config) for w, o in zip(workloads, orders)]
+    assert warm[0].makespan_s == cold[0].makespan_s  # the first step is a cold one
+    for step in (1, 2):
+        assert warm[step].makespan_s <= 1.01 * cold[step].makespan_s, step
+
+
+def test_capped_arrivals_keep_the_cap_and_finish_every_request():
+    w = make_workload(6, SMALL)
+    routed_at = []
+
+    class Counting(RoundRobinPolicy):
+        def on_routed(self, request, url, now):
+            routed_at.append(now)
+
+    result = simulate(w, 2, Counting(), np.arange(w.n), config=SimConfig(max_in_flight=5))
+    assert np.all(np.isfinite(result.finish_s)) and len(routed_at) == w.n
+    arrivals = np.sort(routed_at)
+    finishes = np.sort(result.finish_s)
+    # at any time, requests routed minus requests finished never exceeds the cap
+    assert all(np.sum(arrivals <= t) - np.sum(finishes < t) <= 5 for t in arrivals)
+    assert arrivals[5] > 0.0  # the sixth had to wait for a finish
