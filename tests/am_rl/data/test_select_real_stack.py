@@ -29,7 +29,8 @@ def load_weights(model_dir):
 
 
 # The small fact table (a op b, 0..5) the selection rows below draw from; the demo's warm-up on its train split.
-SMALL_TASK = ["am_rl.max_operand=5", "am_rl.max_second_operand=null", "am_rl.ops=+-*", "am_rl.warmup.steps=130"]
+SMALL_TASK = ["am_rl.max_operand=5", "am_rl.max_second_operand=null", "am_rl.ops=+-*", "am_rl.operands=2",
+              "am_rl.warmup.steps=130"]
 
 
 @pytest.fixture(scope="module")
