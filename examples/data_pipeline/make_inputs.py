@@ -86,7 +86,7 @@ IFEVAL = [  # Google IFEval's row layout: unused kwargs are None
 
 def arithmetic_rows() -> list[dict]:
     seen, rows = set(), []
-    for p in make_problems(1000, seed=7, ArithmeticTask(max_operand=5)):
+    for p in make_problems(1000, seed=7, task=ArithmeticTask(max_operand=5)):
         if p.question not in seen:
             seen.add(p.question)
             rows.append({"question": p.question, "answer": p.answer})
