@@ -60,7 +60,8 @@ LOOPS = {
         "label": "new: verl RayPPOTrainer.fit",
         # the old loop's task (a op b, 0..5; the demo's default since moved to a harder one with a held-out split)
         "overrides": ["trainer.test_freq=-1", "trainer.save_freq=-1", "trainer.val_before_train=false",
-                      "am_rl.max_operand=5", "am_rl.max_second_operand=null", "am_rl.ops=+-*", "am_rl.warmup.steps=130"],
+                      "am_rl.max_operand=5", "am_rl.max_second_operand=null", "am_rl.ops=+-*", "am_rl.operands=2",
+                      "am_rl.warmup.steps=130"],
     },
 }
 # Comparable parts: (old keys summed, new keys summed).

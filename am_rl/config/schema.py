@@ -88,6 +88,9 @@ class AMRLSection:
     max_operand: int = 5  # demo data: the first operand's range 0..this
     max_second_operand: Optional[int] = None  # demo data: the second operand's range 0..this; None: max_operand
     ops: str = "+-*"  # demo data: the operators problems draw from
+    # Demo data: numbers per problem; above 2, a chain evaluated left to right (3+4-2), whose solution writes each
+    # step (am_rl.data.arithmetic.problem_of); ops must then be among + and -.
+    operands: int = 2
     # Demo data: share (%) of the problems held out, never drawn by the warm-up nor by RL, evaluated as data source
     # arithmetic_held_out (am_rl.data.arithmetic.is_held_out: sha256 of the expression mod 100 < this).
     held_out_percent: int = 15

@@ -10,26 +10,14 @@ train problems (``arithmetic_train``), so verl's validation reports both accurac
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import pandas as pd
 
-from am_rl.data.arithmetic import OPS, Problem, eval_problems, sample_problems
+from am_rl.data.arithmetic import ArithmeticTask, Problem, eval_problems, sample_problems
 
 # Data sources, all routed to the reward service's math verifier (am_rl.rewards.routing: "*arithmetic*").
 TRAIN_SOURCE, HELD_OUT_SOURCE, TRAIN_EVAL_SOURCE = "arithmetic", "arithmetic_held_out", "arithmetic_train"
-
-
-@dataclass(frozen=True)
-class ArithmeticTask:
-    """The demo's task and split; the knobs are documented in ``am_rl.config.schema`` (``am_rl.*``)."""
-
-    max_operand: int = 5
-    ops: str = OPS
-    held_out_percent: int = 15
-    max_second_operand: Optional[int] = None
 
 
 def verl_rows(problems: list[Problem], data_source: str) -> list[dict]:
@@ -47,18 +35,15 @@ def verl_rows(problems: list[Problem], data_source: str) -> list[dict]:
 
 
 def write_arithmetic_data(
-    out_dir: Path, task: ArithmeticTask = ArithmeticTask(), train: int = 64, val: int = 16, train_eval: int = 0
+    out_dir: Path, task: ArithmeticTask, train: int = 64, val: int = 16, train_eval: int = 0
 ) -> tuple[Path, Path]:
     """(train.parquet, val.parquet) in ``out_dir``: ``train`` draws from the train split; ``val`` distinct held-out
     problems and ``train_eval`` distinct train problems."""
-    split = (task.max_operand, task.ops)
-    extra = {"held_out_percent": task.held_out_percent, "max_second": task.max_second_operand}
-    train_split = "train" if task.held_out_percent else "all"
-    train_rows = verl_rows(sample_problems(train, 0, *split, split=train_split, **extra), TRAIN_SOURCE)
-    val_rows = verl_rows(eval_problems(val, 1, *split, "held_out" if task.held_out_percent else "all", **extra),
-                         HELD_OUT_SOURCE)  # fmt: skip
+    train_split, val_split = ("train", "held_out") if task.held_out_percent else ("all", "all")
+    train_rows = verl_rows(sample_problems(train, 0, task, train_split), TRAIN_SOURCE)
+    val_rows = verl_rows(eval_problems(val, 1, task, val_split), HELD_OUT_SOURCE)
     if train_eval:
-        val_rows += verl_rows(eval_problems(train_eval, 2, *split, train_split, **extra), TRAIN_EVAL_SOURCE)
+        val_rows += verl_rows(eval_problems(train_eval, 2, task, train_split), TRAIN_EVAL_SOURCE)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = out_dir / "train.parquet", out_dir / "val.parquet"
     for path, rows in zip(paths, (train_rows, val_rows), strict=True):
@@ -72,7 +57,7 @@ def main() -> None:
     p.add_argument("--train", type=int, default=64)
     p.add_argument("--val", type=int, default=16)
     a = p.parse_args()
-    for path in write_arithmetic_data(a.out_dir, train=a.train, val=a.val):
+    for path in write_arithmetic_data(a.out_dir, ArithmeticTask(max_operand=5, held_out_percent=15), train=a.train, val=a.val):
         print(path)
 
 

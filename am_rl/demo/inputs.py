@@ -9,29 +9,26 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from am_rl.data.arithmetic import ArithmeticTask
+from am_rl.demo.data import write_arithmetic_data
 from am_rl.demo.warmup import WarmupConfig, ensure_warm_model
 from am_rl.models.tiny import ensure_tiny_model
-from am_rl.demo.data import ArithmeticTask, write_arithmetic_data
 
 logger = logging.getLogger(__name__)
 
 
 def demo_task(cfg: DictConfig) -> ArithmeticTask:
     s = cfg.am_rl
-    return ArithmeticTask(s.max_operand, s.ops, s.held_out_percent, s.max_second_operand)
+    return ArithmeticTask(s.max_operand, s.ops, s.max_second_operand, s.operands, s.held_out_percent)
 
 
 def demo_model(cfg: DictConfig) -> Path:
     """The tiny model after its SFT warm-up on the task's train split (built once, cached)."""
     base = ensure_tiny_model()
-    w, task = cfg.am_rl.warmup, demo_task(cfg)
+    w = cfg.am_rl.warmup
     if w.steps == 0:
         return base
-    warmup = WarmupConfig(
-        steps=w.steps, batch_size=w.batch_size, lr=w.lr, max_operand=task.max_operand, seed=w.seed, ops=task.ops,
-        held_out_percent=task.held_out_percent, max_second_operand=task.max_second_operand,
-    )  # fmt: skip
-    return ensure_warm_model(base, warmup)
+    return ensure_warm_model(base, WarmupConfig(w.steps, w.batch_size, w.lr, w.seed, demo_task(cfg)))
 
 
 def with_demo_inputs(cfg: DictConfig) -> DictConfig:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from am_rl.data.arithmetic import OPS, sample_problem
+from am_rl.data.arithmetic import ArithmeticTask, sample_problem
 from am_rl.models.tiny import build_once
 
 logger = logging.getLogger(__name__)
@@ -27,8 +27,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class WarmupConfig:
-    """Knobs and their defaults are documented in ``am_rl.config.schema`` (``am_rl.warmup``, ``am_rl.max_operand``,
-    ``am_rl.ops``, ``am_rl.held_out_percent``).
+    """Knobs and their defaults are documented in ``am_rl.config.schema`` (``am_rl.warmup`` and the task's
+    ``am_rl.*`` keys).
 
     The lr is cosine-decayed to 10% over the steps. With a held-out split, only train problems are drawn.
     """
@@ -36,29 +36,21 @@ class WarmupConfig:
     steps: int
     batch_size: int
     lr: float
-    max_operand: int
     seed: int
-    ops: str = OPS
-    held_out_percent: int = 0  # 0: no split, every problem may be drawn
-    max_second_operand: int | None = None  # None: max_operand
+    task: ArithmeticTask
 
     def key(self) -> str:
-        fields = dataclasses.asdict(self)
-        if self.ops == OPS and self.held_out_percent == 0 and self.max_second_operand is None:
-            del fields["ops"], fields["held_out_percent"], fields["max_second_operand"]  # older keys: same cache
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True).encode()).hexdigest()[:12]
 
     def split(self) -> str:
-        return "train" if self.held_out_percent else "all"
+        return "train" if self.task.held_out_percent else "all"
 
 
 def sft_batch(tokenizer, rng: random.Random, cfg: WarmupConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask, labels), labels -100 except on the assistant's answer and its <|im_end|>."""
     rows, label_rows = [], []
     for _ in range(cfg.batch_size):
-        problem = sample_problem(
-            rng, cfg.max_operand, cfg.ops, cfg.split(), cfg.held_out_percent, cfg.max_second_operand
-        )
+        problem = sample_problem(rng, cfg.task, cfg.split())
         prompt = tokenizer.apply_chat_template(problem.messages(), tokenize=False, add_generation_prompt=True)
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         answer_ids = tokenizer(problem.solution, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from am_rl.data.arithmetic import make_problems
+from am_rl.data.arithmetic import ArithmeticTask, make_problems
 
 HERE = Path(__file__).resolve().parent
 UNIQUE_ARITHMETIC = 48  # distinct generated questions (operands 0..5, as in the demo)
@@ -86,7 +86,7 @@ IFEVAL = [  # Google IFEval's row layout: unused kwargs are None
 
 def arithmetic_rows() -> list[dict]:
     seen, rows = set(), []
-    for p in make_problems(1000, seed=7, max_operand=5):
+    for p in make_problems(1000, seed=7, task=ArithmeticTask(max_operand=5)):
         if p.question not in seen:
             seen.add(p.question)
             rows.append({"question": p.question, "answer": p.answer})

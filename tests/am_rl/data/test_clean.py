@@ -61,9 +61,9 @@ def test_near_dup_threshold_is_the_exact_jaccard(make_rows):
 
 
 def test_no_false_near_dups_among_many_short_arithmetic_questions(make_rows):
-    from am_rl.data.arithmetic import make_problems
+    from am_rl.data.arithmetic import ArithmeticTask, make_problems
 
-    unique = {p.question: p for p in make_problems(400, seed=3, max_operand=20)}
+    unique = {p.question: p for p in make_problems(400, seed=3, task=ArithmeticTask(max_operand=20))}
     rows = make_rows([{"question": q, "answer": p.answer} for q, p in unique.items()])
     out, report = clean(rows, CleanOptions())
     assert len(out) == len(unique) and report.dropped == []

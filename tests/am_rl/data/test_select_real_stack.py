@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from am_rl.config.load import compose
-from am_rl.data.arithmetic import make_problems
+from am_rl.data.arithmetic import ArithmeticTask, make_problems
 from am_rl.data.difficulty import SelectOptions, select
 from am_rl.data.rows import write_rows
 from am_rl.demo.inputs import demo_model
@@ -29,7 +29,8 @@ def load_weights(model_dir):
 
 
 # The small fact table (a op b, 0..5) the selection rows below draw from; the demo's warm-up on its train split.
-SMALL_TASK = ["am_rl.max_operand=5", "am_rl.max_second_operand=null", "am_rl.ops=+-*", "am_rl.warmup.steps=130"]
+SMALL_TASK = ["am_rl.max_operand=5", "am_rl.max_second_operand=null", "am_rl.ops=+-*", "am_rl.operands=2",
+              "am_rl.warmup.steps=130"]
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def selected(stack, tiny_model, tmp_path_factory):
 
     balancer_url, reward_url, warm_dir = stack
     src = tmp_path_factory.mktemp("select")
-    arithmetic = [{"question": p.question, "answer": p.answer} for p in make_problems(14, seed=21, max_operand=5)]
+    arithmetic = [{"question": p.question, "answer": p.answer} for p in make_problems(14, seed=21, task=ArithmeticTask(max_operand=5))]
     (src / "arithmetic.jsonl").write_text("".join(json.dumps(r) + "\n" for r in arithmetic))
     others = [
         {"data_source": "code_stdin", "question": "Read a and b; print a+b.",
@@ -115,7 +116,7 @@ def test_greedy_sampling_gives_all_or_nothing_and_chat_rows_pass_through(stack, 
     from transformers import AutoTokenizer
 
     balancer_url, reward_url, warm_dir = stack
-    rows = make_rows([{"question": p.question, "answer": p.answer} for p in make_problems(4, seed=5, max_operand=5)])
+    rows = make_rows([{"question": p.question, "answer": p.answer} for p in make_problems(4, seed=5, task=ArithmeticTask(max_operand=5))])
     chat = make_rows([{"question": "How are you today?"}], source="general_chat")
     opts = SelectOptions(k=3, max_tokens=MAX_TOKENS, temperature=0.0)
     kept, rates, report = select(rows + chat, AutoTokenizer.from_pretrained(warm_dir), balancer_url, str(tiny_model),

@@ -1,0 +1,31 @@
+"""The CPU platform as verl's workers see it: loaded in a Ray actor through verl's external-modules hook, it gives
+torch every core the actor may run on (Ray's default for an actor that asks for no CPUs is one OpenMP thread)."""
+
+import os
+
+import ray
+
+from am_rl.trainer.platform_cpu import host_threads
+
+PLUGINS = {"VERL_USE_EXTERNAL_MODULES": "am_rl.trainer.verl_plugins"}
+
+
+@ray.remote(num_gpus=1)  # placed the way verl places its workers: by (logical) GPUs only
+class Worker:
+    def threads(self) -> tuple[int, str]:
+        import torch
+        import verl  # noqa: F401  (imports the plugins named in VERL_USE_EXTERNAL_MODULES)
+
+        return torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS", "")
+
+
+def test_trainer_workers_use_every_core_on_the_cpu_platform():
+    ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
+    try:
+        on_cpu = Worker.options(runtime_env={"env_vars": PLUGINS | {"VERL_PLATFORM": "cpu"}}).remote()
+        assert ray.get(on_cpu.threads.remote(), timeout=120) == (host_threads(), "1")
+        ray.kill(on_cpu)
+        elsewhere = Worker.options(runtime_env={"env_vars": PLUGINS}).remote()  # another platform: left as Ray set it
+        assert ray.get(elsewhere.threads.remote(), timeout=120) == (1, "1")
+    finally:
+        ray.shutdown()
