@@ -16,6 +16,9 @@ import pandas as pd
 
 from am_rl.data.arithmetic import ArithmeticTask, Problem, eval_problems, sample_problems
 
+# The task when none is given (the GPU smoke run's data): a op b, operands 0..5, + - *, 15% held out.
+SMOKE_TASK = ArithmeticTask(max_operand=5, held_out_percent=15)
+
 # Data sources, all routed to the reward service's math verifier (am_rl.rewards.routing: "*arithmetic*").
 TRAIN_SOURCE, HELD_OUT_SOURCE, TRAIN_EVAL_SOURCE = "arithmetic", "arithmetic_held_out", "arithmetic_train"
 
@@ -35,7 +38,7 @@ def verl_rows(problems: list[Problem], data_source: str) -> list[dict]:
 
 
 def write_arithmetic_data(
-    out_dir: Path, task: ArithmeticTask, train: int = 64, val: int = 16, train_eval: int = 0
+    out_dir: Path, task: ArithmeticTask = SMOKE_TASK, train: int = 64, val: int = 16, train_eval: int = 0
 ) -> tuple[Path, Path]:
     """(train.parquet, val.parquet) in ``out_dir``: ``train`` draws from the train split; ``val`` distinct held-out
     problems and ``train_eval`` distinct train problems."""
@@ -57,7 +60,7 @@ def main() -> None:
     p.add_argument("--train", type=int, default=64)
     p.add_argument("--val", type=int, default=16)
     a = p.parse_args()
-    for path in write_arithmetic_data(a.out_dir, ArithmeticTask(max_operand=5, held_out_percent=15), train=a.train, val=a.val):
+    for path in write_arithmetic_data(a.out_dir, train=a.train, val=a.val):
         print(path)
 
 
