@@ -3,13 +3,16 @@ the real load balancer as the teachers and as the perplexity scoring model, the 
 IFEval) as the verifier. Runs are killed and resumed, a teacher dies mid-run, a planted set goes through the filters,
 and verl's SFT dataset reads what distill wrote."""
 
+import contextlib
 import json
 import math
 import os
 import signal
+import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -224,28 +227,64 @@ def test_a_killed_run_resumes_and_loses_nothing(stack, tiny_model, tmp_path):
     assert report["notes"]["run"]["resumed_from_log"] == logged and report["notes"]["run"]["requested"] == 240 - logged
 
 
-def test_a_teacher_that_dies_stops_the_run_naming_it_and_a_rerun_resumes(stack, tiny_model, vllm_servers, tmp_path):
-    from load_balancer.config import BalancerConfig
-    from load_balancer.server import BalancerServer
+class Cuttable:
+    """A TCP forwarder to a real endpoint that can be cut at once, connections and all: the teacher's host going
+    away mid-run (stopping a uvicorn server waits for its clients instead)."""
 
+    def __init__(self, target_url: str):
+        host, port = target_url.removeprefix("http://").split(":")
+        self.target = (host, int(port))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.connections: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            self.connections += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+
+    def cut(self) -> None:
+        self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        for c in self.connections:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
+            c.close()
+
+
+def test_a_teacher_that_dies_stops_the_run_naming_it_and_a_rerun_resumes(stack, tiny_model, tmp_path):
     write_rows(ingest_rows(tmp_path, {"arithmetic": arithmetic(30, seed=9)}), tmp_path / "q.parquet")
     out, log = tmp_path / "sft.parquet", tmp_path / "sft.distill_log.jsonl"
-    dying = BalancerServer(BalancerConfig(port=0, instances=list(vllm_servers.urls)))
-    dying.start()
-    dying_url = dying.url
+    dying = Cuttable(stack[0])
     args = distill_args(stack, tiny_model, tmp_path / "q.parquet", out, "-k", 4, "--concurrency", 1, "--retries", 1,
-                        "--teacher", f"b={dying_url}", "--teacher-model", f"b={tiny_model}")  # fmt: skip
+                        "--teacher", f"b={dying.url}", "--teacher-model", f"b={tiny_model}")  # fmt: skip
     proc = cli(args)
     try:
         wait_for_lines(log, "response", 10, proc, teacher="b")
     finally:
-        dying.stop()
+        dying.cut()
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 2 and f"teacher b at {dying_url} failed" in err, err[-2000:]
+    assert proc.returncode == 2 and f"teacher b at {dying.url} failed" in err, err[-2000:]
     logged = [json.loads(x) for x in log.read_text().splitlines() if x.endswith("}")]
     logged_keys = {(r["row_id"], r["teacher"], r["sample"]) for r in logged if r["kind"] == "response"}
+    assert len(logged_keys) < 30 * 2 * 4
 
-    args[args.index(f"b={dying_url}")] = f"b={stack[0]}"  # teacher b back, at another address
+    args[args.index(f"b={dying.url}")] = f"b={stack[0]}"  # teacher b back, at another address
     assert main(args) == 0
     records = log_records(log)
     keys = [(r["row_id"], r["teacher"], r["sample"]) for r in records if r["kind"] == "response"]
