@@ -30,6 +30,8 @@ from am_rl.rollout import RolloutClient, RolloutError, RolloutRejected, RolloutR
 
 logger = logging.getLogger(__name__)
 
+PPL_BATCH = 32  # responses per scoring-model request: one batched prefill instead of many small requests
+
 class Progress:
     """A tqdm bar over responses, with tokens/s of this run beside tqdm's responses/s and ETA."""
 
@@ -79,24 +81,46 @@ class Verifier:
             row = self.rows[r.row_id]
             items.append(self.scorer.item(row["data_source"], r.text, row["reward_model"]["ground_truth"],
                                           row["extra_info"]))  # fmt: skip
-        results, *ppls = await asyncio.gather(self.scorer.score(items), *(self._perplexity(r) for r in batch))
+        results, ppls = await asyncio.gather(self.scorer.score(items), self._perplexities(batch))
         for r, result, ppl in zip(batch, results, ppls, strict=True):
             answer = result.details.get("answer")
             self.log.add_score(ScoreRecord(r.row_id, r.teacher, r.sample, result.score, answer, ppl))
 
-    async def _perplexity(self, r: ResponseRecord) -> float | None:
+    async def _perplexities(self, batch: list[ResponseRecord]) -> list[float | None]:
+        """Perplexity of each response under the scoring model, PPL_BATCH responses per request (None: no scoring
+        model). A response the scoring model refuses (over its context) or an empty one has no finite perplexity:
+        inf, which the filter drops."""
         if self.ppl is None:
-            return None
+            return [None] * len(batch)
         endpoint, client, tokenizer = self.ppl
-        prompt = chat_prompt(tokenizer, self.rows[r.row_id]["prompt"])
-        response = tokenizer.encode(r.text, add_special_tokens=False)
-        if not response:
-            return float("inf")  # nothing said: no finite perplexity, the filter drops it if on
-        try:
-            logprobs = await client.prompt_logprobs(f"ppl-{r.row_id}-{r.teacher}-{r.sample}", prompt + response)
-        except RolloutError as e:
-            raise TeacherError(f"scoring model {endpoint.name} at {endpoint.url} failed: {e}") from None
-        return perplexity(logprobs[len(prompt) :])
+        sequences, starts = [], []
+        for r in batch:
+            prompt = chat_prompt(tokenizer, self.rows[r.row_id]["prompt"])
+            sequences.append(prompt + tokenizer.encode(r.text, add_special_tokens=False))
+            starts.append(len(prompt))
+
+        async def chunk(i: int) -> list[list[float | None] | None]:
+            part = sequences[i : i + PPL_BATCH]
+            try:
+                try:
+                    return await client.prompt_logprobs(f"ppl-{batch[i].row_id}-{batch[i].teacher}-{i}", part)
+                except RolloutRejected:  # one of them is too long for the scoring model: find it, score the rest
+                    out = []
+                    for j, seq in enumerate(part):
+                        try:
+                            out += await client.prompt_logprobs(f"ppl-{batch[i + j].row_id}-{i + j}", [seq])
+                        except RolloutRejected as e:
+                            logger.warning("scoring model refused %s: %s", batch[i + j].row_id, e)
+                            out.append(None)
+                    return out
+            except RolloutError as e:
+                raise TeacherError(f"scoring model {endpoint.name} at {endpoint.url} failed: {e}") from None
+
+        scored = [x for part in await asyncio.gather(*(chunk(i) for i in range(0, len(batch), PPL_BATCH))) for x in part]
+        return [
+            float("inf") if logprobs is None or len(logprobs) == start else perplexity(logprobs[start:])
+            for logprobs, start in zip(scored, starts, strict=True)
+        ]
 
 
 async def _sample_teacher(teacher: Endpoint, tokenizer, todo: list[tuple[dict, int]], log: DistillLog,

@@ -182,11 +182,12 @@ class RolloutClient:
                     await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
-    async def prompt_logprobs(self, request_id: str, token_ids: list[int]) -> list[float | None]:
-        """The model's logprob of every token of `token_ids` given the tokens before it (None for the first), from
-        one non-streaming completion with ``echo`` (the OpenAI way to score a text; one token is generated and
-        discarded). Retried like ``generate``."""
-        body = {"model": self.model, "prompt": token_ids, "max_tokens": 1, "echo": True, "logprobs": 0}
+    async def prompt_logprobs(self, request_id: str, prompts: list[list[int]]) -> list[list[float | None]]:
+        """Per prompt, the model's logprob of each of its tokens given the tokens before it (None for the first),
+        from one non-streaming completion of the whole batch with ``echo`` (the OpenAI way to score text; one token
+        per prompt is generated and discarded). Retried like ``generate``; a batch the endpoint refuses (a prompt
+        over its context) raises RolloutRejected."""
+        body = {"model": self.model, "prompt": prompts, "max_tokens": 1, "echo": True, "logprobs": 0}
         headers = {"X-Request-Id": request_id, "Content-Type": "application/json"}
         async with self._semaphore:
             for attempt in range(self.max_retries + 1):
@@ -208,12 +209,11 @@ class RolloutClient:
                     raise RolloutRejected(
                         f"request {request_id} rejected: HTTP {resp.status}: {payload.decode(errors='replace')[:500]}"
                     )
-                logprobs = orjson.loads(payload)["choices"][0]["logprobs"]["token_logprobs"]
-                if len(logprobs) < len(token_ids):
-                    raise RolloutError(
-                        f"request {request_id}: {len(logprobs)} echoed logprobs for a {len(token_ids)}-token prompt"
-                    )
-                return logprobs[: len(token_ids)]
+                choices = sorted(orjson.loads(payload)["choices"], key=lambda c: c["index"])
+                out = [c["logprobs"]["token_logprobs"][: len(p)] for c, p in zip(choices, prompts)]
+                if len(choices) != len(prompts) or any(len(o) != len(p) for o, p in zip(out, prompts)):
+                    raise RolloutError(f"request {request_id}: echoed logprobs do not cover the {len(prompts)} prompts")
+                return out
         raise AssertionError("unreachable")
 
     async def generate_all(self, requests: Sequence[RolloutRequest]) -> tuple[list[RolloutResult], RolloutStats]:

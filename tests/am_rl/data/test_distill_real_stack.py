@@ -310,7 +310,7 @@ BAD = {  # name: (question, truth, response, finish reason, expected drop reason
     "gibberish": ("4+5", "9", "<think>zebra quantum violin marmalade</think> <answer>\\boxed{9}</answer>", "stop",
                   "perplexity"),
 }  # fmt: skip
-MAX_PERPLEXITY = 50.0  # the warm model's own answers score ~2-10; words it never saw, hundreds
+MAX_PERPLEXITY = 50.0  # measured: the warm model's own answers score 1.1-3.3; words it never saw, ~1,000
 
 
 def case_of(response_or_row_id: str) -> str:
