@@ -68,12 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--num-perm", type=int, default=co.num_perm)
     c.add_argument("--ngram", type=int, default=co.ngram, help="word n-gram size of the contamination check")
 
-    d = sub.add_parser("distill", help="teachers' responses, verified, filtered and graded -> verl multi-turn SFT parquet")
+    d = sub.add_parser("distill", help="teachers' responses, verified, filtered, graded -> verl multi-turn SFT parquet")
     d.add_argument("input", type=Path, help="verl-schema queries (from ingest/clean)")
     common(d)
     do, fo = DistillOptions(), FilterOptions()
     d.add_argument("--teacher", action="append", required=True, type=_pair, metavar="NAME=URL",
-                   help="an OpenAI-compatible endpoint serving a teacher (repeatable; the order is --keep's)")  # fmt: skip
+                   help="an OpenAI-compatible endpoint serving a teacher (repeatable; --keep's order)")  # fmt: skip
     d.add_argument("--teacher-model", action="append", default=[], type=_pair, metavar="NAME=MODEL",
                    help="the model name NAME's endpoint serves (default: NAME)")  # fmt: skip
     d.add_argument("--tokenizer", required=True, help="HF tokenizer with the teachers' chat template")
@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--types", default=",".join(so.types), help="reward types to select on; others pass through")
     s.add_argument("--seed", type=int, default=so.seed)
     s.add_argument("--reuse-grades", action="store_true",
-                   help="rows graded by distill (extra_info.pass_rate) are selected on that grade, not sampled")  # fmt: skip
+                   help="rows distill graded (extra_info.pass_rate): selected on that grade, not sampled")  # fmt: skip
 
     t = sub.add_parser("stage2", help="stage-1 data minus queries solved k/k, plus chat / instruction-following mixes")
     t.add_argument("input", type=Path, help="the stage-1 parquet")

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 PPL_BATCH = 32  # responses per scoring-model request: one batched prefill instead of many small requests
 
+
 class Progress:
     """A tqdm bar over responses, with tokens/s of this run beside tqdm's responses/s and ETA."""
 
@@ -116,7 +117,8 @@ class Verifier:
             except RolloutError as e:
                 raise TeacherError(f"scoring model {endpoint.name} at {endpoint.url} failed: {e}") from None
 
-        scored = [x for part in await asyncio.gather(*(chunk(i) for i in range(0, len(batch), PPL_BATCH))) for x in part]
+        parts = await asyncio.gather(*(chunk(i) for i in range(0, len(batch), PPL_BATCH)))
+        scored = [logprobs for part in parts for logprobs in part]
         return [
             float("inf") if logprobs is None or len(logprobs) == start else perplexity(logprobs[start:])
             for logprobs, start in zip(scored, starts, strict=True)

@@ -22,7 +22,7 @@ def compare_teachers(samples: dict[str, list[Sample]], sources: dict[str, str], 
     for (teacher, source), ss in groups.items():
         scored = [s for s in ss if s.score is not None]
         verified = [s for s in scored if s.verified]
-        ppl = [s.score.perplexity for s in scored if s.score.perplexity is not None and math.isfinite(s.score.perplexity)]
+        ppl = [s.score.perplexity for s in scored if s.score.perplexity and math.isfinite(s.score.perplexity)]
         table.append({
             "teacher": teacher,
             "data_source": source,

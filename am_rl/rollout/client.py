@@ -200,9 +200,8 @@ class RolloutClient:
                         raise _Retryable(f"HTTP {resp.status}: {payload.decode(errors='replace')[:500]}")
                 except (aiohttp.ClientError, TimeoutError, _Retryable) as e:
                     if attempt == self.max_retries:
-                        raise RolloutError(
-                            f"request {request_id}: endpoint {self.base_url} failed {attempt + 1} times; last error: {e}"
-                        ) from None
+                        raise RolloutError(f"request {request_id}: endpoint {self.base_url} failed "
+                                           f"{attempt + 1} times; last error: {e}") from None
                     await asyncio.sleep(self.backoff_s * 2**attempt)
                     continue
                 if resp.status >= 400:

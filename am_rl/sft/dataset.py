@@ -21,11 +21,8 @@ logger = logging.getLogger(__name__)
 class FinalTurnSFTDataset(MultiTurnSFTDataset):
     def _read_files_and_process(self):
         super()._read_files_and_process()
-        keep = [
-            len(self.tokenizer.apply_chat_template(m, tokenize=True, return_dict=False, **self.apply_chat_template_kwargs))
-            <= self.max_length
-            for m in self.messages
-        ]
+        kwargs = {"tokenize": True, "return_dict": False, **self.apply_chat_template_kwargs}
+        keep = [len(self.tokenizer.apply_chat_template(m, **kwargs)) <= self.max_length for m in self.messages]
         self.dropped_over_max_length = keep.count(False)
         if self.dropped_over_max_length:
             logger.warning("dropped %d of %d samples over max_length=%d tokens (never truncated)",

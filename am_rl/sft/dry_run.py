@@ -56,7 +56,8 @@ class SFTPlan:
         return "\n".join([
             f"GPUs {self.gpus} (data-parallel {self.dp_size}), global batch {self.global_batch} samples",
             f"samples {self.samples} ({self.dropped_over_max_length} over max_length {self.max_length} dropped)",
-            f"steps per epoch {self.steps_per_epoch}, total steps {self.total_steps}, warm-up steps {self.warmup_steps}",
+            f"steps per epoch {self.steps_per_epoch}, total steps {self.total_steps}, "
+            f"warm-up steps {self.warmup_steps}",
             f"tokens per step {self.tokens_per_step:,.0f} ({what}); per data-parallel rank "
             f"{self.tokens_per_step / self.dp_size:,.0f}",
         ])  # fmt: skip
@@ -90,10 +91,13 @@ def plan(cfg: DictConfig, samples: int | None = None) -> SFTPlan:
     elif samples is not None:
         n, dropped, per_step = samples, 0, float(batch * max_length)
     else:
-        raise FileNotFoundError(f"no SFT data at data.train_files={train}: point it at distill's output or give --samples")
+        raise FileNotFoundError(
+            f"no SFT data at data.train_files={train}: point it at distill's output or give --samples"
+        )
     steps = (n // dp) // (batch // dp)  # DistributedSampler(drop_last) per rank, then full per-rank batches only
     total = cfg.trainer.total_training_steps or steps * cfg.trainer.total_epochs
-    warmup = cfg.optim.lr_warmup_steps if cfg.optim.lr_warmup_steps > 0 else int(cfg.optim.lr_warmup_steps_ratio * total)
+    o = cfg.optim  # verl's FSDP engine: warm-up steps given, else int(ratio x total steps)
+    warmup = o.lr_warmup_steps if o.lr_warmup_steps > 0 else int(o.lr_warmup_steps_ratio * total)
     return SFTPlan(gpus, dp, batch, n, dropped, steps, total, warmup, per_step, train.exists(), max_length)
 
 
@@ -111,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     o = cfg.optim
     print(f"{args.config_name}: verl SFT trainer, {cfg.model.path}, lr {o.lr} {o.lr_scheduler_type} "
-          f"(warm-up ratio {o.lr_warmup_steps_ratio}, min lr ratio {o.min_lr_ratio}), {cfg.trainer.total_epochs} epochs")
+          f"(warm-up ratio {o.lr_warmup_steps_ratio}, min lr ratio {o.min_lr_ratio}), "
+          f"{cfg.trainer.total_epochs} epochs")
     print(result.report())
     return 0
 

@@ -21,7 +21,7 @@ import pytest
 from am_rl.data.__main__ import main
 from am_rl.data.arithmetic import make_problems
 from am_rl.data.distill_log import DistillLog, ResponseRecord
-from am_rl.data.distill_options import DistillOptions, Endpoint
+from am_rl.data.distill_options import DistillOptions
 from am_rl.data.rows import read_rows, write_rows
 
 pytestmark = pytest.mark.vllm
@@ -291,6 +291,31 @@ def test_a_teacher_that_dies_stops_the_run_naming_it_and_a_rerun_resumes(stack, 
     assert len(keys) == len(set(keys)) == 30 * 2 * 4 and logged_keys <= set(keys)
 
 
+def test_a_reward_service_that_dies_stops_the_run_and_a_rerun_scores_the_rest(stack, tiny_model, tmp_path):
+    write_rows(ingest_rows(tmp_path, {"arithmetic": arithmetic(30, seed=11)}), tmp_path / "q.parquet")
+    out, log = tmp_path / "sft.parquet", tmp_path / "sft.distill_log.jsonl"
+    dying = Cuttable(stack[1])
+    args = distill_args(stack, tiny_model, tmp_path / "q.parquet", out, "-k", 4, "--concurrency", 1)
+    args[args.index("--reward-url") + 1] = dying.url
+    proc = cli(args)
+    try:
+        wait_for_lines(log, "score", 10, proc)
+    finally:
+        dying.cut()
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 2 and f"reward service at {dying.url} failed" in err, err[-2000:]
+    logged = [json.loads(x) for x in log.read_text().splitlines() if x.endswith("}")]
+    scored_before = sum(r["kind"] == "score" for r in logged)
+    assert scored_before < sum(r["kind"] == "response" for r in logged) or len(logged) < 1 + 2 * 120
+
+    args[args.index(dying.url)] = stack[1]
+    assert main(args) == 0
+    records = log_records(log)
+    keys = [(r["row_id"], r["sample"]) for r in records if r["kind"] == "response"]
+    scored = [(r["row_id"], r["sample"]) for r in records if r["kind"] == "score"]
+    assert len(keys) == len(set(keys)) == 120 and len(scored) == len(set(scored)) == 120
+
+
 # The planted set: one arithmetic query per response, each response written into the log as a teacher's, so distill
 # only verifies, scores and filters them (through the real reward service and scoring model).
 GOOD = {
@@ -420,3 +445,24 @@ def test_verl_sft_dataset_trains_on_the_final_turn_only(greedy, stack):
         answer = row["messages"][-1]["content"]
         assert target.startswith(answer) and target[len(answer) :].strip() in ("<|im_end|>", "<|im_end|>\n"), target
         assert all(mask[mask.index(1) :]), "the target is one contiguous final turn"
+
+
+def test_shipped_example_through_distill(stack, tiny_model, tmp_path):
+    """The data example (arithmetic, code and IFEval rows) after ingest and clean, distilled by the demo's model:
+    the SFT parquet, the graded queries, the report and the teacher chart, every valid query accounted for."""
+    inputs = REPO / "examples" / "data_pipeline" / "inputs"
+    files = [inputs / f for f in ("arithmetic.jsonl", "code_example.jsonl", "ifeval_example.jsonl")]
+    assert main(["ingest", *map(str, files), "-o", str(tmp_path / "ingested.parquet")]) == 0
+    assert main(["clean", str(tmp_path / "ingested.parquet"), "-o", str(tmp_path / "cleaned.parquet"),
+                 "--eval", str(inputs / "eval_aime_style.jsonl")]) == 0  # fmt: skip
+    out = tmp_path / "sft.parquet"
+    assert main(distill_args(stack, tiny_model, tmp_path / "cleaned.parquet", out, "-k", 2)) == 0
+    report = json.loads((tmp_path / "sft.report.json").read_text())
+    assert report["rows_in"] == 54 and report["after"]["valid"] == 54 and report["after"]["sampled"] == 54
+    assert report["rows_out"] == len({r["extra_info"]["row_id"] for r in read_rows(out)}) > 0
+    assert {d["reason"] for d in report["dropped"]} <= {"no_response_kept"}
+    graded = read_rows(tmp_path / "sft.graded.parquet")
+    assert len(graded) == 54 and all("pass_rate" in r["extra_info"] for r in graded)
+    sources = {t["data_source"] for t in report["notes"]["teachers"]}
+    assert sources == {r["data_source"] for r in graded} and len(sources) == 3
+    assert (tmp_path / "sft.teachers.png").read_bytes().startswith(b"\x89PNG")
