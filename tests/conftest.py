@@ -27,3 +27,31 @@ def vllm_servers(tiny_model, tmp_path_factory):
     # AM_RL_TEST_VLLM_SERVERS=1 on a machine shared with other test runs (each server holds ~1.5 GB and a core)
     with VLLMServerGroup(cfg, num_servers=int(os.environ.get("AM_RL_TEST_VLLM_SERVERS", "2"))) as group:
         yield group
+
+
+@pytest.fixture(scope="session")
+def tiny_rm(tmp_path_factory):
+    """(path, model, tokenizer) of a tiny random 3-label Qwen2 sequence classifier: the reward service's local
+    reward-model backend (helpfulness, correctness, coherence) with a real model behind it."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForSequenceClassification
+
+    from am_rl.models.tiny import TinyModelSpec, train_tokenizer
+
+    tokenizer = train_tokenizer(TinyModelSpec(corpus_size=200))
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        num_labels=3,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    model = Qwen2ForSequenceClassification(config)
+    path = tmp_path_factory.mktemp("tiny-rm")
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path, model.eval(), tokenizer

@@ -11,35 +11,11 @@ import torch
 import uvicorn
 from fastapi import FastAPI
 
-from am_rl.models.tiny import TinyModelSpec, train_tokenizer
 from reward_server.config import WorkerSettings
 from reward_server.launcher import free_port, reward_service
 from reward_server.types import RMItem
 from reward_server.verifiers import InfraError
 from reward_server.verifiers.rm import RMVerifier
-
-
-@pytest.fixture(scope="module")
-def tiny_rm(tmp_path_factory):
-    from transformers import Qwen2Config, Qwen2ForSequenceClassification
-
-    tokenizer = train_tokenizer(TinyModelSpec(corpus_size=200))
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        num_labels=3,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    torch.manual_seed(0)
-    model = Qwen2ForSequenceClassification(config)
-    path = tmp_path_factory.mktemp("tiny-rm")
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path, model.eval(), tokenizer
 
 
 def test_local_hf_backend_scores_mean_of_three_heads(tiny_rm):

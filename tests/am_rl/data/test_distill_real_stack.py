@@ -323,6 +323,33 @@ def test_a_reward_service_that_dies_stops_the_run_and_a_rerun_scores_the_rest(st
     assert report["notes"]["run"]["requested"] == 120 - sampled_before, "a rerun samples only what is missing"
 
 
+def test_queries_without_ground_truth_get_the_reward_models_mean(stack, tiny_model, tiny_rm, tmp_path):
+    """Chat queries: no verification, the reward model's mean score per query (the service's local HF backend)."""
+    from reward_server.launcher import reward_service
+
+    rows = ingest_rows(tmp_path, {"general_chat": [{"question": q} for q in ("Hello there!", "What is 2+3?",
+                                                                              "Tell me about the sea.")]})  # fmt: skip
+    write_rows(rows, tmp_path / "q.parquet")
+    out = tmp_path / "sft.parquet"
+    settings = {"rm_backend": "hf", "rm_model": str(tiny_rm[0])}
+    with reward_service(tmp_path / "rs.log", workers=1, settings=settings) as (rm_url, _):
+        # the arithmetic-trained model writes no think/answer parts for chat, and the 24-token cap cuts it short
+        args = distill_args(stack, tiny_model, tmp_path / "q.parquet", out, "-k", 3, "--temperature", 1.0,
+                            "--no-structure", "--keep-truncated")  # fmt: skip
+        args[args.index("--reward-url") + 1] = rm_url
+        assert main(args) == 0
+    scores = [r for r in log_records(tmp_path / "sft.distill_log.jsonl") if r["kind"] == "score"]
+    assert len({s["reward"] for s in scores}) > 1, "the reward model scores responses differently"
+    for row in read_rows(tmp_path / "sft.graded.parquet"):
+        info = row["extra_info"]
+        mine = [s["reward"] for s in scores if s["row_id"] == info["row_id"]]
+        assert len(mine) == 3 and info["rm_score"] == pytest.approx(statistics.mean(mine))
+        assert "pass_rate" not in info
+    report = json.loads((tmp_path / "sft.report.json").read_text())
+    assert [t["verified_rate"] for t in report["notes"]["teachers"]] == [None]
+    assert report["rows_out"] == 3 and "unverified" not in report["notes"]["responses"]["dropped_by_reason"]
+
+
 # The planted set: one arithmetic query per response, each response written into the log as a teacher's, so distill
 # only verifies, scores and filters them (through the real reward service and scoring model).
 GOOD = {
