@@ -53,9 +53,12 @@ def plot_teachers(samples: dict[str, list[Sample]], table: list[dict], path: str
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     width = 0.8 / max(len(teachers), 1)
     for i, t in enumerate(teachers):
-        rates = [next((r["verified_rate"] or 0.0 for r in table if r["teacher"] == t and r["data_source"] == s), 0.0)
+        rates = [next((r["verified_rate"] for r in table if r["teacher"] == t and r["data_source"] == s), None)
                  for s in sources]  # fmt: skip
-        axes[0].bar([x + i * width for x in range(len(sources))], rates, width, label=t)
+        xs = [x + i * width for x in range(len(sources))]
+        axes[0].bar(xs, [r or 0.0 for r in rates], width, label=t)
+        for x, r in zip(xs, rates):  # None: a reward-model source, nothing verified
+            axes[0].text(x, (r or 0.0) + 0.01, "n/a" if r is None else f"{r:.2f}", ha="center", fontsize=8)
     axes[0].set_xticks([x + width * (len(teachers) - 1) / 2 for x in range(len(sources))], sources, rotation=20)
     axes[0].set_ylabel("verified rate")
     axes[0].set_ylim(0, 1)
@@ -72,6 +75,7 @@ def plot_teachers(samples: dict[str, list[Sample]], table: list[dict], path: str
         axes[2].set_title("perplexity under the scoring model")
     else:
         axes[2].text(0.5, 0.5, "no scoring model", ha="center", va="center", transform=axes[2].transAxes)
+        axes[2].set_axis_off()
         axes[2].set_title("perplexity")
     fig.tight_layout()
     path = Path(path)
