@@ -219,11 +219,13 @@ def _distill(args: argparse.Namespace):
                           fix_ground_truth_with=args.fix_ground_truth, filters=filters)  # fmt: skip
     log = args.log or _stem_path(args.output, ".distill_log.jsonl")
     result = distill(read_rows(args.input), teachers, args.reward_url, opts, log, ppl)
-    graded = args.graded or _stem_path(args.output, ".graded.parquet")
-    write_rows(result.graded_rows, graded)
-    chart = args.chart or _stem_path(args.output, ".teachers.png")
-    plot_teachers(result.samples, result.report.notes["teachers"], chart)
-    result.report.notes.update(log=str(log), graded=str(graded), chart=str(chart))
+    result.report.notes["log"] = str(log)
+    if result.graded_rows:  # none when no query could be sampled: the report says why, the SFT write then fails
+        graded = args.graded or _stem_path(args.output, ".graded.parquet")
+        write_rows(result.graded_rows, graded)
+        chart = args.chart or _stem_path(args.output, ".teachers.png")
+        plot_teachers(result.samples, result.report.notes["teachers"], chart)
+        result.report.notes.update(graded=str(graded), chart=str(chart))
     return result.sft_rows, result.report
 
 

@@ -53,15 +53,22 @@ def _load_tokenizers(endpoints: list[Endpoint]) -> dict[str, object]:
     return {path: AutoTokenizer.from_pretrained(path) for path in dict.fromkeys(e.tokenizer for e in endpoints)}
 
 
-async def distill_async(rows: list[dict], teachers: list[Endpoint], scorer: RewardScorer, opts: DistillOptions,
-                        log_path, ppl_model: Endpoint | None = None) -> DistillResult:  # fmt: skip
+def check_setup(teachers: list[Endpoint], opts: DistillOptions, ppl_model: Endpoint | None) -> None:
+    """Refuse a run that cannot do what it was asked, before anything is contacted."""
     names = [t.name for t in teachers]
-    if len(set(names)) != len(names):
-        raise ValueError(f"teacher names must be unique, got {names}")
-    if opts.fix_ground_truth_with is not None and opts.fix_ground_truth_with not in names:
-        raise ValueError(f"--fix-ground-truth names {opts.fix_ground_truth_with!r}, not one of the teachers {names}")
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"need at least one teacher, with unique names; got {names}")
+    if opts.fix_ground_truth_with is not None and (opts.fix_ground_truth_with not in names or len(names) < 2):
+        raise ValueError(f"--fix-ground-truth needs a second teacher: {opts.fix_ground_truth_with!r} must be one of "
+                         f"the teachers {names}, beside at least one other whose majority it checks")  # fmt: skip
     if opts.filters.max_perplexity is not None and ppl_model is None:
         raise ValueError("a perplexity threshold needs a scoring model (--ppl-url)")
+
+
+async def distill_async(rows: list[dict], teachers: list[Endpoint], scorer: RewardScorer, opts: DistillOptions,
+                        log_path, ppl_model: Endpoint | None = None) -> DistillResult:  # fmt: skip
+    check_setup(teachers, opts, ppl_model)
+    names = [t.name for t in teachers]
     report = StageReport("distill", rows_in=len(rows))
     good = valid_rows(rows, scorer.router, report)
     report.after["valid"] = len(good)
@@ -99,6 +106,7 @@ async def distill_async(rows: list[dict], teachers: list[Endpoint], scorer: Rewa
 def distill(rows, teachers: list[Endpoint], reward_url: str, opts: DistillOptions, log_path,
             ppl_model: Endpoint | None = None, reward_timeout_s: float = 900.0) -> DistillResult:  # fmt: skip
     """Blocking entry: checks every service answers, then samples (resuming `log_path`), scores and curates."""
+    check_setup(teachers, opts, ppl_model)
     for t in teachers + ([ppl_model] if ppl_model else []):
         check_teacher(t)
     check_endpoint(reward_url, "reward service")

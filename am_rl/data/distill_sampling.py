@@ -19,6 +19,7 @@ import asyncio
 import logging
 import random
 import time
+import uuid
 
 from tqdm import tqdm
 
@@ -130,6 +131,7 @@ async def _sample_teacher(teacher: Endpoint, tokenizer, todo: list[tuple[dict, i
     """`todo` = (row, sample index) pairs, sampled through `opts.concurrency` slots sharing one iterator."""
     pending = iter(todo)
     prompts: dict[str, list[int]] = {}
+    run = uuid.uuid4().hex[:8]  # request ids stay unique when a rerun asks again for what a killed run had in flight
     async with RolloutClient(teacher.url, teacher.model, max_concurrency=opts.concurrency,
                              max_retries=opts.retries) as client:  # fmt: skip
 
@@ -139,7 +141,7 @@ async def _sample_teacher(teacher: Endpoint, tokenizer, todo: list[tuple[dict, i
                 if rid not in prompts:
                     prompts[rid] = chat_prompt(tokenizer, row["prompt"])
                 prompt = prompts[rid]
-                request = RolloutRequest(f"distill-{teacher.name}-{rid}-{j}", prompt, opts.max_tokens,
+                request = RolloutRequest(f"distill-{run}-{teacher.name}-{rid}-{j}", prompt, opts.max_tokens,
                                          opts.temperature, opts.top_p)  # fmt: skip
                 try:
                     result = await client.generate(request)
