@@ -16,6 +16,7 @@ run with an error naming it; what was logged stays, and a rerun resumes.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -25,7 +26,7 @@ from tqdm import tqdm
 
 from am_rl.data.distill_log import DistillLog, ResponseRecord, ScoreRecord
 from am_rl.data.distill_options import DistillOptions, Endpoint, TeacherError
-from am_rl.data.filters import perplexity
+from am_rl.data.filters import check_response, perplexity
 from am_rl.rewards.scorer import RewardScorer
 from am_rl.rollout import RolloutClient, RolloutError, RolloutRejected, RolloutRequest
 
@@ -57,7 +58,10 @@ def chat_prompt(tokenizer, messages: list[dict]) -> list[int]:
 
 class Verifier:
     """Scores responses as they are logged: rewards in batches through the reward service, perplexity through the
-    scoring model, one ScoreRecord per response appended to the log."""
+    scoring model, one ScoreRecord per response appended to the log (a later record of a key replaces an earlier).
+
+    Perplexity is measured only for responses the local filters (truncated, structure, repetition, length) keep:
+    it decides nothing about the others, and the truncated ones are the longest to score."""
 
     def __init__(self, rows: dict[str, dict], scorer: RewardScorer, log: DistillLog, opts: DistillOptions,
                  ppl: tuple[Endpoint, RolloutClient, object] | None):  # fmt: skip
@@ -94,6 +98,18 @@ class Verifier:
         inf, which the filter drops."""
         if self.ppl is None:
             return [None] * len(batch)
+        wanted = [r for r in batch if self.needs_perplexity(r)]
+        measured = dict(zip((r.key for r in wanted), await self._measure(wanted)))
+        return [measured.get(r.key) for r in batch]
+
+    def needs_perplexity(self, r: ResponseRecord) -> bool:
+        local = dataclasses.replace(self.opts.filters, max_perplexity=None)
+        length = r.prompt_tokens + r.response_tokens
+        return check_response(r.text, self.rows[r.row_id]["prompt"], r.finish_reason, length, None, local) is None
+
+    async def _measure(self, batch: list[ResponseRecord]) -> list[float]:
+        if not batch:
+            return []
         endpoint, client, tokenizer = self.ppl
         sequences, starts = [], []
         for r in batch:
@@ -182,7 +198,11 @@ async def sample_and_score(rows: list[dict], teachers: list[Endpoint], tokenizer
     verifier = Verifier(by_id, scorer, log, opts, ppl) if opts.verify else None
     if verifier is not None:  # logged by an earlier run but not scored before it stopped
         for key, r in log.responses.items():
-            if key not in log.scores and r.finish_reason != "rejected" and r.row_id in by_id:
+            if r.finish_reason == "rejected" or r.row_id not in by_id:
+                continue
+            # unscored, or scored without the perplexity that this run's (looser) filters now need
+            stale = key in log.scores and ppl is not None and log.scores[key].perplexity is None
+            if key not in log.scores or (stale and verifier.needs_perplexity(r)):
                 verifier.queue.put_nowait(r)
     progress = Progress(total, total - missing)
     start = time.monotonic()

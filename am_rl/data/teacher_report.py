@@ -1,6 +1,6 @@
 """Teachers side by side ("Not All Correct Answers Are Equal"): per teacher and data source, how many responses
-verified, how long they are, how surprising the scoring model finds them, and how many were kept; as the report's
-`teachers` table and as a PNG beside it."""
+verified, how long they are, how surprising the scoring model finds them (the responses the local filters keep: only
+those are scored), and how many were kept; as the report's `teachers` table and as a PNG beside it."""
 
 from __future__ import annotations
 

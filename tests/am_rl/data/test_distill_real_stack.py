@@ -7,6 +7,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -88,6 +89,9 @@ def greedy(stack, tiny_model, queries, tmp_path_factory):
     return out, json.loads(out.with_name("sft.report.json").read_text())
 
 
+LOCAL_FILTERS = ("truncated", "structure", "repetition", "length")
+
+
 def test_greedy_run_outputs_and_report(greedy):
     out, report = greedy
     assert report["rows_in"] == 16 and report["after"]["valid"] == 15 and report["after"]["sampled"] == 14
@@ -102,7 +106,13 @@ def test_greedy_run_outputs_and_report(greedy):
     assert len(keys) == len(set(keys)) == 15 * 2 * 2
     scores = {(r["row_id"], r["teacher"], r["sample"]): r for r in records if r["kind"] == "score"}
     assert set(scores) == {k for k, r in zip(keys, responses) if r["finish_reason"] != "rejected"}
-    assert all(math.isfinite(s["perplexity"]) and s["perplexity"] >= 1.0 for s in scores.values())
+    # perplexity is measured for the responses the local filters keep, and only for them
+    local = {d["response"] for d in report["notes"]["responses"]["dropped"] if d["reason"] in LOCAL_FILTERS}
+    for (rid, t, j), s in scores.items():
+        if f"{rid}/{t}/{j}" in local:
+            assert s["perplexity"] is None
+        else:
+            assert math.isfinite(s["perplexity"]) and s["perplexity"] >= 1.0
     # greedy: both teacher names, both samples, give the same text
     by_row = {}
     for r in responses:
@@ -145,6 +155,30 @@ def test_greedy_run_outputs_and_report(greedy):
     assert table[("a", "arithmetic")]["perplexity"]["p50"] >= 1.0
     png = out.with_name("sft.teachers.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+
+def test_a_rerun_with_looser_filters_measures_the_perplexities_it_now_needs(greedy, stack, tiny_model, queries, tmp_path):
+    out, report = greedy
+    shutil.copy(out.with_name("sft.distill_log.jsonl"), tmp_path / "sft.distill_log.jsonl")
+    unmeasured = {f"{r['row_id']}/{r['teacher']}/{r['sample']}"
+                  for r in log_records(tmp_path / "sft.distill_log.jsonl") if r["kind"] == "score" and
+                  r["perplexity"] is None}  # fmt: skip
+    assert unmeasured, "the greedy run dropped some responses on local filters"
+    code = main(distill_args(stack, tiny_model, queries, tmp_path / "sft.parquet", "-k", 2, "--temperature", 0,
+                             "--ppl-url", stack[0], "--ppl-model", tiny_model, "--no-structure", "--keep-truncated",
+                             teachers=("a", "b")))  # fmt: skip
+    assert code == 0
+    again = json.loads((tmp_path / "sft.report.json").read_text())
+    assert again["notes"]["run"]["requested"] == 0
+    latest = {}
+    for r in log_records(tmp_path / "sft.distill_log.jsonl"):
+        if r["kind"] == "score":
+            latest[f"{r['row_id']}/{r['teacher']}/{r['sample']}"] = r["perplexity"]
+    still_local = {d["response"] for d in again["notes"]["responses"]["dropped"] if d["reason"] in LOCAL_FILTERS}
+    now_kept = unmeasured - still_local
+    assert now_kept, "the looser filters keep some response the first run had not measured"
+    for key in now_kept:
+        assert latest[key] is not None and math.isfinite(latest[key]), key
 
 
 def test_sampled_grades_feed_select_without_sampling(stack, tiny_model, queries, tmp_path):
