@@ -9,7 +9,7 @@ samples of a query spread over the engines (as am_rl.sampling does for training)
 
 Verification: finished responses are batched to the reward service through am_rl.rewards.RewardScorer, the
 trainer's scorer and data_source routing, and (optionally) scored for perplexity through a served scoring model's
-echoed prompt logprobs, while sampling goes on. A teacher that keeps failing, or a reward service that does, stops the
+prompt logprobs, while sampling goes on. A teacher that keeps failing, or a reward service that does, stops the
 run with an error naming it; what was logged stays, and a rerun resumes.
 """
 

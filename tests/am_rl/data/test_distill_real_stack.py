@@ -534,3 +534,32 @@ def test_shipped_example_through_distill(stack, tiny_model, tmp_path):
     sources = {t["data_source"] for t in report["notes"]["teachers"]}
     assert sources == {r["data_source"] for r in graded} and len(sources) == 3
     assert (tmp_path / "sft.teachers.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_prompt_logprobs_match_transformers(stack, tiny_model):
+    """The scoring model's per-token logprobs, a batch of two through the balancer, against the same weights in
+    transformers (fp32 on both sides)."""
+    import asyncio
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from am_rl.rollout import RolloutClient
+
+    balancer_url, _, warm_dir = stack
+    tokenizer = AutoTokenizer.from_pretrained(warm_dir)
+    texts = ["<think>2+3=5</think> <answer>\\boxed{5}</answer>", "zebra quantum <think> 7"]
+    seqs = [tokenizer.encode(t, add_special_tokens=False) for t in texts]
+
+    async def score():
+        async with RolloutClient(balancer_url, str(tiny_model)) as client:
+            return await client.prompt_logprobs("ppl-check", seqs)
+
+    served = asyncio.run(score())
+    model = AutoModelForCausalLM.from_pretrained(warm_dir, dtype=torch.float32).eval()
+    for seq, got in zip(seqs, served, strict=True):
+        ids = torch.tensor([seq])
+        with torch.inference_mode():
+            logp = torch.log_softmax(model(ids).logits[0, :-1], dim=-1)  # (T-1, vocab)
+        want = logp.gather(1, ids[0, 1:, None])[:, 0].tolist()
+        assert got[0] is None and got[1:] == pytest.approx(want, abs=1e-3)
