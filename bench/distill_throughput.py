@@ -79,6 +79,34 @@ async def run_mode(mode: str, rows, teacher: Endpoint, tokenizer, reward_url: st
             "generated_tokens": run["generated_tokens"], "sampling_wall_s": run["sampling_wall_s"]}  # fmt: skip
 
 
+async def stage_costs(rows, teacher: Endpoint, tokenizer, reward_url: str, opts: DistillOptions) -> dict:
+    """Each stage alone, one after the other, on the same responses: generation, their verification, their
+    perplexity on the same engine. What the pipelined modes overlap, and what none can hide: the scoring model's
+    prefills when it shares the teacher's engine."""
+    from am_rl.data.distill_sampling import PPL_BATCH, chat_prompt
+    from am_rl.rollout import RolloutClient, RolloutRequest
+
+    prompts = [chat_prompt(tokenizer, row["prompt"]) for row in rows for _ in range(opts.k)]
+    async with RolloutClient(teacher.url, teacher.model, max_concurrency=opts.concurrency) as client:
+        t0 = time.monotonic()
+        results = await asyncio.gather(*(client.generate(RolloutRequest(f"cost-{i}", p, opts.max_tokens,
+                                         opts.temperature, opts.top_p)) for i, p in enumerate(prompts)))  # fmt: skip
+        t1 = time.monotonic()
+        sequences = [p + r.response_ids for p, r in zip(prompts, results)]
+        await asyncio.gather(*(client.prompt_logprobs(f"cost-ppl-{i}", sequences[i : i + PPL_BATCH])
+                               for i in range(0, len(sequences), PPL_BATCH)))  # fmt: skip
+        t2 = time.monotonic()
+    scorer = RewardScorer(reward_url)
+    items = [scorer.item(row["data_source"], tokenizer.decode(r.response_ids, skip_special_tokens=True),
+                         row["reward_model"]["ground_truth"], row["extra_info"])
+             for row, r in zip([row for row in rows for _ in range(opts.k)], results)]  # fmt: skip
+    await scorer.score(items)
+    t3 = time.monotonic()
+    return {"responses": len(prompts), "generate_s": t1 - t0, "perplexity_same_engine_s": t2 - t1,
+            "verify_s": t3 - t2, "perplexity_share_of_engine_time": (t2 - t1) / (t1 - t0),
+            "verify_responses_per_s": len(items) / (t3 - t2), "generate_responses_per_s": len(prompts) / (t1 - t0)}
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--queries", type=int, default=150, help="queries per mode per round")
@@ -109,6 +137,9 @@ def main(argv: list[str] | None = None) -> dict:
                 result["round"] = r
                 runs.append(result)
                 print(json.dumps(result))
+        costs = [asyncio.run(stage_costs(queries(work, args.queries, 5000 + i), teacher, tokenizer, reward_url, opts))
+                 for i in range(3)]  # fmt: skip
+        print(json.dumps(costs))
     rate = {m: statistics.mean(x["responses_per_s"] for x in runs if x["mode"] == m) for m in MODES}
     # The box is shared and its load swings between runs: the ratio of each round's own runs (close in time) is the
     # figure; their median over rounds, beside the ratio of the means.
@@ -124,7 +155,10 @@ def main(argv: list[str] | None = None) -> dict:
         "overhead_per_round": paired,
         "overhead_verified_median": statistics.median(paired["verified"]),
         "overhead_verified_ppl_median": statistics.median(paired["verified+ppl"]),
+        "overhead_ratio_of_means": {m: rate["plain"] / rate[m] for m in MODES[1:]},
+        "overhead_geomean": {m: statistics.geometric_mean(paired[m]) for m in MODES[1:]},
         "target_overhead": 1.25,
+        "stage_costs": costs,
         "runs": runs,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
