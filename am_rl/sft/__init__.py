@@ -1,0 +1,1 @@
+"""SFT on verl's SFT trainer: the dataset class our recipes name, and their dry run."""
