@@ -1,5 +1,9 @@
 """Real reward servers (`python -m reward_server` subprocesses) on loopback, with real Redis and workers."""
 
+import os
+import shutil
+import tempfile
+
 import httpx
 import pytest
 
@@ -18,3 +22,14 @@ def server(tmp_path_factory):
 def client(server):
     with httpx.Client(base_url=server, timeout=60) as c:
         yield c
+
+
+@pytest.fixture
+def private_tempdir(monkeypatch):
+    """A temp root of this test's own, so that counting the service's rs-* dirs sees only what this test made (another
+    reward service on the box makes its own in /tmp). Mode 0711 like the executor's root: sandbox uids traverse it."""
+    root = tempfile.mkdtemp(prefix="sandbox-test-")
+    os.chmod(root, 0o711)
+    monkeypatch.setattr(tempfile, "tempdir", root)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)

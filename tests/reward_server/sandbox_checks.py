@@ -47,4 +47,5 @@ def assert_no_sandbox_processes() -> None:
 
 
 def rs_temp_dirs() -> set[str]:
+    """The reward service's temp dirs (rs-build-*, rs-exec-*) where this process makes them (``private_tempdir``)."""
     return {p.name for p in Path(tempfile.gettempdir()).glob("rs-*")}

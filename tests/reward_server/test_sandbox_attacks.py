@@ -231,7 +231,7 @@ ATTACKS = {
 
 
 @pytest.mark.parametrize("name", sorted(ATTACKS))
-def test_attack_scores_zero_and_leaves_no_trace(verifier, leak_server, name):
+def test_attack_scores_zero_and_leaves_no_trace(verifier, leak_server, name, private_tempdir):
     item = ATTACKS[name]
     if name == "network_leak":
         item = stdio(f"""

@@ -148,7 +148,7 @@ def verifier():
 
 
 @pytest.mark.parametrize("channel", sorted(CHANNELS))
-def test_cross_test_channel_works_bare_and_is_cut_in_the_sandbox(verifier, channel):
+def test_cross_test_channel_works_bare_and_is_cut_in_the_sandbox(verifier, channel, private_tempdir):
     code = program(channel)
     secret = uuid.uuid4().hex
     assert run_bare(code, [f"store {secret}", "recall"]) == ["stored", secret], "the attack must work bare"

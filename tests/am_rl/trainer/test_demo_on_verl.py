@@ -261,7 +261,9 @@ def test_nothing_left_after_a_normal_exit(run_a):
 def test_resume_continues_at_step_3_through_an_engine_killed_mid_rollout(run_a, reward):
     run_dir, first, code, _, _ = run_a
     assert code == 0
-    launch = Launch(run_dir, reward, "trainer.total_training_steps=3", "trainer.val_before_train=false")
+    # Six steps: a step takes a few seconds and the engine gauge that triggers the kill lags, so the kill may land
+    # after step 3's push; a later push then meets the dead engine.
+    launch = Launch(run_dir, reward, "trainer.total_training_steps=6", "trainer.val_before_train=false")
     victim = engine_urls(launch)[1]
     victim_port = int(victim.rsplit(":", 1)[1])
     # Kill it once it runs requests of step 3's rollout (the first generation: no validation before training).
