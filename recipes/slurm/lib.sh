@@ -84,13 +84,19 @@ am_run_on() {
     srun "${flags[@]}" "$@"
 }
 
-# The IP address NODE's traffic leaves from, as Ray finds it (not `hostname --ip-address`, which is 127.0.1.1 on
-# Debian-like hosts), asked on the node itself.
+# The IP address NODE's traffic leaves from, asked on the node itself: the source address of its route to a public
+# address, as Ray finds its node IP (no packet is sent), else the address of its hostname. Not `hostname
+# --ip-address`, which is 127.0.1.1 on Debian-like hosts.
 am_node_ip() {
     local ip
-    ip=$(am_run_on "$1" "$AM_PYTHON" -c "import ray.util; print(ray.util.get_node_ip_address())") ||
-        am_fail "could not find the IP address of node $1 (with $AM_PYTHON)"
-    [[ $ip =~ ^[0-9a-fA-F.:]+$ && $ip != 127.* ]] || am_fail "node $1 reported '$ip' as its IP address"
+    ip=$(am_run_on "$1" "$AM_PYTHON" -c "import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    s.connect(('8.8.8.8', 53))
+    print(s.getsockname()[0])
+except OSError:
+    print(socket.gethostbyname(socket.gethostname()))") || am_fail "could not find the IP address of node $1"
+    [[ $ip =~ ^[0-9.]+$ && $ip != 127.* ]] || am_fail "node $1 reported '$ip' as its IP address"
     echo "$ip"
 }
 
@@ -106,21 +112,21 @@ am_launch() {
 }
 
 # am_wait NAME TIMEOUT_S WHAT CHECK...: poll CHECK every 2 s until it succeeds; end the job with NAME's log tail when
-# NAME's step exits first or TIMEOUT_S pass.
+# NAME's step exits first or TIMEOUT_S (wall clock) pass.
 am_wait() {
-    local name=$1 timeout=$2 what=$3 waited=0 pid=${AM_STEP_PID[$1]:-}
+    local name=$1 timeout=$2 what=$3 pid=${AM_STEP_PID[$1]:-}
+    local deadline=$((SECONDS + timeout))
     shift 3
     until "$@" >/dev/null 2>&1; do
         if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
             tail -n 40 "$AM_LOG_DIR/$name.log" >&2 || true
             am_fail "$name exited before $what; last lines of $AM_LOG_DIR/$name.log above"
         fi
-        if ((waited >= timeout)); then
+        if ((SECONDS >= deadline)); then
             tail -n 40 "$AM_LOG_DIR/$name.log" >&2 || true
             am_fail "$name: not $what after ${timeout}s; last lines of $AM_LOG_DIR/$name.log above"
         fi
         sleep 2
-        waited=$((waited + 2))
     done
     am_log "$name: $what"
 }

@@ -34,7 +34,7 @@ env = {k: os.environ.get(k) for k in ("AM_RL_REWARD_API_KEY", "AM_RL_REWARD_REDI
 with open(os.environ["FAKE_LOG"], "a") as f:
     f.write(json.dumps({"cmd": "srun", "argv": sys.argv[1:], "env": env}) + "\n")
 PY
-if [[ "$*" == *get_node_ip_address* ]]; then echo "10.0.0.${node#node}"; exit 0; fi
+if [[ "$*" == *getsockname* ]]; then echo "10.0.0.${node#node}"; exit 0; fi
 if [[ ${FAKE_BLOCK:-0} == 1 ]]; then
     sleep 300 &
     sleeper=$!
