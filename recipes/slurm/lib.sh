@@ -61,9 +61,9 @@ am_ray_auth_token() {
 # The allocation's hosts, one per line, in Slurm's order (the first is the head node).
 am_nodes() { scontrol show hostnames "$SLURM_JOB_NODELIST"; }
 
-# Flags of a step: one task on one node, sharing the node with this job's other steps (--overlap). Long-running
-# components get every CPU and GPU Slurm gave the job there (a step confined to one core would confine Ray and all
-# its workers to it); probes one CPU and no GPU.
+# Flags of a step: one task on one node, sharing the node with this job's other steps (--overlap). KIND: `probe` (a
+# short command: one CPU), `cpu` (a service: every CPU Slurm gave the job there, as a step confined to one core would
+# confine all its processes to it) or `gpu` (the same and every GPU of the job on the node: Ray's nodes, the trainer).
 am_step_flags() {
     local node=$1 kind=$2
     local flags=(--nodes=1 --ntasks=1 --overlap --mem=0 -w "$node")
@@ -71,7 +71,7 @@ am_step_flags() {
         flags+=(--cpus-per-task=1)
     else
         flags+=(--cpus-per-task="${SLURM_CPUS_ON_NODE:-1}")
-        if ((${SLURM_GPUS_ON_NODE:-0} > 0)); then flags+=(--gres="gpu:$SLURM_GPUS_ON_NODE"); fi
+        if [[ $kind == gpu ]] && ((${SLURM_GPUS_ON_NODE:-0} > 0)); then flags+=(--gres="gpu:$SLURM_GPUS_ON_NODE"); fi
     fi
     printf '%s\n' "${flags[@]}"
 }
@@ -100,11 +100,12 @@ except OSError:
     echo "$ip"
 }
 
-# am_launch NAME NODE CMD...: run CMD on NODE as a background job step; output in $AM_LOG_DIR/NAME.log.
+# am_launch NAME NODE CMD...: run CMD on NODE as a background job step; output in $AM_LOG_DIR/NAME.log. With
+# AM_STEP_KIND=gpu (e.g. `AM_STEP_KIND=gpu am_launch ...`) the step gets the node's GPUs too.
 am_launch() {
     local name=$1 node=$2 flags
     shift 2
-    mapfile -t flags < <(am_step_flags "$node" component)
+    mapfile -t flags < <(am_step_flags "$node" "${AM_STEP_KIND:-cpu}")
     am_log "start $name on $node: $*"
     srun "${flags[@]}" --kill-on-bad-exit=1 --output="$AM_LOG_DIR/$name.log" --error="$AM_LOG_DIR/$name.log" "$@" &
     AM_PIDS+=($!)

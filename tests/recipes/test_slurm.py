@@ -19,13 +19,13 @@ SLURM = REPO / "recipes" / "slurm"
 SCRIPTS = sorted(p for p in SLURM.iterdir() if p.suffix in (".sh", ".sbatch"))
 
 # Each simulated command appends {"cmd": name, "argv": [...]} to $FAKE_LOG; srun adds the secrets its step inherits
-# ("env"). srun prints an IP for the node-IP probe, and with FAKE_BLOCK=1 keeps "long-running" steps alive until TERM, which
-# it records.
+# ("env"). srun prints an IP for the node-IP probe, and with FAKE_BLOCK=1 keeps "long-running" steps alive until TERM,
+# which it records.
 FAKE_SRUN = r"""#!/bin/bash
 node=""; args=("$@")
 for ((i = 0; i < ${#args[@]}; i++)); do [[ ${args[i]} == -w ]] && node=${args[i+1]}; done
 if [[ ${FAKE_BLOCK:-0} == 1 ]]; then  # before anything else: a TERM may come as soon as the step is recorded
-    trap 'echo "{\"cmd\": \"TERM\", \"argv\": [\"$node\", \"$*\"]}" >> "$FAKE_LOG"; kill $sleeper 2>/dev/null; exit 143' TERM
+    trap 'echo "{\"cmd\": \"TERM\", \"argv\": [\"$node\", \"$*\"]}" >> "$FAKE_LOG"; ${sleeper:+kill $sleeper}; exit 143' TERM
 fi
 python3 - "$@" <<'PY'
 import json, os, sys
@@ -89,6 +89,8 @@ def fake_slurm(tmp_path):
         "FAKE_NODES": "4",
         "SLURM_JOB_NODELIST": "node[1-4]",
         "SLURM_JOB_ID": "77",
+        "SLURM_CPUS_ON_NODE": "64",
+        "SLURM_GPUS_ON_NODE": "8",
         "AM_RL_LOG_DIR": str(tmp_path / "logs"),
         "AM_RL_SLURM_DIR": str(SLURM),
         "AM_RL_PYTHON": "python",
@@ -160,7 +162,10 @@ def test_train_dry_run_brings_up_ray_rewards_balancer_and_trainer(fake_slurm):
     # Every step states its resources and shares its node with the job's other steps.
     for argv in s.values():
         assert {"--nodes=1", "--ntasks=1", "--overlap", "--mem=0"} <= set(argv[: argv.index("--kill-on-bad-exit=1")])
-        assert any(a.startswith("--cpus-per-task=") for a in argv)
+        assert "--cpus-per-task=64" in argv  # every CPU of the node: one step must not confine Ray to one core
+    # The node's GPUs go to Ray's nodes and the trainer only.
+    assert {name for name, argv in s.items() if "--gres=gpu:8" in argv} == {
+        "ray_head", "ray_worker_node2", "ray_worker_node3", "ray_worker_node4", "trainer"}
     # Order (the script's own log, in launch order): Ray, rewards and balancer all up before the trainer.
     order = re.findall(r"start (\S+) on node", result.stderr)
     assert order.index("ray_head") < order.index("balancer") < order.index("trainer")
