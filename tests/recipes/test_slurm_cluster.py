@@ -86,9 +86,11 @@ class Launch:
             "AM_RL_REWARD_PORT": str(reward),
             "AM_RL_REDIS_PORT": str(redis),
             "AM_RL_RAY_TEMP_DIR": str(self.ray_dir),
-            # Both Ray nodes share this host: each dashboard agent needs its own port.
-            "AM_RL_RAY_HEAD_ARGS": f"--ray-client-server-port={client} --dashboard-agent-listen-port={agent1}",
-            "AM_RL_RAY_WORKER_ARGS": f"--dashboard-agent-listen-port={agent2}",
+            # Both Ray nodes share this host: each dashboard agent needs its own port. 4 logical CPUs per node: verl's
+            # bundle per trainer rank asks for 3 CPUs with its GPU, and this host has 2 cores.
+            "AM_RL_RAY_HEAD_ARGS": f"--num-cpus=4 --ray-client-server-port={client} "
+            f"--dashboard-agent-listen-port={agent1}",
+            "AM_RL_RAY_WORKER_ARGS": f"--num-cpus=4 --dashboard-agent-listen-port={agent2}",
             **env,
         }
         for name in ("AM_RL_REWARD_URL", "AM_RL_REWARD_API_KEY", "AM_RL_BALANCER_API_KEY", "RAY_ADDRESS"):
@@ -97,7 +99,8 @@ class Launch:
         self.jobs: dict[str, str] = {}
 
     def submit(self, *overrides: str) -> None:
-        out = subprocess.run(["bash", str(LAUNCH), "demo_cpu", *DEMO_ARGS, *overrides], env=self.env,
+        run_dir = f"trainer.default_local_dir={self.log_dir / 'run'}"  # checkpoints, metrics, vLLM servers' logs
+        out = subprocess.run(["bash", str(LAUNCH), "demo_cpu", *DEMO_ARGS, run_dir, *overrides], env=self.env,
                              cwd=self.log_dir.parent, capture_output=True, text=True, timeout=120)  # fmt: skip
         assert out.returncode == 0, out.stderr
         reward, train = re.search(r"reward job (\d+), train job (\d+)", out.stdout).groups()
