@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -132,13 +133,25 @@ class Launch:
             time.sleep(2)
         return time.monotonic() - start
 
-    def wait_for(self, log: str, pattern: str, timeout_s: float) -> None:
+    def wait_for_rollout(self, timeout_s: float) -> int:
+        """Wait until the balancer relays samples; how many are in flight then. It refuses a client without its key."""
+        url = f"http://127.0.0.1:{self.env['AM_RL_LB_PORT']}/instances"
+        key_file = self.log_dir / "balancer_api_key"
         deadline = time.monotonic() + timeout_s
-        path = self.log_dir / log
-        while not (path.exists() and re.search(pattern, path.read_text(errors="replace"), re.M)):
-            assert time.monotonic() < deadline, (pattern, self.states(), self.tail("train_job.out"), self.tail(log))
-            assert ACTIVE & set(self.states().values()), (self.states(), self.tail("train_job.out"), self.tail(log))
-            time.sleep(2)
+        while True:
+            assert time.monotonic() < deadline, (self.states(), self.tail("train_job.out"), self.tail("trainer.log"))
+            assert ACTIVE & set(self.states().values()), (self.states(), self.tail("train_job.out"))
+            try:
+                views = httpx.get(url, headers={"Authorization": f"Bearer {key_file.read_text()}"}, timeout=5)
+            except (httpx.HTTPError, FileNotFoundError):  # not up yet
+                time.sleep(1)
+                continue
+            assert views.status_code == 200, views.text
+            in_flight = sum(view["in_flight"] for view in views.json())
+            if in_flight:
+                assert httpx.get(url, timeout=5).status_code == 401
+                return in_flight
+            time.sleep(1)
 
     def tail(self, log: str, n: int = 40) -> str:
         path = self.log_dir / log
@@ -229,7 +242,7 @@ def test_launch_runs_the_demo_on_two_nodes(launch):
 def test_scancel_during_step_one_leaves_nothing_behind(launch):
     run = launch()
     run.submit()
-    run.wait_for("trainer.log", r"\bstep 1: \d+ samples", timeout_s=600)  # step 1's rollout is done, its update runs
+    in_flight = run.wait_for_rollout(timeout_s=600)  # step 1's samples are going through the balancer
     ports = run.listening_ports()
     used = {int(run.env[k]) for k in ("AM_RL_RAY_PORT", "AM_RL_LB_PORT", "AM_RL_REWARD_PORT", "AM_RL_REDIS_PORT")}
     assert used <= ports, (used, ports)
@@ -237,7 +250,8 @@ def test_scancel_during_step_one_leaves_nothing_behind(launch):
     subprocess.run(["scancel", run.jobs["train"]], env=run.env, check=True, timeout=60)
     cancelled = time.monotonic()
     gone_after = run.wait_no_processes(timeout_s=60)
-    print(f"scancel: every process gone after {gone_after:.0f}s, {len(ports)} ports were in use")
+    print(f"scancel with {in_flight} samples in flight: every process gone after {gone_after:.0f}s, "
+          f"{len(ports)} ports were in use")
     listening = subprocess.run(["ss", "-ltnH"], capture_output=True, text=True, check=True).stdout
     still = {int(line.split()[3].rsplit(":", 1)[1]) for line in listening.splitlines()} & ports
     assert not still, still
