@@ -15,8 +15,8 @@ from am_rl.trainer.balancer_control import API_KEY_ENV
 
 def test_flags_follow_the_recipe():
     assert balancer_flags(compose("demo_cpu").am_rl.balancer) == ["--policy", "makespan", "--no-migrate"]
-    section = compose("demo_cpu", ["am_rl.balancer.policy=least_requests", "am_rl.balancer.migrate=true"]).am_rl.balancer
-    assert balancer_flags(section) == ["--policy", "least_requests", "--migrate"]
+    cfg = compose("demo_cpu", ["am_rl.balancer.policy=least_requests", "am_rl.balancer.migrate=true"])
+    assert balancer_flags(cfg.am_rl.balancer) == ["--policy", "least_requests", "--migrate"]
 
 
 def test_a_key_in_the_recipe_is_refused():
