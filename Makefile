@@ -7,10 +7,12 @@ VLLM_VENV := .venv-vllm
 
 setup: system $(VENV)/.installed $(VLLM_VENV)/.installed
 
-# Debian packages: g++/setpriv for the code sandbox, headless chromium for the dashboard test; only what is missing.
+# Debian packages: g++/setpriv for the code sandbox, headless chromium for the dashboard test, slurm-wlm and munge for
+# the Slurm launch tests (scripts/local_slurm.sh); only what is missing.
 system:
 	@scripts/setup_system.sh
 	@scripts/setup_system_lb.sh
+	@scripts/setup_system_slurm.sh
 
 $(VENV)/.installed: setup.py requirements/cpu.lock requirements/reference.txt
 	PYTHON=$(PYTHON) scripts/setup_venvs.sh main

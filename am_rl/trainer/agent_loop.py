@@ -14,6 +14,7 @@ fails the step if a truncated sample would reach the estimator looking complete.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ from verl.experimental.agent_loop import AgentLoopManager
 from verl.utils.ray_utils import auto_await
 
 from am_rl.config.validate import ConfigError
+from am_rl.trainer.balancer_control import API_KEY_ENV
 from am_rl.trainer.server_client import BalancerServerClient
 from am_rl.trainer.shuffle import restore_order, shuffle_for_dispatch
 
@@ -68,7 +70,9 @@ class AMAgentLoopManager(AgentLoopManager):
             balancer_url=section.balancer.url,
             max_concurrency=section.balancer.max_concurrency,
             request_timeout_s=section.balancer.request_timeout_s,
-            api_key=section.balancer.api_key,
+            # A standalone balancer's key (recipes/slurm) is in every Ray process's environment only, never in the
+            # config, which verl prints.
+            api_key=section.balancer.api_key or os.environ.get(API_KEY_ENV) or None,
         )
         super().__init__(config, client, teacher_client, reward_loop_worker_handles)
         self.shuffle = bool(section.shuffle)

@@ -1,7 +1,8 @@
 """recipes/slurm: every script parses (bash -n), and dry runs with simulated Slurm commands (srun, sbatch, scontrol,
 curl, python on PATH, each recording what it was given) bring up the right components with the right arguments,
-hand the reward service's API key and Redis password to the steps in their environment only (never a command line
-or a log), and tear everything down when the batch script gets scancel's TERM."""
+hand the API keys, the Redis password and Ray's token to the steps in their environment only (never a command line
+or a log), and tear everything down when the batch script gets scancel's TERM. The same scripts run for real on a
+two-node Slurm cluster in test_slurm_cluster.py; these check argument details for 4 GPU nodes."""
 
 import json
 import os
@@ -18,23 +19,26 @@ SLURM = REPO / "recipes" / "slurm"
 SCRIPTS = sorted(p for p in SLURM.iterdir() if p.suffix in (".sh", ".sbatch"))
 
 # Each simulated command appends {"cmd": name, "argv": [...]} to $FAKE_LOG; srun adds the secrets its step inherits
-# ("env"). srun prints an IP for `hostname`, and with FAKE_BLOCK=1 keeps "long-running" steps alive until TERM, which
-# it records.
+# ("env"). srun prints an IP for the node-IP probe, and with FAKE_BLOCK=1 keeps "long-running" steps alive until TERM,
+# which it records.
 FAKE_SRUN = r"""#!/bin/bash
+node=""; args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do [[ ${args[i]} == -w ]] && node=${args[i+1]}; done
+if [[ ${FAKE_BLOCK:-0} == 1 ]]; then  # before anything else: a TERM may come as soon as the step is recorded
+    trap 'echo "{\"cmd\": \"TERM\", \"argv\": [\"$node\", \"$*\"]}" >> "$FAKE_LOG"; ${sleeper:+kill $sleeper}; exit 143' TERM
+fi
 python3 - "$@" <<'PY'
 import json, os, sys
-env = {k: os.environ.get(k) for k in ("AM_RL_REWARD_API_KEY", "AM_RL_REWARD_REDIS_URL")}
+env = {k: os.environ.get(k) for k in ("AM_RL_REWARD_API_KEY", "AM_RL_REWARD_REDIS_URL", "AM_RL_BALANCER_API_KEY",
+                                     "AM_RL_LB_API_KEY", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
 with open(os.environ["FAKE_LOG"], "a") as f:
     f.write(json.dumps({"cmd": "srun", "argv": sys.argv[1:], "env": env}) + "\n")
 PY
-node=""; args=("$@")
-for ((i = 0; i < ${#args[@]}; i++)); do [[ ${args[i]} == -w ]] && node=${args[i+1]}; done
-for a in "$@"; do
-    if [[ $a == hostname ]]; then echo "10.0.0.${node#node} fe80::1"; exit 0; fi
-done
+if [[ "$*" == *getsockname* ]]; then echo "10.0.0.${node#node}"; exit 0; fi
 if [[ ${FAKE_BLOCK:-0} == 1 ]]; then
-    trap 'echo "{\"cmd\": \"TERM\", \"argv\": [\"$node\", \"$*\"]}" >> "$FAKE_LOG"; exit 143' TERM
-    sleep 300 & wait
+    sleep 300 &
+    sleeper=$!
+    wait
 fi
 """
 FAKE_SCONTROL = """#!/bin/bash
@@ -52,6 +56,13 @@ n=$(grep -c '"sbatch"' "$FAKE_LOG"); echo $((1000 + n))
 FAKE_OK = """#!/bin/bash
 exit 0
 """
+# python: `ray status` sees every node; the recipe's balancer flags; anything else (the Redis ping) succeeds.
+FAKE_PYTHON = """#!/bin/bash
+case "$*" in
+    *"ray.scripts.scripts status"*) echo Active:; for i in $(seq "$FAKE_NODES"); do echo " 1 node_$i"; done ;;
+    *am_rl.trainer.balancer_args*) printf '%s\\n' --policy makespan --migrate ;;
+esac
+"""
 
 
 def test_every_script_parses():
@@ -66,7 +77,7 @@ def fake_slurm(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, body in {"srun": FAKE_SRUN, "scontrol": FAKE_SCONTROL, "sbatch": FAKE_SBATCH, "curl": FAKE_OK,
-                       "python": FAKE_OK}.items():  # fmt: skip
+                       "python": FAKE_PYTHON}.items():  # fmt: skip
         (bin_dir / name).write_text(body)
         (bin_dir / name).chmod(0o755)
     log = tmp_path / "calls.jsonl"
@@ -78,12 +89,15 @@ def fake_slurm(tmp_path):
         "FAKE_NODES": "4",
         "SLURM_JOB_NODELIST": "node[1-4]",
         "SLURM_JOB_ID": "77",
+        "SLURM_CPUS_ON_NODE": "64",
+        "SLURM_GPUS_ON_NODE": "8",
         "AM_RL_LOG_DIR": str(tmp_path / "logs"),
         "AM_RL_SLURM_DIR": str(SLURM),
-        "AM_RL_RAY_HEAD_WAIT_S": "0",
+        "AM_RL_PYTHON": "python",
         "AM_RL_REDIS_SERVER": "/opt/redis/redis-server",
     }
-    for name in ("AM_RL_REWARD_URL", "AM_RL_REWARD_API_KEY", "AM_RL_REWARD_API_KEY_FILE", "AM_RL_REWARD_REDIS_URL"):
+    for name in ("AM_RL_REWARD_URL", "AM_RL_REWARD_API_KEY", "AM_RL_REWARD_API_KEY_FILE", "AM_RL_REWARD_REDIS_URL",
+                 "AM_RL_BALANCER_API_KEY", "AM_RL_BALANCER_API_KEY_FILE", "RAY_AUTH_TOKEN_PATH", "RAY_AUTH_MODE"):
         env.pop(name, None)
 
     def calls(cmd: str = "srun") -> list[list[str]]:
@@ -137,12 +151,21 @@ def test_train_dry_run_brings_up_ray_rewards_balancer_and_trainer(fake_slurm):
     lb = s["balancer"]
     assert node_of(lb) == "node1" and lb[lb.index("-m") + 1] == "load_balancer"
     assert lb[lb.index("--host") + 1] == "0.0.0.0" and lb[lb.index("--port") + 1] == "8100"
+    assert lb[-3:] == ["--policy", "makespan", "--migrate"]  # the recipe's settings (am_rl.trainer.balancer_args)
     trainer = s["trainer"]
     assert node_of(trainer) == "node1"
     args = trainer[trainer.index("am_rl.main_grpo") + 1 :]
     assert args == ["--config-name", "stage1_32b", "trainer.nnodes=4", "trainer.n_gpus_per_node=8",
+                    "ray_kwargs.ray_init.num_cpus=null", "ray_kwargs.ray_init.num_gpus=null",
                     "am_rl.balancer.url=http://10.0.0.1:8100", "am_rl.reward.url=http://10.0.0.1:8200",
                     "trainer.total_training_steps=5"]  # fmt: skip
+    # Every step states its resources and shares its node with the job's other steps.
+    for argv in s.values():
+        assert {"--nodes=1", "--ntasks=1", "--overlap", "--mem=0"} <= set(argv[: argv.index("--kill-on-bad-exit=1")])
+        assert "--cpus-per-task=64" in argv  # every CPU of the node: one step must not confine Ray to one core
+    # The node's GPUs go to Ray's nodes and the trainer only.
+    assert {name for name, argv in s.items() if "--gres=gpu:8" in argv} == {
+        "ray_head", "ray_worker_node2", "ray_worker_node3", "ray_worker_node4", "trainer"}
     # Order (the script's own log, in launch order): Ray, rewards and balancer all up before the trainer.
     order = re.findall(r"start (\S+) on node", result.stderr)
     assert order.index("ray_head") < order.index("balancer") < order.index("trainer")
@@ -161,12 +184,31 @@ def test_train_uses_a_given_reward_service(fake_slurm):
 
 
 def test_reward_job_starts_redis_api_and_workers_and_writes_its_url(fake_slurm):
+    """...and serves until the training job (its id in AM_RL_TRAIN_JOB_FILE) has ended, then completes."""
     env, calls, tmp = fake_slurm
     env["FAKE_NODES"] = "2"
+    env["FAKE_BLOCK"] = "1"  # the service's steps run until teardown
     url_file = tmp / "reward_url"
     env["AM_RL_REWARD_URL_FILE"] = str(url_file)
-    result = subprocess.run(["bash", str(SLURM / "reward.sbatch")], env=env, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
+    (tmp / "train_job_id").write_text("1002\n")
+    env["AM_RL_TRAIN_JOB_FILE"] = str(tmp / "train_job_id")
+    state = tmp / "train_state"
+    state.write_text("RUNNING\n")
+    squeue = tmp / "bin" / "squeue"  # the training job's state, as the test sets it
+    squeue.write_text(f'#!/bin/bash\n[[ "$*" == *--jobs=1002* ]] && cat {state}\n')
+    squeue.chmod(0o755)
+    proc = subprocess.Popen(["bash", str(SLURM / "reward.sbatch")], env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not url_file.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else "timeout"
+        time.sleep(0.2)
+    time.sleep(12)  # the watch polls every 10 s: the job keeps serving while training runs
+    assert proc.poll() is None
+    state.write_text("COMPLETED\n")
+    assert proc.wait(timeout=30) == 0
+    stderr = proc.stderr.read()
+    assert "the training job has ended: stopping the reward service" in stderr
+    assert len(calls("TERM")) == 4  # every step stopped
     s = steps(calls)
     assert set(s) == {"redis", "reward_api", "reward_workers_node1", "reward_workers_node2"}
     assert "python -m reward_server.worker &" in s["reward_workers_node2"][-1]
@@ -174,7 +216,7 @@ def test_reward_job_starts_redis_api_and_workers_and_writes_its_url(fake_slurm):
     key_file = tmp / "logs" / "reward_api_key"
     assert key_file.stat().st_mode & 0o777 == 0o600
     assert step_env(tmp, "reward_api")["AM_RL_REWARD_API_KEY"] == key_file.read_text()
-    assert str(key_file) in result.stderr  # where to find it is logged; the key is not (test_secrets_...)
+    assert str(key_file) in stderr  # where to find it is logged; the key is not (test_secrets_...)
 
 
 def test_launch_submits_reward_then_dependent_train_job(fake_slurm):
@@ -232,9 +274,25 @@ def test_secrets_reach_the_steps_in_their_environment_only(fake_slurm):
     assert "unset AM_RL_REWARD_API_KEY" in steps(calls)["reward_workers_node1"][-1]  # workers need Redis only
     conf = tmp / "logs" / "redis.conf"
     assert conf.read_text() == f"requirepass {password}\n" and conf.stat().st_mode & 0o777 == 0o600
+    # The balancer's key: the balancer reads it as AM_RL_LB_API_KEY, every Ray process inherits it for the trainer.
+    lb_key_file = tmp / "logs" / "balancer_api_key"
+    lb_key = lb_key_file.read_text()
+    assert len(lb_key) == 64 and lb_key_file.stat().st_mode & 0o777 == 0o600 and lb_key != key
+    assert step_env(tmp, "balancer")["AM_RL_LB_API_KEY"] == lb_key
+    assert step_env(tmp, "ray_head")["AM_RL_BALANCER_API_KEY"] == lb_key
+    assert step_env(tmp, "ray_worker_node2")["AM_RL_BALANCER_API_KEY"] == lb_key
+    assert step_env(tmp, "trainer")["AM_RL_LB_API_KEY"] is None  # only the balancer's step gets that name
+    # Ray's token authentication: every Ray step holds the token file's path, the file holds the token.
+    token_file = tmp / "logs" / "ray_auth_token"
+    token = token_file.read_text()
+    assert len(token) == 64 and token_file.stat().st_mode & 0o777 == 0o600
+    for name in ("ray_head", "ray_worker_node3", "trainer"):
+        assert step_env(tmp, name)["RAY_AUTH_MODE"] == "token"
+        assert step_env(tmp, name)["RAY_AUTH_TOKEN_PATH"] == str(token_file)
+    secret_files = ("reward_api_key", "redis.conf", "balancer_api_key", "ray_auth_token")
     written = [result.stdout, result.stderr, json.dumps(calls("srun")), json.dumps(calls("sbatch"))]
-    written += [p.read_text() for p in (tmp / "logs").iterdir() if p.name not in ("reward_api_key", "redis.conf")]
-    for secret in (key, password):
+    written += [p.read_text() for p in (tmp / "logs").iterdir() if p.name not in secret_files]
+    for secret in (key, password, lb_key, token):
         assert not [w for w in written if secret in w]
 
 
