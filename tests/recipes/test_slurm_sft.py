@@ -14,7 +14,8 @@ def test_sft_dry_run_starts_torchrun_on_every_node(fake_slurm):  # noqa: F811
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     assert result.returncode == 0, result.stderr
     sft = steps(calls)["sft"]
-    assert sft[: sft.index("python")] == ["--nodes=4", "--ntasks-per-node=1", "--kill-on-bad-exit=1",
+    assert sft[: sft.index("python")] == ["--nodes=4", "--ntasks-per-node=1", "--cpus-per-task=64", "--gres=gpu:8",
+                                          "--kill-on-bad-exit=1",
                                           f"--output={tmp}/logs/sft.log", f"--error={tmp}/logs/sft.log"]  # fmt: skip
     torchrun = sft[sft.index("python") + 1 :]
     assert torchrun[:2] == ["-m", "torch.distributed.run"]
