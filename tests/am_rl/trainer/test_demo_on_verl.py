@@ -3,7 +3,8 @@
 behind the balancer, the reward service, am_grpo, the shuffle, verl's validation, checkpoints and resume.
 
 Run A trains 2 steps; run B resumes it (``trainer.resume_mode=auto``) for a third step, during whose rollout one
-engine is SIGKILLed; run C is stopped by SIGTERM mid-step. After each, nothing the run started may be left.
+engine is SIGKILLed; run C is stopped by SIGTERM mid-step, run D (with a reward service of its own) by Ctrl-C.
+After each, nothing the run started may be left.
 """
 
 from __future__ import annotations
@@ -69,9 +70,11 @@ def no_run_outlives_the_tests():
 class Launch:
     """``python -m am_rl.main_grpo`` in its own session, its output collected, its descendants remembered."""
 
-    def __init__(self, run_dir: Path, reward_url: str, *overrides: str) -> None:
+    def __init__(self, run_dir: Path, reward_url: str | None, *overrides: str) -> None:
+        """``reward_url`` None: the launcher starts a reward service of its own, as a user's run does."""
+        reward = [f"am_rl.reward.url={reward_url}"] if reward_url else []
         cmd = [sys.executable, "-m", "am_rl.main_grpo", "--config-name", "demo_cpu", *OVERRIDES,
-               f"trainer.default_local_dir={run_dir}", f"am_rl.reward.url={reward_url}", *overrides]  # fmt: skip
+               f"trainer.default_local_dir={run_dir}", *reward, *overrides]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_DEDUP_LOGS": "0"}
         self.proc = subprocess.Popen(
             cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -297,5 +300,17 @@ def test_sigterm_mid_step_stops_everything(tmp_path, reward):
     launch.wait_for(r"Training Progress", 900)
     time.sleep(2)
     launch.proc.send_signal(signal.SIGTERM)
+    assert launch.wait(timeout_s=180) != 0
+    launch.assert_nothing_left()
+
+
+def test_ctrl_c_mid_step_stops_everything_the_launcher_started(tmp_path):
+    """Ctrl-C in a terminal sends SIGINT to the whole foreground process group: the launcher and every child in
+    it (here its own reward service too) get it at once, and the launcher must still stop all of them."""
+    launch = Launch(tmp_path, None, "trainer.total_training_steps=50", "trainer.val_before_train=false")
+    launch.wait_for(r"Training Progress", 900)
+    assert any("reward_server" in _name(p) for p in launch.descendants), "no reward service of its own"
+    time.sleep(2)
+    os.killpg(launch.proc.pid, signal.SIGINT)
     assert launch.wait(timeout_s=180) != 0
     launch.assert_nothing_left()
