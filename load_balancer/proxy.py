@@ -348,12 +348,12 @@ class Proxy:
             len(relay.generated), source, why,
         )  # fmt: skip
         try:
-            continued = await self.open_upstream(relay, target if moved and self.registry.instances.get(target) else None)
+            resumed = await self.open_upstream(relay, target if moved and self.registry.instances.get(target) else None)
         except (NoInstance, UpstreamStatus) as e:
             logger.warning("request %s: continuation failed: %s", relay.request_id, e)
             return None
         self.timeline.on_move(left_at, source, relay.url, moved, len(relay.generated))
-        return continued
+        return resumed
 
     # ---- non-streaming -----------------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ SECTION = """
  #steps tr{cursor:pointer} #steps tr.selected td{background:#eef4ff}
  #timeline{background:#fff;border:1px solid #ddd;margin-top:10px;display:block}
  #timeline .lane-bg{fill:#f0f2f5} #timeline .occupancy{fill:#4c8bf5;fill-opacity:.8}
- #timeline .tail{fill:#cf222e;fill-opacity:.09} #timeline .tail-label{fill:#cf222e}
+ #timeline .tail{fill:#cf222e;fill-opacity:.12} #timeline .tail-label{fill:#cf222e}
  #timeline .makespan{stroke:#222;stroke-width:2} #timeline .bound{stroke:#1a7f37;stroke-width:2;stroke-dasharray:6 4}
  #timeline .bound-label{fill:#1a7f37} #timeline .move{stroke-width:2;fill:none}
  #timeline .migration{stroke:#8250df} #timeline .failover{stroke:#d4700a}
@@ -58,7 +58,7 @@ function renderTimeline(t) {
 function drawStep(s, tailFraction) {
   const svg = document.getElementById("timeline"), caption = document.getElementById("tl-caption");
   if (!s) { svg.replaceChildren(); svg.setAttribute("height", 0); caption.textContent = "no step yet"; return; }
-  const width = 1200, left = 260, right = 24, top = 30, laneH = 42, gap = 8, plotW = width - left - right;
+  const width = 1200, left = 300, right = 24, top = 30, laneH = 42, gap = 8, plotW = width - left - right;
   const height = top + s.lanes.length * (laneH + gap) + 28;
   svg.setAttribute("height", height); svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   const end = s.makespan_s, span = Math.max(end, s.lower_bound_s || 0, 1e-3) * 1.04;
@@ -79,11 +79,6 @@ function drawStep(s, tailFraction) {
   for (let t = 0; t <= span; t += unit)
     kids.push(svgEl("line", {class: "tick", x1: x(t), x2: x(t), y1: top - 4, y2: lanesBottom}),
       svgEl("text", {x: x(t), y: height - 8, "text-anchor": "middle"}, +t.toFixed(1) + " s"));
-  if (s.tail_start_s !== null) {
-    kids.push(svgEl("rect", {class: "tail", x: x(s.tail_start_s), y: top - 4, width: x(end) - x(s.tail_start_s),
-      height: lanesBottom - top + 8}));
-    kids.push(svgEl("text", {class: "tail-label", x: x(s.tail_start_s) + 3, y: top - 8}, "tail"));
-  }
   s.lanes.forEach((lane, i) => {
     const g = svgEl("g", {class: "lane", "data-url": lane.url}), y0 = laneY(i), base = y0 + laneH;
     g.append(svgEl("rect", {class: "lane-bg", x: left, y: y0, width: plotW, height: laneH}));
@@ -101,6 +96,11 @@ function drawStep(s, tailFraction) {
       `up to ${most} seq · busy ${fmt(busy, 1)} s · peak ${fmt(lane.peak_tokens_per_s)} tok/s`));
     kids.push(g);
   });
+  if (s.tail_start_s !== null) {  // drawn over the lanes, translucent
+    kids.push(svgEl("rect", {class: "tail", x: x(s.tail_start_s), y: top - 4, width: x(end) - x(s.tail_start_s),
+      height: lanesBottom - top + 8}));
+    kids.push(svgEl("text", {class: "tail-label", x: x(s.tail_start_s) + 3, y: top - 8}, "tail"));
+  }
   for (const m of s.moves) {
     if (!(m.source in row) || !(m.target in row)) continue;
     const kind = m.migrated ? "migration" : "failover", down = row[m.target] > row[m.source];
@@ -122,7 +122,7 @@ function drawStep(s, tailFraction) {
   caption.textContent = `step #${s.index} (${s.open ? "running" : "ended"}) · makespan ${fmt(end, 2)} s` +
     (ratio === null ? "" : ` vs lower bound ${fmt(s.lower_bound_s, 2)} s (×${fmt(ratio, 2)})`) +
     (tail === null ? "" : ` · tail: last ${fmt(tail, 2)} s with ≤ ${Math.max(1, Math.floor(tailFraction * s.peak_in_flight))}` +
-      ` of ${s.peak_in_flight} sequences in flight`) + ` · ${s.moves.length + s.moves_dropped} moves`;
+      ` of ${s.peak_in_flight} sequences in flight`) + ` · moves: ${s.moves.length + s.moves_dropped}`;
 }
 async function pollTimeline() {
   try { const r = await fetch(tlUrl, {cache: "no-store"}); if (r.ok) renderTimeline(await r.json()); }
