@@ -103,5 +103,5 @@ async def dashboard_data(request: Request) -> DashboardSnapshot:
 
 
 @router.get("/dashboard/timeline", response_model=TimelineSnapshot)
-async def dashboard_timeline(request: Request) -> TimelineSnapshot:
-    return request.app.state.balancer.timeline.snapshot()
+async def dashboard_timeline(request: Request, step: int | None = None) -> TimelineSnapshot:
+    return request.app.state.balancer.timeline.snapshot(detail=step)

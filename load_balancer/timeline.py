@@ -97,13 +97,11 @@ class Step:
     totals: list[tuple[float, int]] = field(default_factory=list)  # (s since start, in flight on all instances)
     moves: list[Move] = field(default_factory=list)
     moves_dropped: int = 0
+    running: int = 0  # sequences in flight on all its lanes now, kept as they change (a sum per event is O(instances))
     requests: int = 0  # requests that ended (answered or failed) while the step was open
     idle_since: float | None = None  # monotonic time in-flight last fell to 0; the step's end if nothing follows
     ended_at: float | None = None
     closed_by: str | None = None  # "pause" or "idle"
-
-    def in_flight(self) -> int:
-        return sum(lane.in_flight for lane in self.lanes.values())
 
     def makespan(self, now: float) -> float:
         return (self.ended_at if self.ended_at is not None else now) - self.started_at
@@ -113,7 +111,7 @@ class Step:
         tokens = sum(lane.tokens for lane in self.lanes.values())
         # An instance's peak is at least its average: this keeps the bound <= makespan in steps shorter than the window
         rates = sum(max(lane.peak_rate, lane.tokens / span if span > 0 else 0.0) for lane in self.lanes.values())
-        return tokens / rates if tokens > 0 and rates > 0 else None
+        return min(span, tokens / rates) if tokens > 0 and rates > 0 else None  # min: rounding, when peaks are averages
 
     def tail_start(self, tail_fraction: float) -> float | None:
         """Seconds after the start at which the tail began: after the last time more than the tail's limit were in
@@ -150,10 +148,10 @@ class Timeline:
                 return
             step = self.open(now)
         lane = step.lanes.get(url) or self.add_lane(step, url, now)
+        step.running += in_flight - lane.in_flight
         lane.points = record(lane.points, now - step.started_at, in_flight, self.cfg.max_points)
-        total = step.in_flight()
-        step.idle_since = now if total == 0 else None
-        step.totals = record(step.totals, now - step.started_at, total, self.cfg.max_points)
+        step.idle_since = now if step.running == 0 else None
+        step.totals = record(step.totals, now - step.started_at, step.running, self.cfg.max_points)
 
     def on_finished(self) -> None:
         if self.current is not None:
@@ -171,7 +169,7 @@ class Timeline:
     def on_pause(self, now: float) -> None:
         """The trainer paused routing (weight sync): the step ends here if nothing is in flight."""
         step = self.current
-        if step is not None and step.in_flight() == 0:
+        if step is not None and step.running == 0:
             self.close(now, "pause")
 
     def tick(self, now: float) -> None:
@@ -182,7 +180,7 @@ class Timeline:
         self.read_tokens(step, now)
         for url in self.registry.instances.keys() - step.lanes.keys():  # registered mid-step
             self.add_lane(step, url, now)
-        if step.idle_since is not None and step.in_flight() == 0 and now - step.idle_since >= self.cfg.idle_gap_s:
+        if step.idle_since is not None and step.running == 0 and now - step.idle_since >= self.cfg.idle_gap_s:
             self.close(now, "idle")
 
     async def run(self) -> None:
@@ -204,6 +202,7 @@ class Timeline:
         lane = step.lanes[url] = Lane(tokens_at_start=inst.tokens_relayed if inst is not None else 0)
         lane.window.append((now, 0))
         lane.points = [(now - step.started_at, inst.in_flight if inst is not None else 0)]
+        step.running += lane.in_flight
         return lane
 
     def close(self, now: float, why: str) -> None:
@@ -228,17 +227,21 @@ class Timeline:
 
     # ---- the dashboard's view ------------------------------------------------------------------------------------
 
-    def snapshot(self, now: float | None = None) -> TimelineSnapshot:
+    def snapshot(self, detail: int | None = None, now: float | None = None) -> TimelineSnapshot:
+        """Every kept step's numbers; lanes and moves of step ``detail`` only (the newest when None or gone): at 512
+        instances one step's lanes are ~10^5 points, too many to send for every step twice a second."""
         now = time.monotonic() if now is None else now
         wall = time.time() - now  # monotonic -> wall clock
         steps = [*self.closed, *([self.current] if self.current is not None else [])]
+        if detail not in {step.index for step in steps}:
+            detail = steps[-1].index if steps else None
         return TimelineSnapshot(
             now=now + wall,
             tail_fraction=self.cfg.tail_fraction,
-            steps=[self.view(step, now, wall) for step in steps],
+            steps=[self.view(step, now, wall, step.index == detail) for step in steps],
         )
 
-    def view(self, step: Step, now: float, wall: float) -> StepView:
+    def view(self, step: Step, now: float, wall: float, detailed: bool) -> StepView:
         start = step.started_at
         return StepView(
             index=step.index,
@@ -251,13 +254,16 @@ class Timeline:
             requests=step.requests,
             tokens=sum(lane.tokens for lane in step.lanes.values()),
             peak_in_flight=max((n for _, n in step.totals), default=0),
+            moves_total=len(step.moves) + step.moves_dropped,
+            detailed=detailed,
             lanes=[
                 LaneView(url=url, points=list(lane.points), tokens=lane.tokens, peak_tokens_per_s=lane.peak_rate)
                 for url, lane in sorted(step.lanes.items())
+                if detailed
             ],
             moves=[
                 MoveView(t_s=m.at - start, source=m.source, target=m.target, migrated=m.migrated, tokens=m.tokens)
                 for m in step.moves
+                if detailed
             ],
-            moves_dropped=step.moves_dropped,
         )

@@ -25,8 +25,9 @@ SECTION = """
 <th>tail</th><th>requests</th><th>tokens</th><th>moves</th></tr></thead><tbody id="steps"></tbody></table>
 <svg id="timeline" xmlns="http://www.w3.org/2000/svg" width="1200" height="0"></svg>
 <script>
-const tl = {selected: null, last: null};
-const tlUrl = "dashboard/timeline" + (key ? "?api_key=" + encodeURIComponent(key) : "");
+const tl = {selected: null};  // the step clicked; null: the newest
+const tlUrl = () => "dashboard/timeline?" + new URLSearchParams({...(key ? {api_key: key} : {}),
+  ...(tl.selected === null ? {} : {step: tl.selected})});
 function svgEl(name, attrs, text) {
   const e = document.createElementNS("http://www.w3.org/2000/svg", name);
   for (const k in attrs) e.setAttribute(k, attrs[k]);
@@ -34,11 +35,10 @@ function svgEl(name, attrs, text) {
   return e;
 }
 const hostOf = url => url.replace(/^https?:[/][/]/, "");
-const shownStep = t => t.steps.find(s => s.index === tl.selected) || t.steps[t.steps.length - 1];
+const shownStep = t => t.steps.find(s => s.detailed);
 const ratioOf = s => s.lower_bound_s ? s.makespan_s / s.lower_bound_s : null;
 const tailOf = s => s.tail_start_s === null ? null : s.makespan_s - s.tail_start_s;
 function renderTimeline(t) {
-  tl.last = t;
   const shown = shownStep(t);
   document.getElementById("steps").replaceChildren(...t.steps.slice().reverse().map(s => {
     const tr = document.createElement("tr");
@@ -49,8 +49,8 @@ function renderTimeline(t) {
       cell(s.open ? "running" : "ended (" + s.closed_by + ")", s.open ? "up" : ""), cell(fmt(s.makespan_s, 2) + " s"),
       cell(s.lower_bound_s === null ? "–" : fmt(s.lower_bound_s, 2) + " s"), cell(ratio === null ? "–" : "×" + fmt(ratio, 2)),
       cell(tail === null ? "–" : fmt(tail, 2) + " s (" + fmt(100 * tail / s.makespan_s) + "%)"), cell(s.requests),
-      cell(s.tokens), cell(s.moves.length + s.moves_dropped));
-    tr.onclick = () => { tl.selected = tl.selected === s.index ? null : s.index; renderTimeline(tl.last); };
+      cell(s.tokens), cell(s.moves_total));
+    tr.onclick = () => { tl.selected = tl.selected === s.index ? null : s.index; };  // drawn at the next poll
     return tr;
   }));
   drawStep(shown, t.tail_fraction);
@@ -122,10 +122,10 @@ function drawStep(s, tailFraction) {
   caption.textContent = `step #${s.index} (${s.open ? "running" : "ended"}) · makespan ${fmt(end, 2)} s` +
     (ratio === null ? "" : ` vs lower bound ${fmt(s.lower_bound_s, 2)} s (×${fmt(ratio, 2)})`) +
     (tail === null ? "" : ` · tail: last ${fmt(tail, 2)} s with ≤ ${Math.max(1, Math.floor(tailFraction * s.peak_in_flight))}` +
-      ` of ${s.peak_in_flight} sequences in flight`) + ` · moves: ${s.moves.length + s.moves_dropped}`;
+      ` of ${s.peak_in_flight} sequences in flight`) + ` · moves: ${s.moves_total}`;
 }
 async function pollTimeline() {
-  try { const r = await fetch(tlUrl, {cache: "no-store"}); if (r.ok) renderTimeline(await r.json()); }
+  try { const r = await fetch(tlUrl(), {cache: "no-store"}); if (r.ok) renderTimeline(await r.json()); }
   catch (e) { document.getElementById("tl-caption").textContent = "unreachable"; }
   setTimeout(pollTimeline, 500);
 }

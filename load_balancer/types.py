@@ -115,9 +115,10 @@ class StepView(BaseModel):
     requests: int  # requests that ended within the step
     tokens: int
     peak_in_flight: int  # most sequences in flight at once, all instances together
-    lanes: list[LaneView]
-    moves: list[MoveView]
-    moves_dropped: int  # moves beyond the per-step cap, counted only
+    moves_total: int  # migrations and failovers, including those beyond the per-step cap (counted, not kept)
+    detailed: bool  # the step asked for (GET /dashboard/timeline?step=N, default the newest): lanes and moves filled
+    lanes: list[LaneView]  # one per instance, by URL; empty unless detailed
+    moves: list[MoveView]  # in time order; empty unless detailed
 
 
 class TimelineSnapshot(BaseModel):

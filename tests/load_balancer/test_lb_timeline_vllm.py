@@ -96,5 +96,11 @@ def test_timeline_shows_each_step_live_with_lanes_and_makespan(vllm_servers, tin
         time.sleep(0.6)  # one more poll at the new size
         browser.screenshot(shot)
         assert shot.stat().st_size > 10_000
+        browser.evaluate("document.querySelector('#steps tr[data-index=\"1\"]').click()")  # an older step, on demand
+        deadline = time.monotonic() + 10
+        while not (page := read_timeline(browser))["caption"].startswith("step #1 (ended)"):
+            assert time.monotonic() < deadline, f"clicking step 1 never showed it: {page['caption']}"
+            time.sleep(0.2)
+        assert sorted(lane["url"] for lane in page["lanes"]) == sorted(urls)
     finally:
         browser.close()

@@ -87,7 +87,7 @@ def test_moves_are_recorded_in_the_open_step_only(registry):
     tl.on_move(2.5, B, A, False, 7)
     move(tl, A, -1, 3.0)
     tl.on_pause(3.0)
-    view = tl.snapshot(4.0).steps[0]
+    view = tl.snapshot(now=4.0).steps[0]
     assert [(m.t_s, m.source, m.target, m.migrated, m.tokens) for m in view.moves] == [
         (1.0, A, B, True, 120),
         (1.5, B, A, False, 7),
@@ -135,7 +135,7 @@ def test_lower_bound_is_tokens_over_the_sum_of_peak_rates(registry):
     tl.on_pause(2.0)
     step = tl.closed[0]
     assert step.lanes[A].peak_rate == pytest.approx(100) and step.lanes[B].peak_rate == pytest.approx(200)
-    view = tl.snapshot(5.0).steps[0]
+    view = tl.snapshot(now=5.0).steps[0]
     assert view.tokens == 400 and view.makespan_s == 2.0
     assert view.lower_bound_s == pytest.approx(400 / 300)  # both at their peak: done in 1.33 s instead of 2
 
@@ -147,7 +147,7 @@ def test_the_lower_bound_never_exceeds_the_makespan_of_a_step_shorter_than_the_r
     tl.tick(0.25)
     move(tl, A, -1, 0.3)
     tl.on_pause(0.3)
-    view = tl.snapshot(1.0).steps[0]
+    view = tl.snapshot(now=1.0).steps[0]
     assert view.lower_bound_s == pytest.approx(0.3)
 
 
@@ -162,7 +162,7 @@ def test_the_tail_is_where_at_most_the_tail_fraction_of_the_peak_still_runs(regi
     move(tl, A, -1, 9.0)
     move(tl, A, -1, 10.0)
     tl.on_pause(10.0)
-    view = tl.snapshot(11.0).steps[0]
+    view = tl.snapshot(now=11.0).steps[0]
     assert (view.tail_start_s, view.makespan_s, view.peak_in_flight) == (6.0, 10.0, 8)
 
 
@@ -171,7 +171,7 @@ def test_one_sequence_alone_is_no_tail(registry):
     move(tl, A, +1, 0.0)
     move(tl, A, -1, 1.0)
     tl.on_pause(1.0)
-    assert tl.snapshot(2.0).steps[0].tail_start_s is None
+    assert tl.snapshot(now=2.0).steps[0].tail_start_s is None
 
 
 def test_a_real_balancer_records_steps_moves_and_tokens(loadgens, balancer):
@@ -186,12 +186,30 @@ def test_a_real_balancer_records_steps_moves_and_tokens(loadgens, balancer):
             assert all(a.status_code == 200 for a in answers)
             assert client.post(f"{lb.url}/instances/pause").status_code == 200
             assert client.post(f"{lb.url}/instances/resume").status_code == 200
-        snap = client.get(f"{lb.url}/dashboard/timeline").json()
-    steps = snap["steps"]
-    assert [s["index"] for s in steps] == [1, 2] and all(s["closed_by"] == "pause" for s in steps)
+        steps = [client.get(f"{lb.url}/dashboard/timeline", params={"step": k}).json()["steps"][k - 1] for k in (1, 2)]
+    assert [s["index"] for s in steps] == [1, 2] and all(s["closed_by"] == "pause" and s["detailed"] for s in steps)
     for s in steps:
         assert s["requests"] == 3 and s["tokens"] == 600 and s["peak_in_flight"] == 3
         assert {lane["url"] for lane in s["lanes"]} == {first.url, second.url}
         assert [(m["source"], m["target"], m["migrated"]) for m in s["moves"]] == [(first.url, second.url, True)] * 3
+        assert s["moves_total"] == 3
         assert all(m["tokens"] >= 60 for m in s["moves"])
         assert 0 < s["lower_bound_s"] <= s["makespan_s"]
+
+
+def test_lanes_and_moves_are_sent_for_one_step_only(registry):
+    tl = Timeline(TimelineConfig(), registry)
+    for k in range(3):
+        move(tl, A, +1, 10.0 * k)
+        tl.on_move(10.0 * k + 1, A, B, True, 5)
+        move(tl, A, -1, 10.0 * k + 2)
+        tl.on_pause(10.0 * k + 3)
+    move(tl, B, +1, 40.0)  # step 4, running
+    newest = tl.snapshot(now=41.0).steps
+    assert [(s.index, s.detailed, len(s.lanes), len(s.moves), s.moves_total) for s in newest] == [
+        (1, False, 0, 0, 1), (2, False, 0, 0, 1), (3, False, 0, 0, 1), (4, True, 2, 0, 0),
+    ]  # fmt: skip
+    assert newest[-1].open and newest[-1].makespan_s == 1.0
+    second = tl.snapshot(detail=2, now=41.0).steps[1]
+    assert second.detailed and [lane.url for lane in second.lanes] == [A, B] and second.moves[0].t_s == 1.0
+    assert [s.detailed for s in tl.snapshot(detail=99, now=41.0).steps] == [False, False, False, True]
