@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -161,6 +162,8 @@ async def set_paused(request: Request, paused: bool) -> dict[str, Any]:
         changed = lb.registry.set_paused(urls, paused)
     except KeyError as e:
         raise HTTPException(404, f"instance {e.args[0]} is not registered") from None
+    if paused:
+        lb.timeline.on_pause(time.monotonic())
     return {"urls": changed, "paused": paused}
 
 

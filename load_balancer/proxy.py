@@ -25,6 +25,7 @@ from load_balancer.metrics import BalancerMetrics
 from load_balancer.policy import RequestInfo, RoutingPolicy
 from load_balancer.registry import Registry
 from load_balancer.relay import DONE, Interrupted, Relay, sse_event
+from load_balancer.timeline import Timeline
 from load_balancer.types import CompletionHead
 from load_balancer.upstream import bounded, is_stale_connection
 
@@ -80,12 +81,14 @@ class Proxy:
         session: aiohttp.ClientSession,
         policy: RoutingPolicy,
         metrics: BalancerMetrics,
+        timeline: Timeline,
     ) -> None:
         self.cfg = cfg
         self.registry = registry
         self.session = session
         self.policy = policy
         self.metrics = metrics
+        self.timeline = timeline
         self.relays: dict[str, Relay] = {}
         self._background: set[asyncio.Task] = set()
         self.requests_total = 0
@@ -161,12 +164,15 @@ class Proxy:
     def place(self, relay: Relay, url: str) -> None:
         relay.begin_attempt(url)
         self.registry.instances[url].in_flight += 1
-        self.policy.on_routed(relay.progress_info(), url, time.monotonic())
+        now = time.monotonic()
+        self.timeline.observe(url, now)
+        self.policy.on_routed(relay.progress_info(), url, now)
 
     def leave(self, relay: Relay) -> None:
         inst = self.registry.instances.get(relay.url) if relay.url else None
         if inst is not None:
             inst.in_flight -= 1
+            self.timeline.observe(inst.url, time.monotonic())
             self.registry.drop_drained()
         relay.url = None
 
@@ -322,7 +328,7 @@ class Proxy:
         self, relay: Relay, resp: aiohttp.ClientResponse, why: str
     ) -> aiohttp.ClientResponse | None:
         """Abort the current attempt and open the continuation; None when the request cannot go on."""
-        source, target = relay.url, relay.move_to
+        source, target, left_at = relay.url, relay.move_to, time.monotonic()
         self.abort_in_background(relay, resp)
         self.leave(relay)
         moved = target is not None
@@ -342,10 +348,12 @@ class Proxy:
             len(relay.generated), source, why,
         )  # fmt: skip
         try:
-            return await self.open_upstream(relay, target if moved and self.registry.instances.get(target) else None)
+            resumed = await self.open_upstream(relay, target if moved and self.registry.instances.get(target) else None)
         except (NoInstance, UpstreamStatus) as e:
             logger.warning("request %s: continuation failed: %s", relay.request_id, e)
             return None
+        self.timeline.on_move(left_at, source, relay.url, moved, len(relay.generated))
+        return resumed
 
     # ---- non-streaming -----------------------------------------------------------------------------------------
 
@@ -420,6 +428,7 @@ class Proxy:
                 inst.record_success()
             self.leave(relay)
         now = time.monotonic()
+        self.timeline.on_finished()
         if ok:
             self.policy.on_finished(relay.request_id, relay.tokens_seen, now)
         else:

@@ -15,6 +15,7 @@ from load_balancer.policy import make_policy
 from load_balancer.proxy import Proxy
 from load_balancer.registry import MemoryStore, RedisStore, Registry
 from load_balancer.scraper import Scraper
+from load_balancer.timeline import Timeline
 from load_balancer.types import DashboardSnapshot, InstanceView, Totals
 from load_balancer.upstream import make_session
 
@@ -29,7 +30,8 @@ class Balancer:
         self.registry = Registry(store, cfg.rate_window_s)
         self.metrics = BalancerMetrics(self.registry)
         self.session = make_session(cfg)  # so a Balancer is built inside the server's running loop (lifespan)
-        self.proxy = Proxy(cfg, self.registry, self.session, self.policy, self.metrics)
+        self.timeline = Timeline(cfg.timeline, self.registry)
+        self.proxy = Proxy(cfg, self.registry, self.session, self.policy, self.metrics, self.timeline)
         self.scraper = Scraper(cfg, self.registry, self.session, self.metrics)
         self.migrator = Migrator(cfg, self.registry, self.proxy, self.policy)
         self._tasks: list[asyncio.Task] = []
@@ -40,6 +42,7 @@ class Balancer:
         await self.registry.sync()
         await self.scraper.scrape_all()  # route on real numbers from the first request on
         self._tasks.append(asyncio.create_task(self.scraper.run(), name="lb-scraper"))
+        self._tasks.append(asyncio.create_task(self.timeline.run(), name="lb-timeline"))
         if self.cfg.migrate:
             self._tasks.append(asyncio.create_task(self.migrator.run(), name="lb-migrator"))
         logger.info(
