@@ -304,6 +304,20 @@ def test_sigterm_mid_step_stops_everything(tmp_path, reward):
     launch.assert_nothing_left()
 
 
+def test_an_engine_dead_at_startup_ends_the_run_at_once_with_its_log(tmp_path, reward):
+    """Not the replicas' 600 s health wait: the launcher sees its server's process exit and stops the run, Ray and
+    its workers included (the "server" dies after 30 s, once Ray is up)."""
+    dies = tmp_path / "vllm-that-dies"
+    dies.write_text("#!/bin/sh\nsleep 30\nexit 3\n")
+    dies.chmod(0o755)
+    launch = Launch(tmp_path, reward, f"am_rl.vllm.python={dies}")
+    assert launch.wait(timeout_s=300) != 0
+    assert "Started a local Ray instance" in launch.output, launch.tail()
+    assert re.search(r"VLLMStartupError: vLLM server \d \(http://[^)]+\) exited with code 3 during startup; log ",
+                     launch.output), launch.tail()  # fmt: skip
+    launch.assert_nothing_left()
+
+
 def test_ctrl_c_mid_step_stops_everything_the_launcher_started(tmp_path):
     """Ctrl-C in a terminal sends SIGINT to the whole foreground process group: the launcher and every child in
     it (here its own reward service too) get it at once, and the launcher must still stop all of them."""
