@@ -46,12 +46,14 @@ class Contender:
 
 
 def contenders(sharded: list[str], no_migration_shards: list[int]) -> list[Contender]:
-    """The global references, then each ``K:spread`` of ``sharded``, then K shards without migration."""
+    """The global references, then each ``K:spread`` of ``sharded``, then K shards without migration (and the global
+    balancer without migration, when any are asked for)."""
     out = [
         Contender("global_round_robin", lambda: TimedPlans(RoundRobinPolicy()), migrate=False),
         Contender(GLOBAL, lambda: TimedPlans(MakespanPolicy()), migrate=True),
-        Contender(f"{GLOBAL}_no_migration", lambda: TimedPlans(MakespanPolicy()), migrate=False),
     ]
+    if no_migration_shards:
+        out.append(Contender(f"{GLOBAL}_no_migration", lambda: TimedPlans(MakespanPolicy()), migrate=False))
     for spec in sharded:
         k, spread = int(spec.split(":")[0]), spec.split(":")[1]
         out.append(Contender(f"x{k}_{spread}", lambda k=k, s=spread: ShardedBalancers(k, MakespanPolicy, s),
@@ -73,6 +75,8 @@ def run_seed(seed: int, n_instances: int, spec: WorkloadSpec, config: SimConfig,
         run_config = dataclasses.replace(config, migrate=c.migrate)
         result = simulate(workload, n_instances, policy, order, DEFAULT_SPEED, run_config)
         row["runs"][c.name] = {
+            "shards": c.shards,
+            "migrate": c.migrate,
             "makespan_s": result.makespan_s,
             "migrations": result.migrations,
             "reprefill_tokens": result.reprefill_tokens,
@@ -83,33 +87,33 @@ def run_seed(seed: int, n_instances: int, spec: WorkloadSpec, config: SimConfig,
     return row
 
 
-def summarize(rows: list[dict], field: list[Contender]) -> dict:
+def summarize(rows: list[dict]) -> dict:
     def makespans(name: str) -> np.ndarray:
         return np.array([r["runs"][name]["makespan_s"] for r in rows])
 
     bound = np.array([r["lower_bound_s"] for r in rows])
     glob = makespans(GLOBAL)
-    glob_no_mig = makespans(f"{GLOBAL}_no_migration")
+    glob_no_mig = makespans(f"{GLOBAL}_no_migration") if f"{GLOBAL}_no_migration" in rows[0]["runs"] else None
     out: dict = {"seeds": len(rows), "contenders": {}}
-    for c in field:
-        ms = makespans(c.name)
+    for name, first in rows[0]["runs"].items():
+        ms = makespans(name)
         vs_global = ms / glob
         entry = {
-            "shards": c.shards,
-            "migrate": c.migrate,
+            "shards": first["shards"],
+            "migrate": first["migrate"],
             "makespan_s_mean": float(ms.mean()),
             "vs_lower_bound_mean": float(np.mean(ms / bound)),
             "vs_global_mean": float(vs_global.mean()),
             "vs_global_worst": float(vs_global.max()),
             "seeds_within_2pct_of_global": int(np.sum(vs_global <= 1.02)),
-            "migrations_mean": float(np.mean([r["runs"][c.name]["migrations"] for r in rows])),
-            "plan_cpu_s_per_round_slowest_shard": float(np.mean([r["runs"][c.name]["plan_cpu_s_mean"] for r in rows])),
+            "migrations_mean": float(np.mean([r["runs"][name]["migrations"] for r in rows])),
+            "plan_cpu_s_per_round_slowest_shard": float(np.mean([r["runs"][name]["plan_cpu_s_mean"] for r in rows])),
             "plan_cpu_s_per_round_all_shards": float(
-                np.mean([r["runs"][c.name]["plan_cpu_s_all_shards_mean"] for r in rows])),
+                np.mean([r["runs"][name]["plan_cpu_s_all_shards_mean"] for r in rows])),
         }
-        if not c.migrate:
+        if not first["migrate"] and glob_no_mig is not None:
             entry["vs_global_no_migration_mean"] = float(np.mean(ms / glob_no_mig))
-        out["contenders"][c.name] = entry
+        out["contenders"][name] = entry
     return out
 
 
@@ -151,12 +155,19 @@ def write(report: dict, out: Path) -> None:
 
 
 def merge(parts: list[Path], out: Path) -> None:
-    """One report from runs of different instance counts (run side by side as separate processes)."""
+    """One report from runs side by side in separate processes (other instance counts, or other seeds of one)."""
     reports = [json.loads(p.read_text()) for p in parts]
     merged = {**reports[0], "instances": {}, "run_time_s": {}}
     for p, r in zip(parts, reports):
-        merged["instances"].update(r["instances"])
+        for m, part in r["instances"].items():
+            if m in merged["instances"]:
+                merged["instances"][m]["rows"] += part["rows"]
+            else:
+                merged["instances"][m] = part
         merged["run_time_s"][p.name] = r["run_time_s"]
+    for part in merged["instances"].values():
+        part["rows"].sort(key=lambda row: row["seed"])
+        part["summary"] = summarize(part["rows"])
     write(merged, out)
     print(markdown(merged))
 
@@ -167,6 +178,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, nargs="+", default=[256, 256],
                         help="prompts per step for each --instances entry (16 samples each)")
     parser.add_argument("--seeds", type=int, default=20)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--sharded", nargs="+", default=[f"{k}:{s}" for k in (2, 4, 8) for s in ("sample", "group")],
                         help="sharded contenders as K:spread (spread: bench.sim.shards.ShardClient.SPREADS)")
     parser.add_argument("--no-migration-shards", type=int, nargs="*", default=[8],
@@ -189,12 +201,12 @@ def main() -> None:
     for m, prompts in zip(args.instances, args.prompts, strict=True):
         spec = WorkloadSpec(n_prompts=prompts)
         rows: list[dict] = []
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             rows.append(run_seed(seed, m, spec, config, field))
             log.info("%d instances, seed %d: %s", m, seed,
                      {name: round(run["makespan_s"]) for name, run in rows[-1]["runs"].items()})
             report["instances"][str(m)] = {"prompts": prompts, "workload": dataclasses.asdict(spec),
-                                           "summary": summarize(rows, field), "rows": rows}
+                                           "summary": summarize(rows), "rows": rows}
             report["run_time_s"] = time.monotonic() - started
             write(report, args.out)
     print(markdown(report))
