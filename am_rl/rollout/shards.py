@@ -40,11 +40,12 @@ class ShardedRolloutClient:
         down_s: float = 5.0,  # a shard that failed gets no new samples for this long
         backoff_s: float = 0.5,  # wait before an attempt when every shard has failed recently
         api_key: str | None = None,
+        client_cls: type[RolloutClient] = RolloutClient,  # per shard; a subclass may add fields to every body
     ) -> None:
         if not base_urls:
             raise ValueError("no balancer URL to send samples to")
         # Each shard's client fails at once (no retries of its own): another shard is the retry.
-        self.shards = [RolloutClient(url, model, max_concurrency, timeout_s, max_retries=0, api_key=api_key)
+        self.shards = [client_cls(url, model, max_concurrency, timeout_s, max_retries=0, api_key=api_key)
                        for url in base_urls]  # fmt: skip
         self.max_failures = max_failures
         self.down_s = down_s
