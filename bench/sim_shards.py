@@ -131,7 +131,8 @@ def markdown(report: dict) -> str:
     for m, part in report["instances"].items():
         s = part["summary"]
         lines += [
-            f"## {m} instances, {part['prompts']} prompts x 16 samples, {s['seeds']} seeds",
+            f"## {m} instances, {part['prompts']} prompts x 16 samples (max {part['workload']['max_tokens']} tokens,"
+            f" median {part['workload']['median_output']:.0f}), {s['seeds']} seeds",
             "",
             "| contender | shards | migrate | makespan s | / lower bound | / global (mean) | / global (worst)"
             " | seeds within 2% | / global without migration | migrations | plan CPU s per round (slowest shard) |",
@@ -177,6 +178,9 @@ def main() -> None:
     parser.add_argument("--instances", type=int, nargs="+", default=[64, 512])
     parser.add_argument("--prompts", type=int, nargs="+", default=[256, 256],
                         help="prompts per step for each --instances entry (16 samples each)")
+    parser.add_argument("--length-scale", type=float, nargs="+", default=[1.0, 1.0],
+                        help="for each --instances entry, output lengths (median and max_tokens) times this: the global"
+                             " policy's planning costs O(instances^2) per round, and rounds grow with the step's length")
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--sharded", nargs="+", default=[f"{k}:{s}" for k in (2, 4, 8) for s in ("sample", "group")],
@@ -198,8 +202,10 @@ def main() -> None:
         "sim_config": dataclasses.asdict(config), "instances": {},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    for m, prompts in zip(args.instances, args.prompts, strict=True):
-        spec = WorkloadSpec(n_prompts=prompts)
+    for m, prompts, scale in zip(args.instances, args.prompts, args.length_scale, strict=True):
+        base = WorkloadSpec()
+        spec = WorkloadSpec(n_prompts=prompts, max_tokens=int(base.max_tokens * scale),
+                            median_output=base.median_output * scale)
         rows: list[dict] = []
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             rows.append(run_seed(seed, m, spec, config, field))
