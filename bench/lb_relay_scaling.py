@@ -53,8 +53,8 @@ async def load(urls: list[str], streams: int, seconds: float, max_tokens: int, i
             nonlocal tokens, requests
             url = f"{urls[k % len(urls)]}/v1/completions"
             while time.monotonic() < deadline:
-                body = {"model": "sse-upstream", "prompt": f"relay bench {k} {requests // 16}", "max_tokens": max_tokens,
-                        "stream": True, "stream_interval": interval, "stream_options": {"include_usage": True}}  # fmt: skip
+                body = {"model": "sse-upstream", "prompt": f"relay bench {k} {requests // 16}",
+                        "max_tokens": max_tokens, "stream": True, "stream_interval": interval, "stream_options": {"include_usage": True}}  # fmt: skip
                 tail = b""
                 async with session.post(url, json=body) as r:
                     async for data in r.content.iter_any():
@@ -91,7 +91,8 @@ def run_clients(n_clients: int, urls: list[str], streams: int, seconds: float, m
     tokens = sum(p["tokens"] for p in parts)
     wall = max(p["seconds"] for p in parts)
     return {"tokens": tokens, "requests": sum(p["requests"] for p in parts), "seconds": wall,
-            "tokens_per_s": tokens / wall, "balancer_cpu_s": cpu, "tokens_per_balancer_cpu_s": tokens / max(sum(cpu), 1e-9),
+            "tokens_per_s": tokens / wall, "balancer_cpu_s": cpu,
+            "tokens_per_balancer_cpu_s": tokens / max(sum(cpu), 1e-9),
             "load_average_1min_at_start": load_average}  # fmt: skip
 
 
@@ -116,8 +117,8 @@ def markdown(report: dict) -> str:
         "# Relay capacity: one balancer process vs two (bench/lb_relay_scaling.py)",
         "",
         f"Upstreams: {report['upstreams']} SSE simulators (pre-built chunks, not engines); {report['streams']} streams"
-        f" of {report['max_tokens']} tokens from {report['clients']} load-generator processes; {report['seconds']:.0f} s"
-        f" per run, ABAB order; box: {report['cpus']} CPUs, shared with other engineers' jobs.",
+        f" of {report['max_tokens']} tokens from {report['clients']} load-generator processes;"
+        f" {report['seconds']:.0f} s per run, ABAB order; box: {report['cpus']} CPUs, shared with other engineers' jobs.",
         "",
         "| run | processes | tokens per chunk | relayed tok/s | load avg (1 min) at start | balancer CPU s"
         " | tokens per balancer CPU-s |",

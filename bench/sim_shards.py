@@ -179,8 +179,9 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, nargs="+", default=[256, 256],
                         help="prompts per step for each --instances entry (16 samples each)")
     parser.add_argument("--length-scale", type=float, nargs="+", default=[1.0, 1.0],
-                        help="for each --instances entry, output lengths (median and max_tokens) times this: the global"
-                             " policy's planning costs O(instances^2) per round, and rounds grow with the step's length")
+                        help="for each --instances entry, output lengths (median and max_tokens) times this: the"
+                             " global policy's planning costs O(instances^2) per round, and rounds grow with the step's"
+                             " length")
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
     parser.add_argument("--sharded", nargs="+", default=[f"{k}:{s}" for k in (2, 4, 8) for s in ("sample", "group")],

@@ -21,9 +21,9 @@ from typing import Iterator
 
 import httpx
 
-logger = logging.getLogger(__name__)
+from am_rl.trainer.balancer_control import API_KEY_ENV  # python -m load_balancer reads its key from there too
 
-API_KEY_ENV = "AM_RL_BALANCER_API_KEY"  # what python -m load_balancer reads its key from
+logger = logging.getLogger(__name__)
 
 
 def shard_argv(section, port: int, engines: list[str]) -> list[str]:
