@@ -54,7 +54,8 @@ async def load(urls: list[str], streams: int, seconds: float, max_tokens: int, i
             url = f"{urls[k % len(urls)]}/v1/completions"
             while time.monotonic() < deadline:
                 body = {"model": "sse-upstream", "prompt": f"relay bench {k} {requests // 16}",
-                        "max_tokens": max_tokens, "stream": True, "stream_interval": interval, "stream_options": {"include_usage": True}}  # fmt: skip
+                        "max_tokens": max_tokens, "stream": True, "stream_interval": interval,
+                        "stream_options": {"include_usage": True}}  # fmt: skip
                 tail = b""
                 async with session.post(url, json=body) as r:
                     async for data in r.content.iter_any():
