@@ -161,6 +161,8 @@ def merge(parts: list[Path], out: Path) -> None:
     merged = {**reports[0], "instances": {}, "run_time_s": {}}
     for p, r in zip(parts, reports):
         for m, part in r["instances"].items():
+            scale = part["workload"]["max_tokens"] / WorkloadSpec().max_tokens
+            m = m if scale == 1.0 else f"{m}, lengths x{scale:g}"  # the same instance count at two lengths
             if m in merged["instances"]:
                 merged["instances"][m]["rows"] += part["rows"]
             else:
