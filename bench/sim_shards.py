@@ -131,7 +131,7 @@ def markdown(report: dict) -> str:
     for m, part in report["instances"].items():
         s = part["summary"]
         lines += [
-            f"## {m} instances, {part['prompts']} prompts x 16 samples (max {part['workload']['max_tokens']} tokens,"
+            f"## {m.split(',')[0]} instances, {part['prompts']} prompts x 16 samples (max {part['workload']['max_tokens']} tokens,"
             f" median {part['workload']['median_output']:.0f}), {s['seeds']} seeds",
             "",
             "| contender | shards | migrate | makespan s | / lower bound | / global (mean) | / global (worst)"
@@ -147,6 +147,7 @@ def markdown(report: dict) -> str:
                 f" | {e['migrations_mean']:.0f} | {e['plan_cpu_s_per_round_slowest_shard']:.3f} |"
             )
         lines.append("")
+    lines += [f"- {note}" for note in report.get("notes", [])]
     return "\n".join(lines) + "\n"
 
 
@@ -155,10 +156,10 @@ def write(report: dict, out: Path) -> None:
     out.with_suffix(".md").write_text(markdown(report))
 
 
-def merge(parts: list[Path], out: Path) -> None:
+def merge(parts: list[Path], out: Path, notes: list[str]) -> None:
     """One report from runs side by side in separate processes (other instance counts, or other seeds of one)."""
     reports = [json.loads(p.read_text()) for p in parts]
-    merged = {**reports[0], "instances": {}, "run_time_s": {}}
+    merged = {**reports[0], "instances": {}, "run_time_s": {}, "notes": notes}
     for p, r in zip(parts, reports):
         for m, part in r["instances"].items():
             scale = part["workload"]["max_tokens"] / WorkloadSpec().max_tokens
@@ -193,10 +194,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "lb_sim_shards.json")
     parser.add_argument("--merge", type=Path, nargs="*", default=[],
                         help="instead of simulating, join these reports (runs of other --instances) into --out")
+    parser.add_argument("--note", action="append", default=[], help="with --merge: a line for the report (repeatable)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.merge:
-        merge(args.merge, args.out)
+        merge(args.merge, args.out, args.note)
         return
     field = contenders(args.sharded, args.no_migration_shards)
     config, started = SimConfig(), time.monotonic()
