@@ -98,14 +98,21 @@ class BalancerServerClient(LLMServerClient):
         return self._rollout
 
     async def _served_model(self) -> str:
-        """The model name the engines serve (verl names it after the checkpoint path), asked of the balancer."""
+        """The model name the engines serve (verl names it after the checkpoint path), asked of the balancer (of
+        each shard in turn until one answers: a dead shard must not stop the others' samples)."""
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        failures = []
         async with httpx.AsyncClient(timeout=30.0, headers=headers) as http:
-            url = self.balancer_url.split(",")[0]
-            resp = await http.get(f"{url}/v1/models")
-        if resp.status_code != 200:
-            raise RolloutError(f"balancer {url}: GET /v1/models -> HTTP {resp.status_code}: {resp.text}")
-        return resp.json()["data"][0]["id"]
+            for url in self.balancer_url.split(","):
+                try:
+                    resp = await http.get(f"{url}/v1/models")
+                except httpx.HTTPError as e:
+                    failures.append(f"balancer {url}: GET /v1/models: {e!r}")
+                    continue
+                if resp.status_code == 200:
+                    return resp.json()["data"][0]["id"]
+                failures.append(f"balancer {url}: GET /v1/models -> HTTP {resp.status_code}: {resp.text}")
+        raise RolloutError("; ".join(failures))
 
     async def generate(
         self,
