@@ -162,8 +162,10 @@ def merge(parts: list[Path], out: Path, notes: list[str]) -> None:
     merged = {**reports[0], "instances": {}, "run_time_s": {}, "notes": notes}
     for p, r in zip(parts, reports):
         for m, part in r["instances"].items():
+            # The same instance count with other step sizes or lengths is another entry.
             scale = part["workload"]["max_tokens"] / WorkloadSpec().max_tokens
-            m = m if scale == 1.0 else f"{m}, lengths x{scale:g}"  # the same instance count at two lengths
+            m = m if part["prompts"] == WorkloadSpec().n_prompts else f"{m}, {part['prompts']} prompts"
+            m = m if scale == 1.0 else f"{m}, lengths x{scale:g}"
             if m in merged["instances"]:
                 merged["instances"][m]["rows"] += part["rows"]
             else:
