@@ -146,6 +146,10 @@ def markdown(report: dict) -> str:
         " last column assumes each balancer gets a core of its own and relays at its measured tokens per CPU-second;"
         " it shows whether two processes cost more per token than one (contention between them), not what an idle"
         " box would measure.",
+        "",
+        "The upstreams write as fast as they can, so a busy balancer finds several SSE events per socket read and"
+        " relays them in one step; engines pace their chunks (one per decode step), so with many slow streams a"
+        " balancer gets fewer events per read and relays less per CPU-second: read these as upper bounds.",
     ]
     return "\n".join(lines) + "\n"
 
