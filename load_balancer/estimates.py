@@ -83,6 +83,10 @@ class StepTimeFit:
         """``url``'s step time over a typical instance's at the same load (1 when unmeasured)."""
         return float(np.exp(self._log_slowness.get(url, 0.0)))
 
+    def slowness_many(self, urls: Sequence[str]) -> np.ndarray:
+        """(k,) :meth:`slowness` of each of ``urls`` (k,)."""
+        return np.exp(np.fromiter((self._log_slowness.get(u, 0.0) for u in urls), np.float64, len(urls)))
+
     def coefficients(self) -> np.ndarray:
         """(3,) t0 (s), a (s per sequence), c (s per context token), each clipped at 0."""
         theta = np.linalg.solve(self._xtx + self.ridge * np.eye(3), self._xty + self.ridge * self.prior)
@@ -130,9 +134,49 @@ class DrainQueue:
 
     def finish_s(self, r: float) -> float:
         """When a request here with ``r`` tokens left finishes: the others share only its steps (``min(r_i, r)``)."""
-        shared = sum(self._cost(min(r_i, r), x) for r_i, x, _ in self.items)
+        if not self.items:
+            return self.theta[0] * r + self.stall_s
+        left, context = np.array([(r_i, x) for r_i, x, _ in self.items]).T
+        shared = float(np.sum(self._cost(np.minimum(left, r), context)))
         return self.theta[0] * r + shared + self.stall_s
 
     def drain_without_s(self, item: tuple[float, float, object]) -> float:
         longest = max((r for r, _, it in self.items if it is not item[2]), default=0.0)
         return self.theta[0] * longest + self._sum - self._cost(item[0], item[1]) + self.stall_s
+
+
+class Targets:
+    """The instances a move may land on, with each one's drain time after a move scored for all at once.
+
+    Mirrors the :class:`DrainQueue` of each target in arrays (its longest remaining, cost sum, planned stall and
+    slowness-scaled ``theta``); :meth:`update` re-reads one queue after a planned move changed it.
+    """
+
+    def __init__(self, queues: dict[str, DrainQueue], urls: Sequence[str]) -> None:
+        self.queues = queues
+        self.urls = sorted(urls)  # ties go to the smallest URL, so plans are deterministic
+        self._row = {u: k for k, u in enumerate(self.urls)}
+        k = len(self.urls)
+        self._longest, self._sum, self._stall = np.zeros(k), np.zeros(k), np.zeros(k)
+        self._theta = np.zeros((3, k))  # (3, k) t0, a, c of each target
+        for u in self.urls:
+            self.update(u)
+
+    def update(self, url: str) -> None:
+        k = self._row.get(url)
+        if k is not None:
+            q = self.queues[url]
+            self._longest[k], self._sum[k], self._stall[k] = q.longest(), q._sum, q.stall_s
+            self._theta[:, k] = q.theta
+
+    def earliest(self, source: str, r: float, x: float) -> str | None:
+        """The target other than ``source`` that would drain earliest with a request of ``r`` tokens left at context
+        ``x`` added (:meth:`DrainQueue.drain_with_s`); None when there is none."""
+        t0, a, c = self._theta
+        drain = t0 * np.maximum(self._longest, r) + self._sum + (a * r + c * (x * r + r * r / 2.0)) + self._stall
+        k = self._row.get(source)
+        if k is not None:
+            drain[k] = np.inf
+        if not len(drain) or not np.isfinite(drain.min()):
+            return None
+        return self.urls[int(np.argmin(drain))]

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from load_balancer.estimates import DrainQueue, StepTimeFit
+from load_balancer.estimates import DrainQueue, StepTimeFit, Targets
 from load_balancer.policy import (
     InstanceState,
     Migration,
@@ -36,13 +36,52 @@ class _Tracked:
     load: float = 0.0  # expected remaining tokens it adds to its instance's load (as estimated when added)
 
 
-@dataclass
-class _InstanceLoad:
-    """Expected remaining work on one instance, kept incrementally between full refreshes."""
+class _Loads:
+    """Expected remaining work per instance, kept incrementally between full refreshes.
 
-    work: float = 0.0  # sum of expected remaining tokens of the requests routed there
-    by_prompt: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # prompt_key -> their work
-    variance: float = 0.0  # sum over prompts of by_prompt**2: siblings' lengths move together
+    Arrays indexed by instance (``index``), so routing scores every instance in one vectorised expression."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}  # url -> row
+        self.work = np.zeros(8)  # (rows,) sum of expected remaining tokens of the requests routed there
+        self.variance = np.zeros(8)  # (rows,) sum over prompts of by_prompt**2: siblings' lengths move together
+        self.by_prompt: dict[str, dict[int, float]] = {}  # prompt_key -> row -> its requests' work there
+
+    def row(self, url: str) -> int:
+        k = self.index.get(url)
+        if k is None:
+            k = self.index[url] = len(self.index)
+            if k == len(self.work):
+                self.work, self.variance = (np.concatenate([a, np.zeros(len(a))]) for a in (self.work, self.variance))
+        return k
+
+    def rebuild(self, placed: Sequence[tuple[str, str]], remaining: np.ndarray) -> None:
+        """Start over from requests ``placed`` (k,) as (url, prompt_key) with ``remaining`` (k,) expected tokens."""
+        rows = np.fromiter((self.row(url) for url, _ in placed), np.int64, len(placed))
+        self.work = np.bincount(rows, remaining, minlength=len(self.work)).astype(np.float64)
+        self.by_prompt = {}
+        for (_, key), k, r in zip(placed, rows.tolist(), remaining.tolist()):
+            per_row = self.by_prompt.setdefault(key, {})
+            per_row[k] = per_row.get(k, 0.0) + r
+        self.variance = np.zeros(len(self.work))
+        for per_row in self.by_prompt.values():
+            for k, w in per_row.items():
+                self.variance[k] += w * w
+
+    def add(self, url: str, key: str, r: float) -> None:
+        k, rows = self.row(url), self.by_prompt.setdefault(key, {})
+        w = rows.get(k, 0.0)
+        self.variance[k] += 2.0 * w * r + r * r
+        rows[k] = w + r
+        self.work[k] += r
+
+    def remove(self, url: str, key: str, r: float) -> None:
+        """Take back exactly what ``add`` counted, so a finish or a move costs no full refresh."""
+        k, rows = self.row(url), self.by_prompt.setdefault(key, {})
+        w = rows.get(k, 0.0)
+        self.variance[k] = max(0.0, self.variance[k] - 2.0 * w * r + r * r)
+        rows[k] = w - r
+        self.work[k] -= r
 
 
 @register_policy("makespan")
@@ -121,7 +160,7 @@ class MakespanPolicy:
         self._tracked: dict[str, _Tracked] = {}
         self._siblings: dict[str, set[str]] = defaultdict(set)  # prompt_key -> request ids in flight
         self._finished_by_prompt: OrderedDict[str, list[int]] = OrderedDict()
-        self._load: dict[str, _InstanceLoad] = defaultdict(_InstanceLoad)
+        self._loads = _Loads()
         self._refreshed_at = -math.inf
         self._observed_scrape: dict[str, float] = {}  # url -> time of its last scrape fed to the fit
 
@@ -134,14 +173,15 @@ class MakespanPolicy:
     def expected_remaining_many(self, requests: Sequence[RequestInfo], generated: Sequence[int]) -> np.ndarray:
         """(k,) expected remaining tokens of ``requests`` (k,) that have generated ``generated`` (k,) tokens."""
         per_prompt: dict[str, float] = {}  # prompt_key -> expected total from its siblings
-        out = np.empty(len(requests))
-        for k, (request, g) in enumerate(zip(requests, generated)):
-            key = request.prompt_key
-            if key not in per_prompt:
-                per_prompt[key] = self._prompt_estimate(request)
-            estimate = max(per_prompt[key], (1.0 + self.lindy) * g)
-            out[k] = max(1.0, min(float(request.max_tokens), estimate) - g)
-        return out
+        for request in requests:
+            if request.prompt_key not in per_prompt:
+                per_prompt[request.prompt_key] = self._prompt_estimate(request)
+        k = len(requests)
+        prompt_estimate = np.fromiter((per_prompt[r.prompt_key] for r in requests), np.float64, k)
+        cap = np.fromiter((r.max_tokens for r in requests), np.float64, k)
+        g = np.asarray(generated, dtype=np.float64)
+        estimate = np.maximum(prompt_estimate, (1.0 + self.lindy) * g)
+        return np.maximum(1.0, np.minimum(cap, estimate) - g)
 
     def _prompt_estimate(self, request: RequestInfo) -> float:
         """Expected total length of a sample of ``request``'s prompt, from its finished and running siblings."""
@@ -158,28 +198,19 @@ class MakespanPolicy:
     def _add_load(self, t: _Tracked, r: float | None = None) -> None:
         if r is None:
             r = self.expected_remaining(t.request, t.generated)
-        load = self._load[t.url]
-        w = load.by_prompt[t.request.prompt_key]
-        load.variance += 2.0 * w * r + r * r
-        load.by_prompt[t.request.prompt_key] = w + r
-        load.work += r
+        self._loads.add(t.url, t.request.prompt_key, r)
         t.load = r
 
     def _remove_load(self, t: _Tracked) -> None:
-        """Take back exactly what ``_add_load`` counted for ``t``, so a finish or a move costs no full refresh."""
-        load = self._load[t.url]
-        w = load.by_prompt[t.request.prompt_key]
-        load.variance = max(0.0, load.variance - 2.0 * w * t.load + t.load * t.load)
-        load.by_prompt[t.request.prompt_key] = w - t.load
-        load.work -= t.load
+        self._loads.remove(t.url, t.request.prompt_key, t.load)
 
     def _refresh(self, now: float) -> None:
         """Recompute every instance's work from current estimates (they drift as siblings finish and requests grow)."""
-        self._load = defaultdict(_InstanceLoad)
         tracked = list(self._tracked.values())
-        remaining = self.expected_remaining_many([t.request for t in tracked], np.array([t.generated for t in tracked]))
-        for t, r in zip(tracked, remaining):
-            self._add_load(t, float(r))
+        remaining = self.expected_remaining_many([t.request for t in tracked], [t.generated for t in tracked])
+        self._loads.rebuild([(t.url, t.request.prompt_key) for t in tracked], remaining)
+        for t, r in zip(tracked, remaining.tolist()):
+            t.load = r
         self._refreshed_at = now
 
     def _drop(self, request_id: str) -> _Tracked | None:
@@ -229,13 +260,17 @@ class MakespanPolicy:
         kv_excess = max(0.0, s.kv_cache_usage - self.kv_soft) / (1.0 - self.kv_soft)
         return 1.0 + kv_excess + s.waiting / max(1, s.running)
 
-    def projected_finish(self, s: InstanceState, extra: float = 0.0, extra_key: str = "") -> float:
-        """When ``s`` drains its expected work plus ``extra`` tokens of prompt ``extra_key``, in tokens of a typical
-        instance (only the order between instances matters to routing)."""
-        load = self._load[s.url]
-        variance = load.variance + 2.0 * load.by_prompt.get(extra_key, 0.0) * extra + extra * extra
-        work = load.work + extra + self.risk * math.sqrt(variance)
-        return work * self.fit.slowness(s.url) * self._penalty(s)
+    def projected_finish(self, states: Sequence[InstanceState], extra: float = 0.0, extra_key: str = "") -> np.ndarray:
+        """(k,) when each of ``states`` (k,) drains its expected work plus ``extra`` tokens of prompt ``extra_key``, in
+        tokens of a typical instance (only the order between instances matters to routing)."""
+        loads = self._loads
+        rows = np.fromiter((loads.row(s.url) for s in states), np.int64, len(states))
+        siblings = loads.by_prompt.get(extra_key)
+        same_prompt = np.array([siblings.get(k, 0.0) for k in rows.tolist()]) if siblings else 0.0
+        variance = loads.variance[rows] + 2.0 * same_prompt * extra + extra * extra
+        work = loads.work[rows] + extra + self.risk * np.sqrt(variance)
+        penalty = np.fromiter((self._penalty(s) for s in states), np.float64, len(states))
+        return work * self.fit.slowness_many([s.url for s in states]) * penalty
 
     def choose(self, request: RequestInfo, instances: Sequence[InstanceState], now: float) -> str:
         healthy = healthy_instances(instances)
@@ -243,8 +278,7 @@ class MakespanPolicy:
         if now - self._refreshed_at >= self.refresh_s:
             self._refresh(now)
         r = self.expected_remaining(request, request.generated_tokens)
-        costs = [self.projected_finish(s, r, request.prompt_key) for s in healthy]
-        return healthy[min(range(len(healthy)), key=lambda k: (costs[k], k))].url
+        return healthy[int(np.argmin(self.projected_finish(healthy, r, request.prompt_key)))].url
 
     def _observe(self, instances: Sequence[InstanceState], now: float) -> None:
         """Feed the step-time fit each instance's clean scrape interval once (see ``InstanceState.decode_step_s``)."""
@@ -282,9 +316,9 @@ class MakespanPolicy:
             return []
         theta = self.fit.coefficients()
         queues = {url: DrainQueue(theta * self.fit.slowness(url)) for url in healthy}
-        targets = {url for url, s in healthy.items() if s.waiting == 0 and s.kv_cache_usage <= self.kv_soft}
         for item in items:
             queues[item[2].url].add(item)
+        targets = Targets(queues, [url for url, s in healthy.items() if s.waiting == 0 and s.kv_cache_usage <= self.kv_soft])
         drain = {url: q.drain_s() for url, q in queues.items()}
 
         moves: list[Migration] = []
@@ -300,19 +334,19 @@ class MakespanPolicy:
                 break
             item = movable[0]  # the longest-remaining request that may move
             r, x, _ = item
-            target = self._earliest_target(queues, targets, source, r, x)
+            target = targets.earliest(source, r, x)
             if target is None:
                 break
             after = max(queues[source].drain_without_s(item), queues[target].drain_with_s(r, x) + self._stall_s(x))
             if before - after < max(self.min_gain * before, self.min_gain_s):
                 break
-            moves.append(self._move(item, source, target, queues, now))
+            moves.append(self._move(item, source, target, queues, targets, now))
             drain[source], drain[target] = queues[source].drain_s(), queues[target].drain_s()
             received.add(target)
         return moves + self._spread(items, queues, targets, moves, now)
 
     def _spread(
-        self, items: list, queues: dict[str, DrainQueue], targets: set[str], planned: list[Migration], now: float
+        self, items: list, queues: dict[str, DrainQueue], targets: Targets, planned: list[Migration], now: float
     ) -> list[Migration]:
         """Move each of the longest-remaining requests to where it would finish earliest (see the class docstring)."""
         moves: list[Migration] = []
@@ -326,32 +360,28 @@ class MakespanPolicy:
                 continue
             source = rr.url
             before = queues[source].finish_s(r)
-            target = self._earliest_target(queues, targets, source, r, x)
+            target = targets.earliest(source, r, x)
             if target is None:
                 continue
             after = queues[target].drain_with_s(r, x) + self._stall_s(x)
             if before - after >= max(self.min_gain * before, self.min_gain_s):
-                moves.append(self._move(item, source, target, queues, now))
+                moves.append(self._move(item, source, target, queues, targets, now))
         return moves
-
-    @staticmethod
-    def _earliest_target(
-        queues: dict[str, DrainQueue], targets: set[str], source: str, r: float, x: float
-    ) -> str | None:
-        """The instance among ``targets`` other than ``source`` that would drain earliest with a request of ``r``
-        tokens left at context ``x`` added (ties: the smallest URL, so plans are deterministic); None when none is."""
-        return min((u for u in targets if u != source), key=lambda u: (queues[u].drain_with_s(r, x), u), default=None)
 
     def _stall_s(self, context: float) -> float:
         """Seconds a target stops decoding while it re-prefills a moved request's ``context`` tokens."""
         return context / self.prefill_tokens_per_s
 
-    def _move(self, item: tuple, source: str, target: str, queues: dict[str, DrainQueue], now: float) -> Migration:
+    def _move(
+        self, item: tuple, source: str, target: str, queues: dict[str, DrainQueue], targets: Targets, now: float
+    ) -> Migration:
         """Record moving ``item`` from ``source`` to ``target`` in the planning queues and the request's history."""
         rr = item[2]
         queues[source].remove(item)
         queues[target].add(item)
         queues[target].stall_s += self._stall_s(item[1])
+        targets.update(source)
+        targets.update(target)
         t = self._tracked.get(rr.request.request_id)
         if t is not None:
             t.migrations, t.moved_at = t.migrations + 1, now
