@@ -1,4 +1,5 @@
-"""The math behind the ``makespan`` policy: a decode step-time fit from scrapes, and an instance's drain time.
+"""The math behind the ``makespan`` policy: a decode step-time fit from scrapes, each instance's expected work, and an
+instance's drain time.
 
 Pure functions and plain objects on what the balancer observes; no I/O. Units: tokens, seconds.
 """
@@ -91,6 +92,54 @@ class StepTimeFit:
         """(3,) t0 (s), a (s per sequence), c (s per context token), each clipped at 0."""
         theta = np.linalg.solve(self._xtx + self.ridge * np.eye(3), self._xty + self.ridge * self.prior)
         return np.maximum(theta / self._SCALE, 0.0)
+
+
+class InstanceLoads:
+    """Expected remaining work per instance, kept incrementally between full refreshes.
+
+    Arrays indexed by instance (``index``), so routing scores every instance in one vectorised expression."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}  # url -> row
+        self.work = np.zeros(8)  # (rows,) sum of expected remaining tokens of the requests routed there
+        self.variance = np.zeros(8)  # (rows,) sum over prompts of by_prompt**2: siblings' lengths move together
+        self.by_prompt: dict[str, dict[int, float]] = {}  # prompt_key -> row -> its requests' work there
+
+    def row(self, url: str) -> int:
+        k = self.index.get(url)
+        if k is None:
+            k = self.index[url] = len(self.index)
+            if k == len(self.work):
+                self.work, self.variance = (np.concatenate([a, np.zeros(len(a))]) for a in (self.work, self.variance))
+        return k
+
+    def rebuild(self, placed: Sequence[tuple[str, str]], remaining: np.ndarray) -> None:
+        """Start over from requests ``placed`` (k,) as (url, prompt_key) with ``remaining`` (k,) expected tokens."""
+        rows = np.fromiter((self.row(url) for url, _ in placed), np.int64, len(placed))
+        self.work = np.bincount(rows, remaining, minlength=len(self.work)).astype(np.float64)
+        self.by_prompt = {}
+        for (_, key), k, r in zip(placed, rows.tolist(), remaining.tolist()):
+            per_row = self.by_prompt.setdefault(key, {})
+            per_row[k] = per_row.get(k, 0.0) + r
+        self.variance = np.zeros(len(self.work))
+        for per_row in self.by_prompt.values():
+            for k, w in per_row.items():
+                self.variance[k] += w * w
+
+    def add(self, url: str, key: str, r: float) -> None:
+        k, rows = self.row(url), self.by_prompt.setdefault(key, {})
+        w = rows.get(k, 0.0)
+        self.variance[k] += 2.0 * w * r + r * r
+        rows[k] = w + r
+        self.work[k] += r
+
+    def remove(self, url: str, key: str, r: float) -> None:
+        """Take back exactly what ``add`` counted, so a finish or a move costs no full refresh."""
+        k, rows = self.row(url), self.by_prompt.setdefault(key, {})
+        w = rows.get(k, 0.0)
+        self.variance[k] = max(0.0, self.variance[k] - 2.0 * w * r + r * r)
+        rows[k] = w - r
+        self.work[k] -= r
 
 
 class DrainQueue:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-from load_balancer.estimates import DrainQueue, StepTimeFit, Targets
+from load_balancer.estimates import DrainQueue, InstanceLoads, StepTimeFit, Targets
 from load_balancer.policy import (
     InstanceState,
     Migration,
@@ -36,63 +36,17 @@ class _Tracked:
     load: float = 0.0  # expected remaining tokens it adds to its instance's load (as estimated when added)
 
 
-class _Loads:
-    """Expected remaining work per instance, kept incrementally between full refreshes.
-
-    Arrays indexed by instance (``index``), so routing scores every instance in one vectorised expression."""
-
-    def __init__(self) -> None:
-        self.index: dict[str, int] = {}  # url -> row
-        self.work = np.zeros(8)  # (rows,) sum of expected remaining tokens of the requests routed there
-        self.variance = np.zeros(8)  # (rows,) sum over prompts of by_prompt**2: siblings' lengths move together
-        self.by_prompt: dict[str, dict[int, float]] = {}  # prompt_key -> row -> its requests' work there
-
-    def row(self, url: str) -> int:
-        k = self.index.get(url)
-        if k is None:
-            k = self.index[url] = len(self.index)
-            if k == len(self.work):
-                self.work, self.variance = (np.concatenate([a, np.zeros(len(a))]) for a in (self.work, self.variance))
-        return k
-
-    def rebuild(self, placed: Sequence[tuple[str, str]], remaining: np.ndarray) -> None:
-        """Start over from requests ``placed`` (k,) as (url, prompt_key) with ``remaining`` (k,) expected tokens."""
-        rows = np.fromiter((self.row(url) for url, _ in placed), np.int64, len(placed))
-        self.work = np.bincount(rows, remaining, minlength=len(self.work)).astype(np.float64)
-        self.by_prompt = {}
-        for (_, key), k, r in zip(placed, rows.tolist(), remaining.tolist()):
-            per_row = self.by_prompt.setdefault(key, {})
-            per_row[k] = per_row.get(k, 0.0) + r
-        self.variance = np.zeros(len(self.work))
-        for per_row in self.by_prompt.values():
-            for k, w in per_row.items():
-                self.variance[k] += w * w
-
-    def add(self, url: str, key: str, r: float) -> None:
-        k, rows = self.row(url), self.by_prompt.setdefault(key, {})
-        w = rows.get(k, 0.0)
-        self.variance[k] += 2.0 * w * r + r * r
-        rows[k] = w + r
-        self.work[k] += r
-
-    def remove(self, url: str, key: str, r: float) -> None:
-        """Take back exactly what ``add`` counted, so a finish or a move costs no full refresh."""
-        k, rows = self.row(url), self.by_prompt.setdefault(key, {})
-        w = rows.get(k, 0.0)
-        self.variance[k] = max(0.0, self.variance[k] - 2.0 * w * r + r * r)
-        rows[k] = w - r
-        self.work[k] -= r
-
-
 @register_policy("makespan")
 class MakespanPolicy:
     """Route to the earliest projected finish; migrate the longest-remaining sequences off laggards.
 
     **Length estimate.** A request's expected total output is the largest of: the mean its finished siblings
-    reached (shrunk toward ``prior_fraction * max_tokens`` with weight ``prior_weight``), the median of
-    ``(1 + lindy) * generated`` over its running siblings (a hard prompt shows itself by all its samples running
-    long), and ``(1 + lindy)`` times its own progress (a long-tailed length that has run far runs further);
-    capped by ``max_tokens``. Remaining = that minus what it generated.
+    reached, shrunk toward a prior (the client's hint ``RequestInfo.expected_tokens`` with weight ``hint_weight``
+    when the request carries one, else ``prior_fraction * max_tokens`` with weight ``prior_weight``), the
+    ``live_quantile`` (median) of ``(1 + lindy) * generated`` over its running siblings (a hard prompt shows itself by
+    all its samples running long), and ``(1 + lindy)`` times its own progress (a long-tailed length that has run far
+    runs further); capped by ``max_tokens``. Remaining = that minus what it generated. Siblings share one estimate
+    per prompt, from the first of them seen in each refresh: the trainer sends them all the same hint.
 
     **Routing.** Projected finish of an instance = (remaining work + ``risk`` * sqrt(variance)) times its slowness
     (its step time over a typical instance's at the same load, :class:`StepTimeFit`) times a KV / queueing penalty.
@@ -122,6 +76,13 @@ class MakespanPolicy:
         *,
         prior_fraction: float = 0.25,  # expected length / max_tokens before a sibling has finished
         prior_weight: float = 2.0,  # pseudo-count of the prior when averaging finished siblings
+        # Pseudo-count of the client's length hint (RequestInfo.expected_tokens) in place of the prior above: a hint
+        # summarises earlier epochs' samples of the prompt, so it outweighs the generic prior but still yields to
+        # this step's finished siblings (the policy drifts between epochs).
+        hint_weight: float = 4.0,
+        # Which running sibling's progress shows how long a prompt's samples run: 0.5 the median one; 1.0 the
+        # longest-running one, a within-step length probe (Seer, arXiv 2511.14617) for prompts without a hint.
+        live_quantile: float = 0.5,
         lindy: float = 0.5,  # a request that has generated g tokens is expected to generate >= lindy * g more
         max_prompts: int = 65_536,  # prompts whose finished sibling lengths are remembered (oldest forgotten)
         risk: float = 1.0,  # weight of the standard deviation of an instance's work in its projected finish
@@ -143,6 +104,8 @@ class MakespanPolicy:
     ) -> None:
         self.prior_fraction = prior_fraction
         self.prior_weight = prior_weight
+        self.hint_weight = hint_weight
+        self.live_quantile = live_quantile
         self.lindy = lindy
         self.risk = risk
         self.kv_soft = kv_soft
@@ -160,7 +123,7 @@ class MakespanPolicy:
         self._tracked: dict[str, _Tracked] = {}
         self._siblings: dict[str, set[str]] = defaultdict(set)  # prompt_key -> request ids in flight
         self._finished_by_prompt: OrderedDict[str, list[int]] = OrderedDict()
-        self._loads = _Loads()
+        self._loads = InstanceLoads()
         self._refreshed_at = -math.inf
         self._observed_scrape: dict[str, float] = {}  # url -> time of its last scrape fed to the fit
 
@@ -184,13 +147,18 @@ class MakespanPolicy:
         return np.maximum(1.0, np.minimum(cap, estimate) - g)
 
     def _prompt_estimate(self, request: RequestInfo) -> float:
-        """Expected total length of a sample of ``request``'s prompt, from its finished and running siblings."""
+        """Expected total length of a sample of ``request``'s prompt, from the client's hint or the generic prior,
+        its finished siblings and its running ones."""
         done = self._finished_by_prompt.get(request.prompt_key, ())
-        prior = self.prior_fraction * request.max_tokens
-        estimate = (self.prior_weight * prior + sum(done)) / (self.prior_weight + len(done))
+        if request.expected_tokens is not None:
+            prior, weight = float(request.expected_tokens), self.hint_weight
+        else:
+            prior, weight = self.prior_fraction * request.max_tokens, self.prior_weight
+        estimate = (weight * prior + sum(done)) / (weight + len(done))
         live = sorted(self._tracked[s].generated for s in self._siblings.get(request.prompt_key, ()))
         if live:
-            estimate = max(estimate, (1.0 + self.lindy) * live[len(live) // 2])
+            probe = live[min(len(live) - 1, int(self.live_quantile * len(live)))]
+            estimate = max(estimate, (1.0 + self.lindy) * probe)
         return estimate
 
     # --- bookkeeping ------------------------------------------------------------------------------------------
