@@ -97,13 +97,16 @@ class StepTimeFit:
 class InstanceLoads:
     """Expected remaining work per instance, kept incrementally between full refreshes.
 
-    Arrays indexed by instance (``index``), so routing scores every instance in one vectorised expression."""
+    Each request adds its expected remaining tokens ``r`` to the work and its *uncertain* part ``u`` (``r`` when
+    its length is guessed, less when the client's hint says it) to its prompt's spread; the variance treats
+    siblings' uncertain parts as moving together and different prompts as independent. Arrays indexed by instance
+    (``index``), so routing scores every instance in one vectorised expression."""
 
     def __init__(self) -> None:
         self.index: dict[str, int] = {}  # url -> row
         self.work = np.zeros(8)  # (rows,) sum of expected remaining tokens of the requests routed there
         self.variance = np.zeros(8)  # (rows,) sum over prompts of by_prompt**2: siblings' lengths move together
-        self.by_prompt: dict[str, dict[int, float]] = {}  # prompt_key -> row -> its requests' work there
+        self.by_prompt: dict[str, dict[int, float]] = {}  # prompt_key -> row -> its requests' uncertain work there
 
     def row(self, url: str) -> int:
         k = self.index.get(url)
@@ -113,32 +116,33 @@ class InstanceLoads:
                 self.work, self.variance = (np.concatenate([a, np.zeros(len(a))]) for a in (self.work, self.variance))
         return k
 
-    def rebuild(self, placed: Sequence[tuple[str, str]], remaining: np.ndarray) -> None:
-        """Start over from requests ``placed`` (k,) as (url, prompt_key) with ``remaining`` (k,) expected tokens."""
+    def rebuild(self, placed: Sequence[tuple[str, str]], remaining: np.ndarray, uncertain: np.ndarray) -> None:
+        """Start over from requests ``placed`` (k,) as (url, prompt_key) with ``remaining`` (k,) expected tokens of
+        which ``uncertain`` (k,) are guessed."""
         rows = np.fromiter((self.row(url) for url, _ in placed), np.int64, len(placed))
         self.work = np.bincount(rows, remaining, minlength=len(self.work)).astype(np.float64)
         self.by_prompt = {}
-        for (_, key), k, r in zip(placed, rows.tolist(), remaining.tolist()):
+        for (_, key), k, u in zip(placed, rows.tolist(), uncertain.tolist()):
             per_row = self.by_prompt.setdefault(key, {})
-            per_row[k] = per_row.get(k, 0.0) + r
+            per_row[k] = per_row.get(k, 0.0) + u
         self.variance = np.zeros(len(self.work))
         for per_row in self.by_prompt.values():
             for k, w in per_row.items():
                 self.variance[k] += w * w
 
-    def add(self, url: str, key: str, r: float) -> None:
+    def add(self, url: str, key: str, r: float, u: float) -> None:
         k, rows = self.row(url), self.by_prompt.setdefault(key, {})
         w = rows.get(k, 0.0)
-        self.variance[k] += 2.0 * w * r + r * r
-        rows[k] = w + r
+        self.variance[k] += 2.0 * w * u + u * u
+        rows[k] = w + u
         self.work[k] += r
 
-    def remove(self, url: str, key: str, r: float) -> None:
+    def remove(self, url: str, key: str, r: float, u: float) -> None:
         """Take back exactly what ``add`` counted, so a finish or a move costs no full refresh."""
         k, rows = self.row(url), self.by_prompt.setdefault(key, {})
         w = rows.get(k, 0.0)
-        self.variance[k] = max(0.0, self.variance[k] - 2.0 * w * r + r * r)
-        rows[k] = w - r
+        self.variance[k] = max(0.0, self.variance[k] - 2.0 * w * u + u * u)
+        rows[k] = w - u
         self.work[k] -= r
 
 

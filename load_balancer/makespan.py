@@ -83,6 +83,11 @@ class MakespanPolicy:
         # Which running sibling's progress shows how long a prompt's samples run: 0.5 the median one; 1.0 the
         # longest-running one, a within-step length probe (Seer, arXiv 2511.14617) for prompts without a hint.
         live_quantile: float = 0.5,
+        # Of a hinted request's expected length, the fraction the risk term treats as a guess (1: as unhinted). The
+        # risk term's square root rewards stacking guessed-long requests together, harmless while every guess is
+        # the same prior but, with hints, it piled the hinted-long requests onto a few instances: in
+        # bench/sim_steps.py even exact hints routed 4% slower than round robin with 1.0.
+        hint_risk: float = 0.0,
         lindy: float = 0.5,  # a request that has generated g tokens is expected to generate >= lindy * g more
         max_prompts: int = 65_536,  # prompts whose finished sibling lengths are remembered (oldest forgotten)
         risk: float = 1.0,  # weight of the standard deviation of an instance's work in its projected finish
@@ -106,6 +111,7 @@ class MakespanPolicy:
         self.prior_weight = prior_weight
         self.hint_weight = hint_weight
         self.live_quantile = live_quantile
+        self.hint_risk = hint_risk
         self.lindy = lindy
         self.risk = risk
         self.kv_soft = kv_soft
@@ -124,6 +130,7 @@ class MakespanPolicy:
         self._siblings: dict[str, set[str]] = defaultdict(set)  # prompt_key -> request ids in flight
         self._finished_by_prompt: OrderedDict[str, list[int]] = OrderedDict()
         self._loads = InstanceLoads()
+        self._context: dict[str, float] = defaultdict(float)  # url -> prompt + generated tokens of its requests
         self._refreshed_at = -math.inf
         self._observed_scrape: dict[str, float] = {}  # url -> time of its last scrape fed to the fit
 
@@ -163,20 +170,24 @@ class MakespanPolicy:
 
     # --- bookkeeping ------------------------------------------------------------------------------------------
 
-    def _add_load(self, t: _Tracked, r: float | None = None) -> None:
-        if r is None:
-            r = self.expected_remaining(t.request, t.generated)
-        self._loads.add(t.url, t.request.prompt_key, r)
+    def _uncertain(self, request: RequestInfo) -> float:
+        """The fraction of ``request``'s expected remaining length that is a guess (see ``hint_risk``)."""
+        return 1.0 if request.expected_tokens is None else self.hint_risk
+
+    def _add_load(self, t: _Tracked) -> None:
+        r = self.expected_remaining(t.request, t.generated)
+        self._loads.add(t.url, t.request.prompt_key, r, self._uncertain(t.request) * r)
         t.load = r
 
     def _remove_load(self, t: _Tracked) -> None:
-        self._loads.remove(t.url, t.request.prompt_key, t.load)
+        self._loads.remove(t.url, t.request.prompt_key, t.load, self._uncertain(t.request) * t.load)
 
     def _refresh(self, now: float) -> None:
         """Recompute every instance's work from current estimates (they drift as siblings finish and requests grow)."""
         tracked = list(self._tracked.values())
         remaining = self.expected_remaining_many([t.request for t in tracked], [t.generated for t in tracked])
-        self._loads.rebuild([(t.url, t.request.prompt_key) for t in tracked], remaining)
+        uncertain = np.fromiter((self._uncertain(t.request) for t in tracked), np.float64, len(tracked)) * remaining
+        self._loads.rebuild([(t.url, t.request.prompt_key) for t in tracked], remaining, uncertain)
         for t, r in zip(tracked, remaining.tolist()):
             t.load = r
         self._refreshed_at = now
@@ -190,7 +201,14 @@ class MakespanPolicy:
                 del self._siblings[t.request.prompt_key]
             if math.isfinite(self._refreshed_at):
                 self._remove_load(t)
+            self._context[t.url] -= t.request.prompt_tokens + t.generated
         return t
+
+    def _advance(self, t: _Tracked, generated: int) -> None:
+        """``t`` has generated ``generated`` tokens (reports can arrive late: never move it back)."""
+        if generated > t.generated:
+            self._context[t.url] += generated - t.generated
+            t.generated = generated
 
     def on_routed(self, request: RequestInfo, url: str, now: float) -> None:
         """Record a new request, or (same request_id) a migration / failover that continued it on ``url``."""
@@ -199,6 +217,7 @@ class MakespanPolicy:
             t = _Tracked(request, url, request.generated_tokens)
         t.url, t.generated = url, max(t.generated, request.generated_tokens)
         self._tracked[request.request_id] = t
+        self._context[url] += request.prompt_tokens + t.generated
         self._siblings[request.prompt_key].add(request.request_id)
         if math.isfinite(self._refreshed_at):
             self._add_load(t)
@@ -206,7 +225,7 @@ class MakespanPolicy:
     def on_progress(self, request_id: str, generated_tokens: int, now: float) -> None:
         t = self._tracked.get(request_id)
         if t is not None:
-            t.generated = max(t.generated, generated_tokens)
+            self._advance(t, generated_tokens)
 
     def on_finished(self, request_id: str, generated_tokens: int, now: float) -> None:
         t = self._drop(request_id)
@@ -228,14 +247,18 @@ class MakespanPolicy:
         kv_excess = max(0.0, s.kv_cache_usage - self.kv_soft) / (1.0 - self.kv_soft)
         return 1.0 + kv_excess + s.waiting / max(1, s.running)
 
-    def projected_finish(self, states: Sequence[InstanceState], extra: float = 0.0, extra_key: str = "") -> np.ndarray:
-        """(k,) when each of ``states`` (k,) drains its expected work plus ``extra`` tokens of prompt ``extra_key``, in
-        tokens of a typical instance (only the order between instances matters to routing)."""
+    def projected_finish(
+        self, states: Sequence[InstanceState], extra: float = 0.0, extra_key: str = "", extra_uncertain: float = 1.0
+    ) -> np.ndarray:
+        """(k,) when each of ``states`` (k,) drains its expected work plus ``extra`` tokens of prompt ``extra_key``
+        (``extra_uncertain`` of them a guess), in tokens of a typical instance (only the order between instances
+        matters to routing)."""
         loads = self._loads
         rows = np.fromiter((loads.row(s.url) for s in states), np.int64, len(states))
         siblings = loads.by_prompt.get(extra_key)
         same_prompt = np.array([siblings.get(k, 0.0) for k in rows.tolist()]) if siblings else 0.0
-        variance = loads.variance[rows] + 2.0 * same_prompt * extra + extra * extra
+        u = extra_uncertain * extra
+        variance = loads.variance[rows] + 2.0 * same_prompt * u + u * u
         work = loads.work[rows] + extra + self.risk * np.sqrt(variance)
         penalty = np.fromiter((self._penalty(s) for s in states), np.float64, len(states))
         return work * self.fit.slowness_many([s.url for s in states]) * penalty
@@ -246,7 +269,8 @@ class MakespanPolicy:
         if now - self._refreshed_at >= self.refresh_s:
             self._refresh(now)
         r = self.expected_remaining(request, request.generated_tokens)
-        return healthy[int(np.argmin(self.projected_finish(healthy, r, request.prompt_key)))].url
+        costs = self.projected_finish(healthy, r, request.prompt_key, self._uncertain(request))
+        return healthy[int(np.argmin(costs))].url
 
     def _observe(self, instances: Sequence[InstanceState], now: float) -> None:
         """Feed the step-time fit each instance's clean scrape interval once (see ``InstanceState.decode_step_s``)."""
@@ -254,10 +278,8 @@ class MakespanPolicy:
                  and now - s.scrape_age_s > self._observed_scrape.get(s.url, -math.inf) + 1e-9]
         if not fresh:
             return
-        context: dict[str, float] = defaultdict(float)
-        for t in self._tracked.values():
-            context[t.url] += t.request.prompt_tokens + t.generated
-        self.fit.observe([s.url for s in fresh], [s.running for s in fresh], [context[s.url] for s in fresh],
+        context = self._context
+        self.fit.observe([s.url for s in fresh], [s.running for s in fresh], [context.get(s.url, 0.0) for s in fresh],
                          [s.decode_step_s for s in fresh])
         for s in fresh:
             self._observed_scrape[s.url] = now - s.scrape_age_s
@@ -274,7 +296,7 @@ class MakespanPolicy:
         for rr in running:
             t = self._tracked.get(rr.request.request_id)
             if t is not None:
-                t.generated = max(t.generated, rr.generated_tokens)
+                self._advance(t, rr.generated_tokens)
         self._observe(instances, now)
         remaining = self.expected_remaining_many([rr.request for rr in running], [rr.generated_tokens for rr in running])
         for rr, r in zip(running, remaining):

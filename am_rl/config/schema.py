@@ -32,6 +32,9 @@ class BalancerSection:
     policy: str = "makespan"  # routing policy (load_balancer.policy registry)
     migrate: bool = True  # a started balancer's load_balancer.config.BalancerConfig.migrate (off in the CPU demo)
     max_concurrency: int = 256  # in-flight rollout requests per agent-loop worker
+    # Send each sample's expected length (the mean its prompt's samples reached in earlier epochs, kept per
+    # agent-loop worker: am_rl.rollout.priors) as the balancer's routing hint (load_balancer.hints).
+    length_hints: bool = True
     # A balancer started by the trainer (url None): where it listens; its dashboard is /dashboard there.
     host: str = "0.0.0.0"
     port: int = 8100
