@@ -164,7 +164,8 @@ def targets(summary: dict) -> dict:
     out["makespan_priors_no_migration: every step measurably below round robin"] = every(
         lambda st: st["policies"]["makespan_priors_no_migration"][cut]["mean"]
         > st["policies"]["makespan_priors_no_migration"][cut]["two_se"])
-    out["makespan_priors: every step <= the longest-first oracle"] = every(lambda st: st["priors_vs_oracle"]["mean"] >= 0)
+    out["makespan_priors: every step <= the longest-first oracle"] = every(
+        lambda st: st["priors_vs_oracle"]["mean"] >= 0)
     return out
 
 
@@ -183,9 +184,9 @@ def markdown(report: dict) -> str:
         f"# Routing simulator across a training run: {report['steps']} consecutive steps through one balancer,"
         f" {report['instances']} instances",
         "",
-        f"Simulated, not measured on engines (bench/sim_steps.py). {report['seeds']} seeds (0..{report['seeds'] - 1}); each step its own workload"
-        f" (256 prompts x 16 samples, max 32k); a {report['pause_s']:.0f} s weight-sync pause between steps. *Warm*:"
-        " the run's one policy object and instance records; *cold*: the same step from a fresh balancer."
+        f"Simulated, not measured on engines (bench/sim_steps.py). {report['seeds']} seeds"
+        f" (0..{report['seeds'] - 1}); each step its own workload (256 prompts x 16 samples, max 32k); a"
+        f" {report['pause_s']:.0f} s weight-sync pause between steps. *Warm*: the run's one policy object and instance records; *cold*: the same step from a fresh balancer."
         f" *Priors*: each request carries the trainer's hint (am_rl_expected_tokens), the mean of {p['samples']}"
         f" samples of its prompt from an earlier epoch whose lengths were {p['drift']:.2f}x shorter, with per-prompt"
         f" lognormal noise sigma {p['sigma']}. Run time {report['run_time_s'] / 60:.1f} min with {report['jobs']}"
@@ -211,8 +212,9 @@ def markdown(report: dict) -> str:
             for n in names:
                 e = st["policies"][n]
                 cut = e["shorter_than_round_robin"]
+                seeds = f"{cut['seeds_shorter']}/{summary['seeds']}"
                 cells.append(f"{e['makespan_s_mean']:.0f}" if n == BASELINE else
-                             f"{e['makespan_s_mean']:.0f} ({cut['mean']:+.1%}, {cut['seeds_shorter']}/{summary['seeds']})")
+                             f"{e['makespan_s_mean']:.0f} ({cut['mean']:+.1%}, {seeds})")
             lines.append(f"| {st['step']} | " + " | ".join(cells) + " |")
         lines += [
             "",

@@ -308,7 +308,8 @@ class MakespanPolicy:
         queues = {url: DrainQueue(theta * self.fit.slowness(url)) for url in healthy}
         for item in items:
             queues[item[2].url].add(item)
-        targets = Targets(queues, [url for url, s in healthy.items() if s.waiting == 0 and s.kv_cache_usage <= self.kv_soft])
+        free = [url for url, s in healthy.items() if s.waiting == 0 and s.kv_cache_usage <= self.kv_soft]
+        targets = Targets(queues, free)
         drain = {url: q.drain_s() for url, q in queues.items()}
 
         moves: list[Migration] = []
