@@ -263,6 +263,7 @@ def main() -> None:
     parser.add_argument("--pause-s", type=float, default=60.0)
     parser.add_argument("--jobs", type=int, default=1, help="seeds simulated in parallel processes")
     parser.add_argument("--out", type=Path, default=RESULTS / "lb_sim_steps.json")
+    parser.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed..seeds-1 (split a run)")
     parser.add_argument("--resume", type=Path, default=None,
                         help="a JSON-lines file of finished (mode, seed) rows: read those, append new ones")
     args = parser.parse_args()
@@ -280,7 +281,7 @@ def main() -> None:
         for line in args.resume.read_text().splitlines():
             done = json.loads(line)
             rows[done["mode"]].append(done["row"])
-    todo = [(mode, seed) for seed in range(args.seeds) for mode in configs
+    todo = [(mode, seed) for seed in range(args.first_seed, args.seeds) for mode in configs
             if seed not in {r["seed"] for r in rows[mode]}]  # seed-major: a stopped run has both modes
     with ProcessPoolExecutor(args.jobs) as pool:
         futures = {pool.submit(run_seed, seed, args.steps, args.instances, spec, configs[mode], args.pause_s): mode
@@ -295,6 +296,8 @@ def main() -> None:
                 name: [round(s["makespan_s"]) for s in run["warm"]] for name, run in row["runs"].items()})
             report["run_time_s"] = time.monotonic() - started
             write_report(report, rows, configs, args.out)
+    report["run_time_s"] = time.monotonic() - started
+    write_report(report, rows, configs, args.out)
     print(args.out.with_suffix(".md").read_text())
     print(f"wrote {args.out} and {args.out.with_suffix('.md')} in {report['run_time_s']:.0f} s")
 
