@@ -189,8 +189,9 @@ def markdown(report: dict) -> str:
         f" {report['pause_s']:.0f} s weight-sync pause between steps. *Warm*: the run's one policy object and instance records; *cold*: the same step from a fresh balancer."
         f" *Priors*: each request carries the trainer's hint (am_rl_expected_tokens), the mean of {p['samples']}"
         f" samples of its prompt from an earlier epoch whose lengths were {p['drift']:.2f}x shorter, with per-prompt"
-        f" lognormal noise sigma {p['sigma']}. Run time {report['run_time_s'] / 60:.1f} min with {report['jobs']}"
-        f" processes, {report['cpu_s'] / 60:.1f} CPU-minutes of simulation in all (the box was shared)."
+        f" lognormal noise sigma {p['sigma']}. Cost: {report['cpu_s'] / 60:.1f} CPU-minutes of simulation in all,"
+        f" {report['cpu_s'] / 120:.1f} min on 2 idle cores."
+        + (f" {report['note']}" if report.get("note") else "")
         + ("" if all(n == report["seeds"] for n in report["seeds_done"].values()) else
            f" **Partial: seeds done per mode {report['seeds_done']} of {report['seeds']}.**"),
         "",
@@ -263,6 +264,7 @@ def main() -> None:
     parser.add_argument("--pause-s", type=float, default=60.0)
     parser.add_argument("--jobs", type=int, default=1, help="seeds simulated in parallel processes")
     parser.add_argument("--out", type=Path, default=RESULTS / "lb_sim_steps.json")
+    parser.add_argument("--note", default="", help="a sentence for the report (e.g. how the run was split)")
     parser.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed..seeds-1 (split a run)")
     parser.add_argument("--resume", type=Path, default=None,
                         help="a JSON-lines file of finished (mode, seed) rows: read those, append new ones")
@@ -275,6 +277,7 @@ def main() -> None:
         "what": "simulator (bench/sim), calibrated to the AM-Thinking-v1 report; not a measurement of engines",
         "instances": args.instances, "seeds": args.seeds, "steps": args.steps, "pause_s": args.pause_s,
         "workload": dataclasses.asdict(spec), "priors": dataclasses.asdict(PRIOR_SPEC), "jobs": args.jobs,
+        "note": args.note,
     }
     rows: dict[str, list[dict]] = {mode: [] for mode in configs}
     if args.resume is not None and args.resume.exists():
