@@ -185,15 +185,15 @@ def markdown(report: dict) -> str:
         f" {report['instances']} instances",
         "",
         f"Simulated, not measured on engines (bench/sim_steps.py). {report['seeds']} seeds"
-        f" (0..{report['seeds'] - 1}); each step its own workload (256 prompts x 16 samples, max 32k); a"
+        f" (0..{report['seeds'] - 1}, per-step means over the seeds done); each step its own workload (256 prompts x 16 samples, max 32k); a"
         f" {report['pause_s']:.0f} s weight-sync pause between steps. *Warm*: the run's one policy object and instance records; *cold*: the same step from a fresh balancer."
         f" *Priors*: each request carries the trainer's hint (am_rl_expected_tokens), the mean of {p['samples']}"
         f" samples of its prompt from an earlier epoch whose lengths were {p['drift']:.2f}x shorter, with per-prompt"
         f" lognormal noise sigma {p['sigma']}. Cost: {report['cpu_s'] / 60:.1f} CPU-minutes of simulation in all,"
         f" {report['cpu_s'] / 120:.1f} min on 2 idle cores."
         + (f" {report['note']}" if report.get("note") else "")
-        + ("" if all(n == report["seeds"] for n in report["seeds_done"].values()) else
-           f" **Partial: seeds done per mode {report['seeds_done']} of {report['seeds']}.**"),
+        + ("" if all(len(done) == report["seeds"] for done in report["seeds_done"].values()) else
+           f" **Partial: of {report['seeds']} seeds, done per mode: {report['seeds_done']}.**"),
         "",
         "Contenders: " + "; ".join(f"`{n}` ({SHORT[n]})" for n in names) + ".",
         "",
@@ -248,7 +248,7 @@ def write_report(report: dict, rows: dict[str, list[dict]], configs: dict[str, S
             summary = summarize(done, report["steps"])
             report["modes"][mode] = {"sim_config": dataclasses.asdict(config), "summary": summary,
                                      "targets": targets(summary), "rows": done}
-    report["seeds_done"] = {mode: len(r) for mode, r in rows.items()}
+    report["seeds_done"] = {mode: sorted(r["seed"] for r in done) for mode, done in rows.items()}
     # CPU seconds of all the simulations: on a shared box the wall time says more about the neighbours' load
     report["cpu_s"] = sum(r["cpu_s"] for part in rows.values() for r in part)
     out.parent.mkdir(parents=True, exist_ok=True)
