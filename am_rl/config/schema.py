@@ -33,8 +33,10 @@ class BalancerSection:
     migrate: bool = True  # a started balancer's load_balancer.config.BalancerConfig.migrate (off in the CPU demo)
     max_concurrency: int = 256  # in-flight rollout requests per agent-loop worker
     # Send each sample's expected length (the mean its prompt's samples reached in earlier epochs, kept per
-    # agent-loop worker: am_rl.rollout.priors) as the balancer's routing hint (load_balancer.hints).
-    length_hints: bool = True
+    # agent-loop worker: am_rl.rollout.priors) as the balancer's routing hint (load_balancer.hints). Off: in the
+    # simulator, noisy priors made makespan routing 1.5-2.3% slower with all samples in flight at once and changed
+    # nothing measurable when capped (bench/results/lb_sim_steps.md, partial run); on for experiments.
+    length_hints: bool = False
     # A balancer started by the trainer (url None): where it listens; its dashboard is /dashboard there.
     host: str = "0.0.0.0"
     port: int = 8100
