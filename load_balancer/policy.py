@@ -27,6 +27,9 @@ class RequestInfo:
     prompt_tokens: int  # prompt length in tokens (estimated when the prompt is text)
     max_tokens: int  # the request's output cap
     generated_tokens: int = 0  # > 0 when a migrated/failed-over request continues elsewhere
+    # The client's expected total output length (the request field ``am_rl_expected_tokens``, see
+    # load_balancer.hints); None when the request carries none or the balancer ignored a malformed one.
+    expected_tokens: int | None = None
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from load_balancer.config import BalancerConfig
+from load_balancer.hints import take_hint
 from load_balancer.metrics import BalancerMetrics
 from load_balancer.policy import RequestInfo, RoutingPolicy
 from load_balancer.registry import Registry
@@ -98,13 +99,16 @@ class Proxy:
     async def handle(self, endpoint: str, body: dict[str, Any], head: CompletionHead, request: Request) -> Response:
         self.requests_total += 1
         key, prompt_tokens, cap = describe_prompt(head, self.cfg.default_max_tokens)
+        hint, outcome = take_hint(body, head.max_tokens if head.max_tokens is not None else head.max_completion_tokens)
+        if outcome is not None:
+            self.metrics.length_hints.labels(outcome.value).inc()
         request_id = uuid.uuid4().hex[:16]
         relay = Relay(
             request_id=request_id,
             endpoint=endpoint,
             body=body,
             head=head,
-            info=RequestInfo(request_id, key, prompt_tokens, cap),
+            info=RequestInfo(request_id, key, prompt_tokens, cap, expected_tokens=hint),
             started_at=time.monotonic(),
             num_prompts=count_prompts(head),
         )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -43,7 +43,7 @@ class Interrupted(Exception):
 class Relay:
     request_id: str  # the balancer's id; upstream attempt k runs under X-Request-Id "<request_id>-<k>"
     endpoint: str  # "/v1/completions" or "/v1/chat/completions"
-    body: dict[str, Any]  # the client's body, untouched
+    body: dict[str, Any]  # the client's body, less the balancer's own field (load_balancer.hints)
     head: CompletionHead
     info: RequestInfo
     started_at: float
@@ -138,8 +138,7 @@ class Relay:
         )  # fmt: skip
 
     def progress_info(self) -> RequestInfo:
-        i = self.info
-        return RequestInfo(i.request_id, i.prompt_key, i.prompt_tokens, i.max_tokens, self.tokens_seen)
+        return replace(self.info, generated_tokens=self.tokens_seen)
 
     def upstream_body(self) -> dict[str, Any]:
         """The first attempt sends the client's body; later ones, prompt + generated ids with the cap reduced."""

@@ -24,6 +24,7 @@ import aiohttp
 import orjson
 
 from am_rl.rollout.types import RolloutRequest, RolloutResult, RolloutStats
+from load_balancer.hints import HINT_FIELD
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +124,8 @@ class RolloutClient:
             body["top_k"] = req.top_k
         if req.seed is not None:
             body["seed"] = req.seed
+        if req.expected_tokens is not None:
+            body[HINT_FIELD] = req.expected_tokens
         return body
 
     async def _stream_once(self, req: RolloutRequest) -> RolloutResult:

@@ -111,9 +111,12 @@ class ShardedRolloutClient:
                     if len(tokens) >= req.max_tokens:  # it broke right after its last token
                         return RolloutResult(req.request_id, list(req.prompt_ids), tokens, logprobs, "length",
                                              time.monotonic() - start)  # fmt: skip
+                    hint = req.expected_tokens
                     attempt = dataclasses.replace(
                         req, request_id=f"{req.request_id}~s{failures}", prompt_ids=list(req.prompt_ids) + tokens,
                         max_tokens=req.max_tokens - len(tokens),
+                        # the continuation's own output: what the hint expects beyond the tokens already received
+                        expected_tokens=hint - len(tokens) if hint is not None and len(tokens) < hint else None,
                     )  # fmt: skip
                     continue
                 finally:

@@ -1,7 +1,8 @@
 """K balancer processes (shards) for one run, started and always stopped by the trainer (``am_rl.balancer.processes``).
 
-Each shard is a plain ``python -m load_balancer`` on its own port, with the run's policy, migration switch and API
-key (passed in its environment, never on its command line). Engines given here are split round robin; engines the
+Each shard is a plain ``python -m load_balancer`` on its own port, with the run's policy and migration switch; it
+inherits the trainer's environment, so it reads the API key from ``AM_RL_BALANCER_API_KEY`` as every client does
+(never on its command line, where ``ps`` would show it). Engines given here are split round robin; engines the
 trainer registers later go to the shard that owns the fewest (``ShardedBalancerControl``). The shards share nothing:
 each routes and migrates among its own engines, and the trainer's clients spread samples over them
 (``am_rl.rollout.shards``).
@@ -21,15 +22,15 @@ from typing import Iterator
 
 import httpx
 
-from am_rl.trainer.balancer_control import API_KEY_ENV  # python -m load_balancer reads its key from there too
+from am_rl.trainer.balancer_args import balancer_flags
 
 logger = logging.getLogger(__name__)
 
 
 def shard_argv(section, port: int, engines: list[str]) -> list[str]:
-    """The command line of one shard (``section``: ``am_rl.balancer``)."""
+    """The command line of one shard (``section``: ``am_rl.balancer``): it routes as the in-process balancer would."""
     argv = [sys.executable, "-m", "load_balancer", "--host", section.host, "--port", str(port),
-            "--policy", section.policy, "--migrate" if section.migrate else "--no-migrate", "--log-level", "warning"]  # fmt: skip
+            *balancer_flags(section), "--log-level", "warning"]  # fmt: skip
     for engine in engines:
         argv += ["--instance", engine]
     return argv
@@ -65,7 +66,6 @@ def started_shards(section, public_host: str, engine_urls: list[str], log_dir: P
     """``section.processes`` balancer processes, up and answering; yields their URLs as other nodes reach them
     (``public_host``). Engine ``i`` of ``engine_urls`` goes to shard ``i % processes``."""
     k = section.processes
-    env = os.environ | ({API_KEY_ENV: section.api_key} if section.api_key else {})
     procs: list[subprocess.Popen] = []
     try:
         urls = []
@@ -73,7 +73,7 @@ def started_shards(section, public_host: str, engine_urls: list[str], log_dir: P
             port = section.port + s
             log = log_dir / f"balancer_shard{s}.log"
             with open(log, "ab") as out:
-                procs.append(subprocess.Popen(shard_argv(section, port, engine_urls[s::k]), env=env, stdout=out,
+                procs.append(subprocess.Popen(shard_argv(section, port, engine_urls[s::k]), stdout=out,
                                               stderr=subprocess.STDOUT, start_new_session=True))  # fmt: skip
             wait_up(procs[-1], f"http://127.0.0.1:{port}", log, startup_timeout_s)
             urls.append(f"http://{public_host}:{port}")

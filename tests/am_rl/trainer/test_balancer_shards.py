@@ -13,7 +13,7 @@ import pytest
 
 from am_rl.rollout import RolloutRequest
 from am_rl.rollout.shards import ShardedRolloutClient
-from am_rl.trainer.balancer_control import BalancerControlError, ShardedBalancerControl, control_for
+from am_rl.trainer.balancer_control import API_KEY_ENV, BalancerControlError, ShardedBalancerControl, control_for
 from am_rl.trainer.balancer_shards import started_shards
 from load_balancer.loadgen import MODEL, LoadGenSettings, build_loadgen_app
 from load_balancer.server import ThreadedServer
@@ -49,10 +49,10 @@ def instances(url: str) -> dict[str, dict]:
     return {v["url"]: v for v in views}
 
 
-def test_shards_own_their_engines_and_the_control_calls_reach_the_owner(engines, tmp_path):
+def test_shards_own_their_engines_and_the_control_calls_reach_the_owner(engines, tmp_path, monkeypatch):
     urls, servers = engines
-    section = SimpleNamespace(processes=2, host="127.0.0.1", port=two_free_ports(), policy="makespan", migrate=True,
-                              api_key=KEY)  # fmt: skip
+    monkeypatch.setenv(API_KEY_ENV, KEY)  # the shards inherit it, as from the trainer's environment
+    section = SimpleNamespace(processes=2, host="127.0.0.1", port=two_free_ports(), policy="makespan", migrate=True)
     with started_shards(section, "127.0.0.1", urls[:3], tmp_path) as shard_urls:
         assert len(shard_urls) == 2
         # Engines given at start: round robin.
