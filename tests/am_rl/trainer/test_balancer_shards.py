@@ -4,7 +4,9 @@ control calls the checkpoint manager makes and through the rollout client of the
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import re
 import socket
 from types import SimpleNamespace
 
@@ -49,7 +51,7 @@ def instances(url: str) -> dict[str, dict]:
     return {v["url"]: v for v in views}
 
 
-def test_shards_own_their_engines_and_the_control_calls_reach_the_owner(engines, tmp_path, monkeypatch):
+def test_shards_own_their_engines_and_the_control_calls_reach_the_owner(engines, tmp_path, monkeypatch, capsys):
     urls, servers = engines
     monkeypatch.setenv(API_KEY_ENV, KEY)  # the shards inherit it, as from the trainer's environment
     section = SimpleNamespace(processes=2, host="127.0.0.1", port=two_free_ports(), policy="makespan", migrate=True)
@@ -58,6 +60,10 @@ def test_shards_own_their_engines_and_the_control_calls_reach_the_owner(engines,
         # Engines given at start: round robin.
         assert set(instances(shard_urls[0])) == {urls[0], urls[2]} and set(instances(shard_urls[1])) == {urls[1]}
         assert httpx.get(f"{shard_urls[0]}/instances", timeout=10).status_code == 401  # the key reached the shards
+        for i, url in enumerate(shard_urls, 1):  # each dashboard says which shard it is
+            data = httpx.get(f"{url}/dashboard/data", headers={"Authorization": f"Bearer {KEY}"}, timeout=10).json()
+            assert (data["shard"], data["shards"]) == (i, 2)
+        assert (tmp_path / "balancer_shard1.log").exists() and (tmp_path / "balancer_shard2.log").exists()
 
         control = control_for(",".join(shard_urls), api_key=KEY)
         assert isinstance(control, ShardedBalancerControl)
@@ -89,3 +95,20 @@ def test_shards_own_their_engines_and_the_control_calls_reach_the_owner(engines,
         assert sum(served) == 12 and served[3] == 0  # the deregistered engine got nothing
         relayed = [sum(v["tokens_relayed"] for v in instances(u).values()) for u in shard_urls]
         assert relayed == [6 * 20, 6 * 20]  # spread evenly over the shards
+    # On exit each shard's totals are printed, read from it before it stopped.
+    lines = re.findall(r"balancer shard (\d)/2 totals: requests=(\d+) tokens_relayed=(\d+) .* per_engine_tokens=(\{.*\})",
+                       capsys.readouterr().out)  # fmt: skip
+    assert [(shard, int(requests), int(tokens)) for shard, requests, tokens, _ in lines] == [("1", 6, 120), ("2", 6, 120)]
+    assert set(ast.literal_eval(lines[0][3])) == {urls[0], urls[2], urls[4]}
+
+
+def test_port_zero_puts_every_shard_on_a_free_port(tmp_path):
+    section = SimpleNamespace(processes=2, host="127.0.0.1", port=0, policy="round_robin", migrate=False)
+    with started_shards(section, "127.0.0.1", [], tmp_path) as shard_urls:
+        ports = {int(url.rsplit(":", 1)[1]) for url in shard_urls}
+        assert len(ports) == 2 and 0 not in ports
+        for i, url in enumerate(shard_urls, 1):
+            assert httpx.get(f"{url}/dashboard/data", timeout=10).json()["shard"] == i
+    for url in shard_urls:  # stopped on the way out
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{url}/healthz", timeout=2)
