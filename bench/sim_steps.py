@@ -262,6 +262,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--pause-s", type=float, default=60.0)
+    parser.add_argument("--capped-in-flight", type=int, default=CAPPED_IN_FLIGHT,
+                        help="the client cap of the capped mode (e.g. instances x 64 running: no engine queue)")
     parser.add_argument("--jobs", type=int, default=1, help="seeds simulated in parallel processes")
     parser.add_argument("--out", type=Path, default=RESULTS / "lb_sim_steps.json")
     parser.add_argument("--note", default="", help="a sentence for the report (e.g. how the run was split)")
@@ -271,8 +273,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     spec, started = WorkloadSpec(), time.monotonic()
-    configs = {"all at once": SimConfig(), f"capped at {CAPPED_IN_FLIGHT} in flight": SimConfig(
-        max_in_flight=CAPPED_IN_FLIGHT)}
+    configs = {"all at once": SimConfig(), f"capped at {args.capped_in_flight} in flight": SimConfig(
+        max_in_flight=args.capped_in_flight)}
     report: dict = {
         "what": "simulator (bench/sim), calibrated to the AM-Thinking-v1 report; not a measurement of engines",
         "instances": args.instances, "seeds": args.seeds, "steps": args.steps, "pause_s": args.pause_s,

@@ -264,17 +264,18 @@ def test_nothing_left_after_a_normal_exit(run_a):
 def test_resume_continues_at_step_3_through_an_engine_killed_mid_rollout(run_a, reward):
     run_dir, first, code, _, _ = run_a
     assert code == 0
-    # Six steps: a step takes a few seconds and the engine gauge that triggers the kill lags, so the kill may land
-    # after step 3's push; a later push then meets the dead engine.
+    # Six steps: the kill may land just after step 3's rollout; a later push then meets the dead engine.
     launch = Launch(run_dir, reward, "trainer.total_training_steps=6", "trainer.val_before_train=false")
     victim = engine_urls(launch)[1]
     victim_port = int(victim.rsplit(":", 1)[1])
-    # Kill it once it runs requests of step 3's rollout (the first generation: no validation before training).
+    # Kill it once it has prefilled a prompt of step 3's rollout (the first generation: no validation before
+    # training). A counter, not the running-requests gauge: a rollout of the tiny model can start and end between
+    # two scrapes, and a gauge seen only in the final validation would put the kill after the last push (CI saw it).
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         try:
             text = httpx.get(f"{victim}/metrics", timeout=2).text
-            if (m := re.search(r"^vllm:num_requests_running\{[^}]*\} ([0-9.]+)", text, re.M)) and float(m[1]) > 0:
+            if (m := re.search(r"^vllm:prompt_tokens_total\{[^}]*\} ([0-9.e+]+)", text, re.M)) and float(m[1]) > 0:
                 break
         except httpx.HTTPError:
             pass
