@@ -21,6 +21,7 @@ import logging
 import time
 from typing import Sequence
 
+from am_rl.rollout.admission import LongestFirstGate
 from am_rl.rollout.client import RolloutClient, RolloutError, RolloutRejected, StreamBroken
 from am_rl.rollout.types import RolloutRequest, RolloutResult, RolloutStats
 
@@ -34,7 +35,8 @@ class ShardedRolloutClient:
         self,
         base_urls: Sequence[str],
         model: str,
-        max_concurrency: int = 256,  # in-flight requests from this client, all shards together
+        max_concurrency: int = 256,  # in-flight requests from this client, all shards together; the rest wait,
+        # longest expected first (am_rl.rollout.admission)
         timeout_s: float = 600.0,  # per attempt, whole generation
         max_failures: int = 6,  # failed attempts (any shard) before a sample fails
         down_s: float = 5.0,  # a shard that failed gets no new samples for this long
@@ -54,7 +56,7 @@ class ShardedRolloutClient:
         self.failovers = 0  # attempts that failed on one shard and went on elsewhere
         self._down_until = [0.0] * len(self.shards)
         self._turn = 0
-        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._gate = LongestFirstGate(max_concurrency)  # the same start order as one balancer's client
 
     async def aclose(self) -> None:
         for shard in self.shards:
@@ -82,7 +84,7 @@ class ShardedRolloutClient:
 
     async def generate(self, req: RolloutRequest, stats: RolloutStats | None = None) -> RolloutResult:
         """One sample, continued across shards if its shard dies; the result reads as one uninterrupted generation."""
-        async with self._semaphore:
+        async with self._gate.slot(req.expected_tokens):
             start = time.monotonic()
             tokens: list[int] = []
             logprobs: list[float] = []
