@@ -119,7 +119,8 @@ def markdown(report: dict) -> str:
         "",
         f"Upstreams: {report['upstreams']} SSE simulators (pre-built chunks, not engines); {report['streams']} streams"
         f" of {report['max_tokens']} tokens from {report['clients']} load-generator processes;"
-        f" {report['seconds']:.0f} s per run, ABAB order; box: {report['cpus']} CPUs, shared with other engineers' jobs.",
+        f" {report['seconds']:.0f} s per run, ABAB order; box: {report['cpus']} CPUs, shared with other engineers'"
+        " jobs.",
         "",
         "| run | processes | tokens per chunk | relayed tok/s | load avg (1 min) at start | balancer CPU s"
         " | tokens per balancer CPU-s |",

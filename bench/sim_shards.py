@@ -56,11 +56,20 @@ def contenders(sharded: list[str], no_migration_shards: list[int]) -> list[Conte
         out.append(Contender(f"{GLOBAL}_no_migration", lambda: TimedPlans(MakespanPolicy()), migrate=False))
     for spec in sharded:
         k, spread = int(spec.split(":")[0]), spec.split(":")[1]
-        out.append(Contender(f"x{k}_{spread}", lambda k=k, s=spread: ShardedBalancers(k, MakespanPolicy, s),
-                             migrate=True, shards=k))
+        out.append(
+            Contender(
+                f"x{k}_{spread}", lambda k=k, s=spread: ShardedBalancers(k, MakespanPolicy, s), migrate=True, shards=k
+            )
+        )
     for k in no_migration_shards:
-        out.append(Contender(f"x{k}_sample_no_migration",
-                             lambda k=k: ShardedBalancers(k, MakespanPolicy, "sample"), migrate=False, shards=k))
+        out.append(
+            Contender(
+                f"x{k}_sample_no_migration",
+                lambda k=k: ShardedBalancers(k, MakespanPolicy, "sample"),
+                migrate=False,
+                shards=k,
+            )
+        )
     return out
 
 
@@ -109,7 +118,8 @@ def summarize(rows: list[dict]) -> dict:
             "migrations_mean": float(np.mean([r["runs"][name]["migrations"] for r in rows])),
             "plan_cpu_s_per_round_slowest_shard": float(np.mean([r["runs"][name]["plan_cpu_s_mean"] for r in rows])),
             "plan_cpu_s_per_round_all_shards": float(
-                np.mean([r["runs"][name]["plan_cpu_s_all_shards_mean"] for r in rows])),
+                np.mean([r["runs"][name]["plan_cpu_s_all_shards_mean"] for r in rows])
+            ),
         }
         if not first["migrate"] and glob_no_mig is not None:
             entry["vs_global_no_migration_mean"] = float(np.mean(ms / glob_no_mig))
@@ -131,8 +141,9 @@ def markdown(report: dict) -> str:
     for m, part in report["instances"].items():
         s = part["summary"]
         lines += [
-            f"## {m.split(',')[0]} instances, {part['prompts']} prompts x 16 samples (max {part['workload']['max_tokens']} tokens,"
-            f" median {part['workload']['median_output']:.0f}), {s['seeds']} seeds",
+            f"## {m.split(',')[0]} instances, {part['prompts']} prompts x 16 samples"
+            f" (max {part['workload']['max_tokens']} tokens, median {part['workload']['median_output']:.0f}),"
+            f" {s['seeds']} seeds",
             "",
             "| contender | shards | migrate | makespan s | / lower bound | / global (mean) | / global (worst)"
             " | seeds within 2% | / global without migration | migrations | plan CPU s per round (slowest shard) |",
@@ -181,21 +192,45 @@ def merge(parts: list[Path], out: Path, notes: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, nargs="+", default=[64, 512])
-    parser.add_argument("--prompts", type=int, nargs="+", default=[256, 256],
-                        help="prompts per step for each --instances entry (16 samples each)")
-    parser.add_argument("--length-scale", type=float, nargs="+", default=[1.0, 1.0],
-                        help="for each --instances entry, output lengths (median and max_tokens) times this: the"
-                             " global policy's planning costs O(instances^2) per round, and rounds grow with the step's"
-                             " length")
+    parser.add_argument(
+        "--prompts",
+        type=int,
+        nargs="+",
+        default=[256, 256],
+        help="prompts per step for each --instances entry (16 samples each)",
+    )
+    parser.add_argument(
+        "--length-scale",
+        type=float,
+        nargs="+",
+        default=[1.0, 1.0],
+        help="for each --instances entry, output lengths (median and max_tokens) times this: the"
+        " global policy's planning costs O(instances^2) per round, and rounds grow with the step's"
+        " length",
+    )
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed .. first-seed + seeds - 1")
-    parser.add_argument("--sharded", nargs="+", default=[f"{k}:{s}" for k in (2, 4, 8) for s in ("sample", "group")],
-                        help="sharded contenders as K:spread (spread: bench.sim.shards.ShardClient.SPREADS)")
-    parser.add_argument("--no-migration-shards", type=int, nargs="*", default=[8],
-                        help="shard counts also run without migration (separates routing from migration scope)")
+    parser.add_argument(
+        "--sharded",
+        nargs="+",
+        default=[f"{k}:{s}" for k in (2, 4, 8) for s in ("sample", "group")],
+        help="sharded contenders as K:spread (spread: bench.sim.shards.ShardClient.SPREADS)",
+    )
+    parser.add_argument(
+        "--no-migration-shards",
+        type=int,
+        nargs="*",
+        default=[8],
+        help="shard counts also run without migration (separates routing from migration scope)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "lb_sim_shards.json")
-    parser.add_argument("--merge", type=Path, nargs="*", default=[],
-                        help="instead of simulating, join these reports (runs of other --instances) into --out")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="instead of simulating, join these reports (runs of other --instances) into --out",
+    )
     parser.add_argument("--note", action="append", default=[], help="with --merge: a line for the report (repeatable)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -206,20 +241,30 @@ def main() -> None:
     config, started = SimConfig(), time.monotonic()
     report: dict = {
         "what": "simulator (bench/sim), calibrated to the AM-Thinking-v1 report; not a measurement of engines",
-        "sim_config": dataclasses.asdict(config), "instances": {},
+        "sim_config": dataclasses.asdict(config),
+        "instances": {},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for m, prompts, scale in zip(args.instances, args.prompts, args.length_scale, strict=True):
         base = WorkloadSpec()
-        spec = WorkloadSpec(n_prompts=prompts, max_tokens=int(base.max_tokens * scale),
-                            median_output=base.median_output * scale)
+        spec = WorkloadSpec(
+            n_prompts=prompts, max_tokens=int(base.max_tokens * scale), median_output=base.median_output * scale
+        )
         rows: list[dict] = []
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             rows.append(run_seed(seed, m, spec, config, field))
-            log.info("%d instances, seed %d: %s", m, seed,
-                     {name: round(run["makespan_s"]) for name, run in rows[-1]["runs"].items()})
-            report["instances"][str(m)] = {"prompts": prompts, "workload": dataclasses.asdict(spec),
-                                           "summary": summarize(rows), "rows": rows}
+            log.info(
+                "%d instances, seed %d: %s",
+                m,
+                seed,
+                {name: round(run["makespan_s"]) for name, run in rows[-1]["runs"].items()},
+            )
+            report["instances"][str(m)] = {
+                "prompts": prompts,
+                "workload": dataclasses.asdict(spec),
+                "summary": summarize(rows),
+                "rows": rows,
+            }
             report["run_time_s"] = time.monotonic() - started
             write(report, args.out)
     print(markdown(report))

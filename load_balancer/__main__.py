@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[BalancerConfig, str]:
     p.add_argument("--migration-interval", type=float, default=defaults.migration_interval_s, metavar="S",
                    help="with --migrate, how often the policy is asked for moves (> 0)")  # fmt: skip
     p.add_argument("--shard", type=shard_of, default=(defaults.shard, defaults.shards), metavar="I/K",
-                   help="this process is shard I of K balancer processes of one run (shown on the dashboard)")  # fmt: skip
+                   help="shard I of a run's K balancer processes (shown on the dashboard)")  # fmt: skip
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     try:

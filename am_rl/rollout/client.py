@@ -162,11 +162,17 @@ class RolloutClient:
         except (aiohttp.ClientError, TimeoutError) as e:
             if not response_ids:
                 raise _Retryable(f"{type(e).__name__}: {e}") from e
-            raise StreamBroken(f"request {req.request_id}: stream broke after {len(response_ids)} tokens: {e}",
-                               response_ids, logprobs[: len(response_ids)]) from e
+            raise StreamBroken(
+                f"request {req.request_id}: stream broke after {len(response_ids)} tokens: {e}",
+                response_ids,
+                logprobs[: len(response_ids)],
+            ) from e
         if finish_reason is None:
-            raise StreamBroken(f"request {req.request_id}: stream ended without a finish reason after"
-                               f" {len(response_ids)} tokens", response_ids, logprobs[: len(response_ids)])
+            raise StreamBroken(
+                f"request {req.request_id}: stream ended without a finish reason after {len(response_ids)} tokens",
+                response_ids,
+                logprobs[: len(response_ids)],
+            )
         if len(logprobs) != len(response_ids):
             raise RolloutError(
                 f"request {req.request_id}: {len(response_ids)} tokens but {len(logprobs)} logprobs in the stream"

@@ -58,7 +58,8 @@ def test_a_shard_moves_sequences_only_among_its_own_instances():
     assert result.migrations > 0.9 * workload.n  # all but the few that finished before a planning round
     for rid, urls in recorder.placements.items():
         first, last = (["sim://instance-0", "sim://instance-4"], ["sim://instance-1", "sim://instance-5"])[
-            request_index(rid) % 2]
+            request_index(rid) % 2
+        ]
         assert urls in ([first], [first, last])
 
 

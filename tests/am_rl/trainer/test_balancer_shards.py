@@ -96,9 +96,9 @@ def test_shards_own_their_engines_and_the_control_calls_reach_the_owner(engines,
         relayed = [sum(v["tokens_relayed"] for v in instances(u).values()) for u in shard_urls]
         assert relayed == [6 * 20, 6 * 20]  # spread evenly over the shards
     # On exit each shard's totals are printed, read from it before it stopped.
-    lines = re.findall(r"balancer shard (\d)/2 totals: requests=(\d+) tokens_relayed=(\d+) .* per_engine_tokens=(\{.*\})",
-                       capsys.readouterr().out)  # fmt: skip
-    assert [(shard, int(requests), int(tokens)) for shard, requests, tokens, _ in lines] == [("1", 6, 120), ("2", 6, 120)]
+    totals = r"balancer shard (\d)/2 totals: requests=(\d+) tokens_relayed=(\d+) .* per_engine_tokens=(\{.*\})"
+    lines = re.findall(totals, capsys.readouterr().out)
+    assert [(shard, int(n), int(tokens)) for shard, n, tokens, _ in lines] == [("1", 6, 120), ("2", 6, 120)]
     assert set(ast.literal_eval(lines[0][3])) == {urls[0], urls[2], urls[4]}
 
 
