@@ -167,29 +167,25 @@ class Proxy:
 
     def place(self, relay: Relay, url: str) -> None:
         relay.begin_attempt(url)
-        self.registry.instances[url].in_flight += 1
+        self.registry.placed(url)
         now = time.monotonic()
         self.timeline.observe(url, now)
         self.policy.on_routed(relay.progress_info(), url, now)
 
     def leave(self, relay: Relay) -> None:
-        inst = self.registry.instances.get(relay.url) if relay.url else None
-        if inst is not None:
-            inst.in_flight -= 1
-            self.timeline.observe(inst.url, time.monotonic())
-            self.registry.drop_drained()
+        if relay.url is not None:
+            self.registry.left(relay.url)
+            self.timeline.observe(relay.url, time.monotonic())
         relay.url = None
 
-    def upstream_failed(self, url: str, why: str) -> None:
-        inst = self.registry.instances.get(url)
-        if inst is None:
-            return
-        if inst.record_failure(time.monotonic(), self.cfg.eject_after_failures, self.cfg.readmit_backoff_s):
-            self.metrics.ejections.inc()
-            logger.warning("instance %s ejected after %d failures (%s)", url, inst.consecutive_failures, why)
-            for other in list(self.relays.values()):
-                if other.url == url:
-                    other.interrupt("instance ejected")
+    def upstream_failed(self, url: str | None, why: str) -> None:
+        self.registry.failed(url, why, time.monotonic())
+
+    def interrupt_streams_on(self, url: str, why: str) -> None:
+        """The registry ejected ``url``: every stream on it continues elsewhere (listener of ``Registry.on_eject``)."""
+        for relay in list(self.relays.values()):
+            if relay.url == url:
+                relay.interrupt(f"instance ejected ({why})")
 
     @staticmethod
     def upstream_headers(relay: Relay) -> dict[str, str]:
@@ -288,7 +284,6 @@ class Proxy:
 
     async def pump(self, relay: Relay, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         """Relay one upstream stream until [DONE]; raise Interrupted when it breaks or the relay is moved."""
-        inst = self.registry.instances.get(relay.url)
         chunks = resp.content.iter_any()
         buffer = b""
         while True:
@@ -322,8 +317,7 @@ class Proxy:
             if new:
                 now = time.monotonic()
                 self.metrics.tokens.inc(new)
-                if inst is not None:
-                    inst.record_relayed(new, now)
+                self.registry.relayed(relay.url, new, now)
                 self.policy.on_progress(relay.request_id, relay.tokens_seen, now)
             if out:
                 yield out
@@ -342,9 +336,7 @@ class Proxy:
             return None
         if moved:
             self.metrics.migrations.inc()
-            for url, attr in ((source, "migrations_out"), (target, "migrations_in")):
-                if url in self.registry.instances:
-                    setattr(self.registry.instances[url], attr, getattr(self.registry.instances[url], attr) + 1)
+            self.registry.moved(source, target)
         else:
             self.metrics.failovers.inc()
         logger.info(
@@ -417,9 +409,7 @@ class Proxy:
             return
         relay.tokens_seen = tokens
         self.metrics.tokens.inc(tokens)
-        inst = self.registry.instances.get(relay.url)
-        if inst is not None:
-            inst.record_relayed(tokens, time.monotonic())
+        self.registry.relayed(relay.url, tokens, time.monotonic())
 
     # ---- endings -----------------------------------------------------------------------------------------------
 
@@ -427,9 +417,8 @@ class Proxy:
         if self.relays.pop(relay.request_id, None) is None:
             return
         if relay.url is not None:
-            inst = self.registry.instances.get(relay.url)
-            if inst is not None and ok:
-                inst.record_success()
+            if ok:
+                self.registry.succeeded(relay.url)
             self.leave(relay)
         now = time.monotonic()
         self.timeline.on_finished()

@@ -27,13 +27,16 @@ class Balancer:
         self.cfg = cfg
         self.policy = make_policy(cfg.policy, **cfg.policy_options)
         store = RedisStore(cfg.redis_url, cfg.redis_key) if cfg.redis_url else MemoryStore()
-        self.registry = Registry(store, cfg.rate_window_s)
+        self.registry = Registry(
+            store, cfg.rate_window_s, cfg.eject_after_failures, cfg.readmit_backoff_s, cfg.readmit_backoff_max_s
+        )
         self.metrics = BalancerMetrics(self.registry)
         self.session = make_session(cfg)  # so a Balancer is built inside the server's running loop (lifespan)
         self.timeline = Timeline(cfg.timeline, self.registry)
         self.proxy = Proxy(cfg, self.registry, self.session, self.policy, self.metrics, self.timeline)
         self.scraper = Scraper(cfg, self.registry, self.session, self.metrics)
         self.migrator = Migrator(cfg, self.registry, self.proxy, self.policy)
+        self.registry.on_eject += [lambda url, why: self.metrics.ejections.inc(), self.proxy.interrupt_streams_on]
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
