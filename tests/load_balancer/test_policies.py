@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from load_balancer.estimates import DrainQueue, StepTimeFit
+from load_balancer.estimates import DrainQueue, Planned, StepTimeFit
 from load_balancer.policies import LeastRequestsPolicy, MakespanPolicy, PowerOfTwoPolicy, RoundRobinPolicy
 from load_balancer.policy import POLICIES, InstanceState, RequestInfo, RunningRequest, make_policy
 
@@ -196,7 +196,7 @@ def test_drain_queue_finish_matches_stepping_the_lockstep_model():
     context = rng.integers(300, 20_000, 8).astype(float)
     queue = DrainQueue(THETA)
     for k, (r, x) in enumerate(zip(remaining, context)):
-        queue.add((r, x, f"r{k}"))
+        queue.add(Planned(r, x, f"r{k}"))
     queue.stall_s = 2.0
     for r in remaining:
         # reference: one decode step at a time, every request with tokens left adds one token per step
