@@ -15,6 +15,7 @@ import numpy as np
 
 from load_balancer.estimates import DrainQueue, InstanceLoads, Planned, StepTimeFit, Targets
 from load_balancer.policy import (
+    InstanceEstimate,
     InstanceState,
     Migration,
     RequestInfo,
@@ -283,6 +284,23 @@ class MakespanPolicy:
                          [s.decode_step_s for s in fresh])
         for s in fresh:
             self._observed_scrape[s.url] = now - s.scrape_age_s
+
+    def estimates(
+        self, instances: Sequence[InstanceState], running: Sequence[RunningRequest], now: float
+    ) -> dict[str, InstanceEstimate]:
+        """Each instance's expected remaining tokens and its drain time in the lockstep model migration plans with
+        (the step-time fit scaled by the instance's slowness); reads the policy's state, changes none of it."""
+        running = [rr for rr in running if rr.request.request_id in self._tracked]
+        remaining = self.expected_remaining_many([rr.request for rr in running], [rr.generated_tokens for rr in running])
+        theta = self.fit.coefficients()
+        queues = {s.url: DrainQueue(theta * self.fit.slowness(s.url)) for s in instances}
+        for rr, r in zip(running, remaining):
+            if rr.url in queues:
+                queues[rr.url].add(Planned(float(r), rr.request.prompt_tokens + rr.generated_tokens, rr))
+        return {
+            url: InstanceEstimate(remaining_tokens=sum(it.remaining for it in q.items), drain_s=q.drain_s())
+            for url, q in queues.items()
+        }
 
     # --- migration --------------------------------------------------------------------------------------------
 
