@@ -25,7 +25,8 @@ from load_balancer.hints import take_hint
 from load_balancer.metrics import BalancerMetrics
 from load_balancer.policy import RequestInfo, RoutingPolicy
 from load_balancer.registry import Registry
-from load_balancer.relay import DONE, Interrupted, Relay, sse_event
+from load_balancer.relay import Interrupted, Relay
+from load_balancer.sse_codec import DONE, sse_event
 from load_balancer.timeline import Timeline
 from load_balancer.types import CompletionHead
 from load_balancer.upstream import bounded, is_stale_connection
@@ -194,8 +195,8 @@ class Proxy:
 
     async def open_upstream(self, relay: Relay, target: str | None = None) -> aiohttp.ClientResponse:
         """Send the relay's next attempt; retry connection failures and busy answers elsewhere, up to max_attempts."""
-        payload = orjson.dumps(relay.upstream_body())  # several times faster than stdlib json for id lists
-        endpoint = "/v1/completions" if relay.continued else relay.endpoint
+        payload = orjson.dumps(relay.codec.upstream_body())  # several times faster than stdlib json for id lists
+        endpoint = "/v1/completions" if relay.codec.continued else relay.endpoint
         for n in range(self.cfg.max_attempts):
             url = target if target is not None and n == 0 else await self.choose(relay, relay.tried)
             self.place(relay, url)
@@ -261,20 +262,20 @@ class Proxy:
                     continue
                 ok = True
                 return
-            if relay.finish_seen:  # it broke after its last token: only the trailer was missing
+            if relay.codec.finish_seen:  # it broke after its last token: only the trailer was missing
                 ok = True
-                yield relay.closing_events()
+                yield relay.codec.closing_events()
             else:
                 yield error_event(f"request {relay.request_id} lost its instance and cannot be continued") + DONE
         except (asyncio.CancelledError, GeneratorExit):
             # A client may close as soon as it reads [DONE], before the upstream's end of body reaches the balancer:
             # that request is complete, not abandoned.
-            if not relay.done:
+            if not relay.codec.done:
                 self.metrics.client_aborts.inc()
                 logger.info("request %s: client went away; aborting upstream", relay.request_id)
             raise
         finally:
-            ok = ok or relay.done
+            ok = ok or relay.codec.done
             if resp is not None:
                 if ok:
                     resp.release()
@@ -294,7 +295,7 @@ class Proxy:
                     relay.read_scope = scope
                     data = await anext(chunks)
             except StopAsyncIteration:
-                if relay.done:
+                if relay.codec.done:
                     return
                 raise Interrupted("upstream stream ended early") from None
             except TimeoutError:
@@ -310,15 +311,15 @@ class Proxy:
             cut = buffer.rfind(b"\n\n")
             if cut < 0:
                 continue
-            before = relay.tokens_seen
-            out = relay.absorb(buffer[: cut + 2])
+            before = relay.codec.tokens_seen
+            out = relay.codec.absorb(buffer[: cut + 2])
             buffer = buffer[cut + 2 :]
-            new = relay.tokens_seen - before
+            new = relay.codec.tokens_seen - before
             if new:
                 now = time.monotonic()
                 self.metrics.tokens.inc(new)
                 self.registry.relayed(relay.url, new, now)
-                self.policy.on_progress(relay.request_id, relay.tokens_seen, now)
+                self.policy.on_progress(relay.request_id, relay.codec.tokens_seen, now)
             if out:
                 yield out
 
@@ -330,8 +331,8 @@ class Proxy:
         self.abort_in_background(relay, resp)
         self.leave(relay)
         moved = target is not None
-        nothing_relayed = relay.first_id is None  # then it can start over anywhere, whatever kind of request
-        if relay.finish_seen or not (relay.can_continue() or nothing_relayed):
+        nothing_relayed = relay.codec.first_id is None  # then it can start over anywhere, whatever kind of request
+        if relay.codec.finish_seen or not (relay.can_continue() or nothing_relayed):
             logger.warning("request %s on %s: %s; cannot continue it", relay.request_id, source, why)
             return None
         if moved:
@@ -341,14 +342,14 @@ class Proxy:
             self.metrics.failovers.inc()
         logger.info(
             "request %s: %s after %d tokens on %s (%s)", relay.request_id, "moving" if moved else "failing over",
-            len(relay.generated), source, why,
+            len(relay.codec.generated), source, why,
         )  # fmt: skip
         try:
             resumed = await self.open_upstream(relay, target if moved and self.registry.instances.get(target) else None)
         except (NoInstance, UpstreamStatus) as e:
             logger.warning("request %s: continuation failed: %s", relay.request_id, e)
             return None
-        self.timeline.on_move(left_at, source, relay.url, moved, len(relay.generated))
+        self.timeline.on_move(left_at, source, relay.url, moved, len(relay.codec.generated))
         return resumed
 
     # ---- non-streaming -----------------------------------------------------------------------------------------
@@ -407,7 +408,7 @@ class Proxy:
             tokens = int(orjson.loads(content)["usage"]["completion_tokens"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return
-        relay.tokens_seen = tokens
+        relay.codec.tokens_seen = tokens
         self.metrics.tokens.inc(tokens)
         self.registry.relayed(relay.url, tokens, time.monotonic())
 
@@ -423,7 +424,7 @@ class Proxy:
         now = time.monotonic()
         self.timeline.on_finished()
         if ok:
-            self.policy.on_finished(relay.request_id, relay.tokens_seen, now)
+            self.policy.on_finished(relay.request_id, relay.codec.tokens_seen, now)
         else:
             self.policy.on_failed(relay.request_id, now)
 
