@@ -6,9 +6,17 @@ Pure functions and plain objects on what the balancer observes; no I/O. Units: t
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
+
+
+class Planned(NamedTuple):
+    """One running request as migration planning sees it."""
+
+    remaining: float  # expected output tokens still to come
+    context: float  # tokens it holds (prompt + generated): what a move re-prefills, and what each step attends to
+    running: Any  # the request itself (load_balancer.policy.RunningRequest); estimates only compare it by identity
 
 
 class StepTimeFit:
@@ -149,13 +157,13 @@ class InstanceLoads:
 class DrainQueue:
     """Requests on one instance as migration planning sees them, and its drain time in the lockstep model.
 
-    ``theta = (t0, a, c)``; an item is (remaining tokens r, context tokens x, request); it adds ``a * r`` and
+    ``theta = (t0, a, c)``; an item (:class:`Planned`) with ``r`` tokens remaining at context ``x`` adds ``a * r`` and
     ``c * (x r + r²/2)`` to the drain and sets ``t0 * max r``. ``stall_s`` is re-prefill time already planned here.
     """
 
     def __init__(self, theta: np.ndarray) -> None:
         self.theta = theta
-        self.items: list[tuple[float, float, object]] = []
+        self.items: list[Planned] = []
         self.stall_s = 0.0
         self._sum = 0.0  # a * r + c * (x r + r²/2) over the items
         self._longest: float | None = 0.0  # max r over the items; None when it must be recomputed
@@ -165,18 +173,18 @@ class DrainQueue:
 
     def longest(self) -> float:
         if self._longest is None:
-            self._longest = max((r for r, _, _ in self.items), default=0.0)
+            self._longest = max((it.remaining for it in self.items), default=0.0)
         return self._longest
 
-    def add(self, item: tuple[float, float, object]) -> None:
+    def add(self, item: Planned) -> None:
         self.items.append(item)
-        self._sum += self._cost(item[0], item[1])
+        self._sum += self._cost(item.remaining, item.context)
         if self._longest is not None:
-            self._longest = max(self._longest, item[0])
+            self._longest = max(self._longest, item.remaining)
 
-    def remove(self, item: tuple[float, float, object]) -> None:
+    def remove(self, item: Planned) -> None:
         self.items.remove(item)
-        self._sum -= self._cost(item[0], item[1])
+        self._sum -= self._cost(item.remaining, item.context)
         self._longest = None
 
     def drain_s(self) -> float:
@@ -189,13 +197,13 @@ class DrainQueue:
         """When a request here with ``r`` tokens left finishes: the others share only its steps (``min(r_i, r)``)."""
         if not self.items:
             return self.theta[0] * r + self.stall_s
-        left, context = np.array([(r_i, x) for r_i, x, _ in self.items]).T
+        left, context = np.array([(it.remaining, it.context) for it in self.items]).T
         shared = float(np.sum(self._cost(np.minimum(left, r), context)))
         return self.theta[0] * r + shared + self.stall_s
 
-    def drain_without_s(self, item: tuple[float, float, object]) -> float:
-        longest = max((r for r, _, it in self.items if it is not item[2]), default=0.0)
-        return self.theta[0] * longest + self._sum - self._cost(item[0], item[1]) + self.stall_s
+    def drain_without_s(self, item: Planned) -> float:
+        longest = max((it.remaining for it in self.items if it.running is not item.running), default=0.0)
+        return self.theta[0] * longest + self._sum - self._cost(item.remaining, item.context) + self.stall_s
 
 
 class Targets:

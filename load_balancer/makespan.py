@@ -13,8 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
-from load_balancer.estimates import DrainQueue, InstanceLoads, StepTimeFit, Targets
+from load_balancer.estimates import DrainQueue, InstanceLoads, Planned, StepTimeFit, Targets
 from load_balancer.policy import (
+    InstanceEstimate,
     InstanceState,
     Migration,
     RequestInfo,
@@ -284,6 +285,23 @@ class MakespanPolicy:
         for s in fresh:
             self._observed_scrape[s.url] = now - s.scrape_age_s
 
+    def estimates(
+        self, instances: Sequence[InstanceState], running: Sequence[RunningRequest], now: float
+    ) -> dict[str, InstanceEstimate]:
+        """Each instance's expected remaining tokens and its drain time in the lockstep model migration plans with
+        (the step-time fit scaled by the instance's slowness); reads the policy's state, changes none of it."""
+        running = [rr for rr in running if rr.request.request_id in self._tracked]
+        remaining = self.expected_remaining_many([rr.request for rr in running], [rr.generated_tokens for rr in running])
+        theta = self.fit.coefficients()
+        queues = {s.url: DrainQueue(theta * self.fit.slowness(s.url)) for s in instances}
+        for rr, r in zip(running, remaining):
+            if rr.url in queues:
+                queues[rr.url].add(Planned(float(r), rr.request.prompt_tokens + rr.generated_tokens, rr))
+        return {
+            url: InstanceEstimate(remaining_tokens=sum(it.remaining for it in q.items), drain_s=q.drain_s())
+            for url, q in queues.items()
+        }
+
     # --- migration --------------------------------------------------------------------------------------------
 
     def plan_migrations(
@@ -291,7 +309,7 @@ class MakespanPolicy:
     ) -> list[Migration]:
         """Moves that shorten the step's projected finish (see the class docstring); [] most of the time."""
         healthy = {s.url: s for s in instances if s.healthy}
-        items: list[tuple[float, float, RunningRequest]] = []
+        items: list[Planned] = []
         running = list(running)
         for rr in running:
             t = self._tracked.get(rr.request.request_id)
@@ -301,13 +319,13 @@ class MakespanPolicy:
         remaining = self.expected_remaining_many([rr.request for rr in running], [rr.generated_tokens for rr in running])
         for rr, r in zip(running, remaining):
             if rr.url in healthy:
-                items.append((float(r), rr.request.prompt_tokens + rr.generated_tokens, rr))
+                items.append(Planned(float(r), rr.request.prompt_tokens + rr.generated_tokens, rr))
         if len(healthy) < 2:
             return []
         theta = self.fit.coefficients()
         queues = {url: DrainQueue(theta * self.fit.slowness(url)) for url in healthy}
         for item in items:
-            queues[item[2].url].add(item)
+            queues[item.running.url].add(item)
         free = [url for url, s in healthy.items() if s.waiting == 0 and s.kv_cache_usage <= self.kv_soft]
         targets = Targets(queues, free)
         drain = {url: q.drain_s() for url, q in queues.items()}
@@ -319,12 +337,12 @@ class MakespanPolicy:
             if source is None:
                 break
             before = drain[source]
-            movable = sorted((it for it in queues[source].items if self._movable(it[2].request.request_id, now)),
-                             key=lambda it: (-it[0], it[2].request.request_id))
+            movable = sorted((it for it in queues[source].items if self._movable(_request_id(it), now)),
+                             key=_longest_first)
             if not movable:
                 break
             item = movable[0]  # the longest-remaining request that may move
-            r, x, _ = item
+            r, x = item.remaining, item.context
             target = targets.earliest(source, r, x)
             if target is None:
                 break
@@ -337,19 +355,19 @@ class MakespanPolicy:
         return moves + self._spread(items, queues, targets, moves, now)
 
     def _spread(
-        self, items: list, queues: dict[str, DrainQueue], targets: Targets, planned: list[Migration], now: float
+        self, items: list[Planned], queues: dict[str, DrainQueue], targets: Targets, planned: list[Migration], now: float
     ) -> list[Migration]:
         """Move each of the longest-remaining requests to where it would finish earliest (see the class docstring)."""
         moves: list[Migration] = []
         skip = {m.request_id for m in planned}  # moved by the drain pass already
-        longest = sorted(items, key=lambda it: (-it[0], it[2].request.request_id))
+        longest = sorted(items, key=_longest_first)
         for item in longest[: int(self.spread_fraction * len(queues))]:
             if len(planned) + len(moves) >= self.max_moves_per_plan:
                 break
-            r, x, rr = item
-            if rr.request.request_id in skip or not self._movable(rr.request.request_id, now):
+            r, x = item.remaining, item.context
+            if _request_id(item) in skip or not self._movable(_request_id(item), now):
                 continue
-            source = rr.url
+            source = item.running.url
             before = queues[source].finish_s(r)
             target = targets.earliest(source, r, x)
             if target is None:
@@ -364,20 +382,28 @@ class MakespanPolicy:
         return context / self.prefill_tokens_per_s
 
     def _move(
-        self, item: tuple, source: str, target: str, queues: dict[str, DrainQueue], targets: Targets, now: float
+        self, item: Planned, source: str, target: str, queues: dict[str, DrainQueue], targets: Targets, now: float
     ) -> Migration:
         """Record moving ``item`` from ``source`` to ``target`` in the planning queues and the request's history."""
-        rr = item[2]
         queues[source].remove(item)
         queues[target].add(item)
-        queues[target].stall_s += self._stall_s(item[1])
+        queues[target].stall_s += self._stall_s(item.context)
         targets.update(source)
         targets.update(target)
-        t = self._tracked.get(rr.request.request_id)
+        t = self._tracked.get(_request_id(item))
         if t is not None:
             t.migrations, t.moved_at = t.migrations + 1, now
-        return Migration(rr.request.request_id, source, target)
+        return Migration(_request_id(item), source, target)
 
     def _movable(self, request_id: str, now: float) -> bool:
         t = self._tracked.get(request_id)
         return t is None or (t.migrations < self.max_migrations_per_request and now - t.moved_at >= self.cooldown_s)
+
+
+def _request_id(item: Planned) -> str:
+    return item.running.request.request_id
+
+
+def _longest_first(item: Planned) -> tuple[float, str]:
+    """Sort key: the most remaining tokens first; ties by request id, so plans are deterministic."""
+    return -item.remaining, _request_id(item)

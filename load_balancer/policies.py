@@ -17,6 +17,7 @@ from load_balancer.policy import (
     InstanceState,
     Migration,
     RequestInfo,
+    InstanceEstimate,
     RunningRequest,
     healthy_instances,
     register_policy,
@@ -42,6 +43,11 @@ class StatelessPolicy:
         self, instances: Sequence[InstanceState], running: Sequence[RunningRequest], now: float
     ) -> list[Migration]:
         return []
+
+    def estimates(
+        self, instances: Sequence[InstanceState], running: Sequence[RunningRequest], now: float
+    ) -> dict[str, InstanceEstimate]:
+        return {}
 
 
 @register_policy("round_robin")

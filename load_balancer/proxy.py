@@ -25,7 +25,8 @@ from load_balancer.hints import take_hint
 from load_balancer.metrics import BalancerMetrics
 from load_balancer.policy import RequestInfo, RoutingPolicy
 from load_balancer.registry import Registry
-from load_balancer.relay import DONE, Interrupted, Relay, sse_event
+from load_balancer.relay import Interrupted, Relay
+from load_balancer.sse_codec import DONE, sse_event
 from load_balancer.timeline import Timeline
 from load_balancer.types import CompletionHead
 from load_balancer.upstream import bounded, is_stale_connection
@@ -167,29 +168,25 @@ class Proxy:
 
     def place(self, relay: Relay, url: str) -> None:
         relay.begin_attempt(url)
-        self.registry.instances[url].in_flight += 1
+        self.registry.placed(url)
         now = time.monotonic()
         self.timeline.observe(url, now)
         self.policy.on_routed(relay.progress_info(), url, now)
 
     def leave(self, relay: Relay) -> None:
-        inst = self.registry.instances.get(relay.url) if relay.url else None
-        if inst is not None:
-            inst.in_flight -= 1
-            self.timeline.observe(inst.url, time.monotonic())
-            self.registry.drop_drained()
+        if relay.url is not None:
+            self.registry.left(relay.url)
+            self.timeline.observe(relay.url, time.monotonic())
         relay.url = None
 
-    def upstream_failed(self, url: str, why: str) -> None:
-        inst = self.registry.instances.get(url)
-        if inst is None:
-            return
-        if inst.record_failure(time.monotonic(), self.cfg.eject_after_failures, self.cfg.readmit_backoff_s):
-            self.metrics.ejections.inc()
-            logger.warning("instance %s ejected after %d failures (%s)", url, inst.consecutive_failures, why)
-            for other in list(self.relays.values()):
-                if other.url == url:
-                    other.interrupt("instance ejected")
+    def upstream_failed(self, url: str | None, why: str) -> None:
+        self.registry.failed(url, why, time.monotonic())
+
+    def interrupt_streams_on(self, url: str, why: str) -> None:
+        """The registry ejected ``url``: every stream on it continues elsewhere (listener of ``Registry.on_eject``)."""
+        for relay in list(self.relays.values()):
+            if relay.url == url:
+                relay.interrupt(f"instance ejected ({why})")
 
     @staticmethod
     def upstream_headers(relay: Relay) -> dict[str, str]:
@@ -198,8 +195,8 @@ class Proxy:
 
     async def open_upstream(self, relay: Relay, target: str | None = None) -> aiohttp.ClientResponse:
         """Send the relay's next attempt; retry connection failures and busy answers elsewhere, up to max_attempts."""
-        payload = orjson.dumps(relay.upstream_body())  # several times faster than stdlib json for id lists
-        endpoint = "/v1/completions" if relay.continued else relay.endpoint
+        payload = orjson.dumps(relay.codec.upstream_body())  # several times faster than stdlib json for id lists
+        endpoint = "/v1/completions" if relay.codec.continued else relay.endpoint
         for n in range(self.cfg.max_attempts):
             url = target if target is not None and n == 0 else await self.choose(relay, relay.tried)
             self.place(relay, url)
@@ -265,20 +262,20 @@ class Proxy:
                     continue
                 ok = True
                 return
-            if relay.finish_seen:  # it broke after its last token: only the trailer was missing
+            if relay.codec.finish_seen:  # it broke after its last token: only the trailer was missing
                 ok = True
-                yield relay.closing_events()
+                yield relay.codec.closing_events()
             else:
                 yield error_event(f"request {relay.request_id} lost its instance and cannot be continued") + DONE
         except (asyncio.CancelledError, GeneratorExit):
             # A client may close as soon as it reads [DONE], before the upstream's end of body reaches the balancer:
             # that request is complete, not abandoned.
-            if not relay.done:
+            if not relay.codec.done:
                 self.metrics.client_aborts.inc()
                 logger.info("request %s: client went away; aborting upstream", relay.request_id)
             raise
         finally:
-            ok = ok or relay.done
+            ok = ok or relay.codec.done
             if resp is not None:
                 if ok:
                     resp.release()
@@ -288,7 +285,6 @@ class Proxy:
 
     async def pump(self, relay: Relay, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         """Relay one upstream stream until [DONE]; raise Interrupted when it breaks or the relay is moved."""
-        inst = self.registry.instances.get(relay.url)
         chunks = resp.content.iter_any()
         buffer = b""
         while True:
@@ -299,7 +295,7 @@ class Proxy:
                     relay.read_scope = scope
                     data = await anext(chunks)
             except StopAsyncIteration:
-                if relay.done:
+                if relay.codec.done:
                     return
                 raise Interrupted("upstream stream ended early") from None
             except TimeoutError:
@@ -315,16 +311,15 @@ class Proxy:
             cut = buffer.rfind(b"\n\n")
             if cut < 0:
                 continue
-            before = relay.tokens_seen
-            out = relay.absorb(buffer[: cut + 2])
+            before = relay.codec.tokens_seen
+            out = relay.codec.absorb(buffer[: cut + 2])
             buffer = buffer[cut + 2 :]
-            new = relay.tokens_seen - before
+            new = relay.codec.tokens_seen - before
             if new:
                 now = time.monotonic()
                 self.metrics.tokens.inc(new)
-                if inst is not None:
-                    inst.record_relayed(new, now)
-                self.policy.on_progress(relay.request_id, relay.tokens_seen, now)
+                self.registry.relayed(relay.url, new, now)
+                self.policy.on_progress(relay.request_id, relay.codec.tokens_seen, now)
             if out:
                 yield out
 
@@ -336,27 +331,25 @@ class Proxy:
         self.abort_in_background(relay, resp)
         self.leave(relay)
         moved = target is not None
-        nothing_relayed = relay.first_id is None  # then it can start over anywhere, whatever kind of request
-        if relay.finish_seen or not (relay.can_continue() or nothing_relayed):
+        nothing_relayed = relay.codec.first_id is None  # then it can start over anywhere, whatever kind of request
+        if relay.codec.finish_seen or not (relay.can_continue() or nothing_relayed):
             logger.warning("request %s on %s: %s; cannot continue it", relay.request_id, source, why)
             return None
         if moved:
             self.metrics.migrations.inc()
-            for url, attr in ((source, "migrations_out"), (target, "migrations_in")):
-                if url in self.registry.instances:
-                    setattr(self.registry.instances[url], attr, getattr(self.registry.instances[url], attr) + 1)
+            self.registry.moved(source, target)
         else:
             self.metrics.failovers.inc()
         logger.info(
             "request %s: %s after %d tokens on %s (%s)", relay.request_id, "moving" if moved else "failing over",
-            len(relay.generated), source, why,
+            len(relay.codec.generated), source, why,
         )  # fmt: skip
         try:
             resumed = await self.open_upstream(relay, target if moved and self.registry.instances.get(target) else None)
         except (NoInstance, UpstreamStatus) as e:
             logger.warning("request %s: continuation failed: %s", relay.request_id, e)
             return None
-        self.timeline.on_move(left_at, source, relay.url, moved, len(relay.generated))
+        self.timeline.on_move(left_at, source, relay.url, moved, len(relay.codec.generated))
         return resumed
 
     # ---- non-streaming -----------------------------------------------------------------------------------------
@@ -415,11 +408,9 @@ class Proxy:
             tokens = int(orjson.loads(content)["usage"]["completion_tokens"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return
-        relay.tokens_seen = tokens
+        relay.codec.tokens_seen = tokens
         self.metrics.tokens.inc(tokens)
-        inst = self.registry.instances.get(relay.url)
-        if inst is not None:
-            inst.record_relayed(tokens, time.monotonic())
+        self.registry.relayed(relay.url, tokens, time.monotonic())
 
     # ---- endings -----------------------------------------------------------------------------------------------
 
@@ -427,14 +418,13 @@ class Proxy:
         if self.relays.pop(relay.request_id, None) is None:
             return
         if relay.url is not None:
-            inst = self.registry.instances.get(relay.url)
-            if inst is not None and ok:
-                inst.record_success()
+            if ok:
+                self.registry.succeeded(relay.url)
             self.leave(relay)
         now = time.monotonic()
         self.timeline.on_finished()
         if ok:
-            self.policy.on_finished(relay.request_id, relay.tokens_seen, now)
+            self.policy.on_finished(relay.request_id, relay.codec.tokens_seen, now)
         else:
             self.policy.on_failed(relay.request_id, now)
 

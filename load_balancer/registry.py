@@ -12,7 +12,7 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 from load_balancer.policy import InstanceState
 
@@ -196,12 +196,29 @@ class RedisStore:
 
 
 class Registry:
-    """The live view: one ``Instance`` per registered URL, plus deregistered ones still draining."""
+    """The live view: one ``Instance`` per registered URL, plus deregistered ones still draining.
 
-    def __init__(self, store: InstanceStore, window_s: float) -> None:
+    The one writer of every ``Instance``: the proxy reports traffic (placed, left, relayed, moved, succeeded), the
+    scraper reports scrapes and health checks, either reports failures, and ``failed`` is the one place an instance
+    is ejected. Whoever must act on an ejection (the proxy interrupts the streams on it; metrics count it) listens
+    through ``on_eject``.
+    """
+
+    def __init__(
+        self,
+        store: InstanceStore,
+        window_s: float,
+        eject_after_failures: int = 3,  # load_balancer.config.BalancerConfig documents these three
+        readmit_backoff_s: float = 0.5,
+        readmit_backoff_max_s: float = 30.0,
+    ) -> None:
         self.store = store
         self.window_s = window_s
+        self.eject_after_failures = eject_after_failures
+        self.readmit_backoff_s = readmit_backoff_s
+        self.readmit_backoff_max_s = readmit_backoff_max_s
         self.instances: dict[str, Instance] = {}
+        self.on_eject: list[Callable[[str, str], None]] = []  # called with (url, why) once per ejection
 
     async def add(self, url: str) -> Instance:
         await self.store.add(url)
@@ -256,6 +273,67 @@ class Registry:
         for url in [u for u, i in self.instances.items() if i.draining and i.in_flight == 0]:
             del self.instances[url]
             logger.info("instance %s removed", url)
+
+    # ---- traffic, reported by the proxy --------------------------------------------------------------------------
+
+    def placed(self, url: str) -> None:
+        """A request attempt was sent to ``url``."""
+        self.instances[url].in_flight += 1
+
+    def left(self, url: str) -> None:
+        """A request attempt on ``url`` ended (finished, failed, or moved away); a drained instance goes."""
+        inst = self.instances.get(url)
+        if inst is not None:
+            inst.in_flight -= 1
+            self.drop_drained()
+
+    def relayed(self, url: str | None, tokens: int, now: float) -> None:
+        inst = self.instances.get(url) if url is not None else None
+        if inst is not None:
+            inst.record_relayed(tokens, now)
+
+    def moved(self, source: str, target: str) -> None:
+        """The migration loop moved a running request from ``source`` to ``target``."""
+        if source in self.instances:
+            self.instances[source].migrations_out += 1
+        if target in self.instances:
+            self.instances[target].migrations_in += 1
+
+    # ---- health, reported by the proxy (traffic) and the scraper ------------------------------------------------
+
+    def succeeded(self, url: str | None) -> None:
+        inst = self.instances.get(url) if url is not None else None
+        if inst is not None:
+            inst.record_success()
+
+    def failed(self, url: str | None, why: str, now: float) -> bool:
+        """A request or scrape of ``url`` failed; True when this failure ejects it (listeners told, then)."""
+        inst = self.instances.get(url) if url is not None else None
+        if inst is None or not inst.record_failure(now, self.eject_after_failures, self.readmit_backoff_s):
+            return False
+        logger.warning("instance %s ejected after %d failures (%s)", url, inst.consecutive_failures, why)
+        for listener in self.on_eject:
+            listener(url, why)
+        return True
+
+    def scraped(self, url: str, running: int, waiting: int, kv: float, gen_total: float | None, now: float) -> None:
+        inst = self.instances.get(url)
+        if inst is not None:
+            inst.record_success()
+            inst.record_scrape(running, waiting, kv, gen_total, now)
+
+    def health_checked(self, url: str, ok: bool, now: float) -> bool:
+        """An ejected instance's /health answered (``ok``) or not; True when it is re-admitted."""
+        inst = self.instances.get(url)
+        if inst is None:
+            return False
+        if inst.record_health_check(ok, now, self.readmit_backoff_max_s):
+            logger.info("instance %s answers /health again; re-admitted", url)
+            return True
+        logger.debug("instance %s still down; next check in %.1fs", url, inst.backoff_s)
+        return False
+
+    # ---- views ------------------------------------------------------------------------------------------------
 
     def states(self, now: float | None = None) -> list[InstanceState]:
         now = time.monotonic() if now is None else now

@@ -1,4 +1,4 @@
-"""Read every instance's vLLM ``/metrics`` concurrently, eject failing instances, re-admit recovered ones.
+"""Read every instance's vLLM ``/metrics`` concurrently and probe ejected ones; the registry records what it finds.
 
 Each round scrapes all instances at once, each with its own timeout, and the round itself never blocks routing:
 routing reads whatever the last successful scrape left on the ``Instance``.
@@ -105,10 +105,10 @@ class Scraper:
                 # break all of its streams over to other instances for nothing.
                 logger.debug("instance %s: /metrics timed out while it streams; not a failure", inst.url)
                 return
-            self.record_failure(inst, f"scrape failed: {e!r}")
+            self.registry.failed(inst.url, f"scrape failed: {e!r}", time.monotonic())
             return
-        inst.record_success()
-        inst.record_scrape(
+        self.registry.scraped(
+            inst.url,
             running=int(values.get("running", 0)),
             waiting=int(values.get("waiting", 0)),
             kv=values.get("kv", 0.0),
@@ -122,12 +122,4 @@ class Scraper:
                 ok = resp.status == 200
         except (aiohttp.ClientError, TimeoutError):
             ok = False
-        if inst.record_health_check(ok, time.monotonic(), self.cfg.readmit_backoff_max_s):
-            logger.info("instance %s answers /health again; re-admitted", inst.url)
-        else:
-            logger.debug("instance %s still down; next check in %.1fs", inst.url, inst.backoff_s)
-
-    def record_failure(self, inst: Instance, why: str) -> None:
-        if inst.record_failure(time.monotonic(), self.cfg.eject_after_failures, self.cfg.readmit_backoff_s):
-            self.metrics.ejections.inc()
-            logger.warning("instance %s ejected after %d failures (%s)", inst.url, inst.consecutive_failures, why)
+        self.registry.health_checked(inst.url, ok, time.monotonic())

@@ -53,10 +53,12 @@ class InstanceView(BaseModel):
     in_flight: int  # requests the balancer relays from it now
     running: int  # vllm:num_requests_running, last scrape
     waiting: int  # vllm:num_requests_waiting, last scrape
-    remaining_tokens: float  # estimated output tokens still to generate for its in-flight requests
+    # The routing policy's own estimates (RoutingPolicy.estimates): output tokens its requests in flight are still
+    # expected to generate, and seconds until it has finished them; None under a policy without a model of work.
+    remaining_tokens: float | None
     tokens_per_s: float  # measured generation rate (scraped counter, else relayed tokens)
     kv_cache_usage: float  # 0..1, last scrape
-    drain_s: float | None  # remaining_tokens / tokens_per_s (None when the rate is unknown)
+    drain_s: float | None
     last_scrape_age_s: float | None  # None when never scraped successfully
     consecutive_failures: int
     migrations_in: int

@@ -17,6 +17,9 @@ class _Quiet:
     def plan_migrations(self, instances, running, now):
         return []
 
+    def estimates(self, instances, running, now):
+        return {}
+
 
 @register_policy("test_first")
 class FirstPolicy(_Quiet):

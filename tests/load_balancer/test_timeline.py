@@ -23,8 +23,9 @@ def registry():
 
 
 def move(timeline: Timeline, url: str, delta: int, now: float) -> None:
-    """What the proxy does when it places (+1) or releases (-1) a request: write the counter, then report it."""
-    timeline.registry.instances[url].in_flight += delta
+    """What the proxy does when it places (+1) or releases (-1) a request: tell the registry, then the timeline."""
+    for _ in range(abs(delta)):
+        timeline.registry.placed(url) if delta > 0 else timeline.registry.left(url)
     timeline.observe(url, now)
 
 
