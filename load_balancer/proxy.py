@@ -158,8 +158,8 @@ class Proxy:
 
     def place(self, relay: Relay, url: str) -> None:
         relay.begin_attempt(url)
-        self.registry.placed(url)
         now = time.monotonic()
+        self.registry.placed(url, now)
         self.timeline.observe(url, now)
         self.policy.on_routed(relay.progress_info(), url, now)
 
@@ -173,10 +173,10 @@ class Proxy:
         self.registry.failed(url, why, time.monotonic())
 
     def interrupt_streams_on(self, url: str, why: str) -> None:
-        """The registry ejected ``url``: every stream on it continues elsewhere (listener of ``Registry.on_eject``)."""
+        """``url`` is hung: every stream on it continues elsewhere (listener of ``Registry.on_hung``)."""
         for relay in list(self.relays.values()):
             if relay.url == url:
-                relay.interrupt(f"instance ejected ({why})")
+                relay.interrupt(f"instance hung ({why})")
 
     @staticmethod
     def upstream_headers(relay: Relay) -> dict[str, str]:
