@@ -21,8 +21,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from load_balancer.config import BalancerConfig
 from load_balancer.dashboard import router as dashboard_router
+from load_balancer.errors import error_response
 from load_balancer.policy import make_policy
-from load_balancer.proxy import error_response
 from load_balancer.registry import StoreUnavailable
 from load_balancer.service import Balancer  # imports the policies, registering their names
 from load_balancer.types import CompletionHead, GenerateHead, InstanceRegistration, InstanceView, PauseRequest

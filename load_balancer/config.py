@@ -43,6 +43,10 @@ class BalancerConfig:
     eject_after_failures: int = 3  # consecutive scrape/connection failures before an instance is ejected
     readmit_backoff_s: float = 0.5  # first health re-check after an ejection; doubles per failed check
     readmit_backoff_max_s: float = 30.0
+    # An instance with requests in flight that relays no token, and gets no new request, for this long is hung: it
+    # is ejected and its streams continue elsewhere from their token ids. Ejection for failures alone moves no
+    # stream (a slow instance on a loaded host fails scrapes yet streams on). Long enough for a long prefill.
+    hung_after_s: float = 60.0
     max_attempts: int = 4  # upstream attempts per request (first try + failovers/retries)
     no_instance_wait_s: float = 30.0  # with every instance ejected, how long a request waits for a re-admission
     paused_wait_s: float = 600.0  # how long a request waits for a paused instance (weight sync) to resume

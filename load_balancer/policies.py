@@ -14,10 +14,10 @@ from typing import Sequence
 
 from load_balancer.makespan import MakespanPolicy
 from load_balancer.policy import (
+    InstanceEstimate,
     InstanceState,
     Migration,
     RequestInfo,
-    InstanceEstimate,
     RunningRequest,
     healthy_instances,
     register_policy,

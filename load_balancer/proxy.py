@@ -18,32 +18,22 @@ from typing import Any, AsyncIterator
 import aiohttp
 import orjson
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from load_balancer.config import BalancerConfig
+from load_balancer.errors import error_event, error_response
 from load_balancer.hints import take_hint
 from load_balancer.metrics import BalancerMetrics
 from load_balancer.policy import RequestInfo, RoutingPolicy
 from load_balancer.registry import Registry
 from load_balancer.relay import Interrupted, Relay
-from load_balancer.sse_codec import DONE, sse_event
+from load_balancer.sse_codec import DONE
 from load_balancer.timeline import Timeline
 from load_balancer.types import CompletionHead
-from load_balancer.upstream import bounded, is_stale_connection
+from load_balancer.unary import relay_whole
+from load_balancer.upstream import RETRY_STATUSES, bounded, is_stale_connection
 
 logger = logging.getLogger(__name__)
-
-# Gateway-ish statuses mean "this instance cannot take it now"; anything else (4xx, 500) is the request's own
-# answer and reaches the client unchanged.
-_RETRY_STATUSES = {502, 503, 504}
-
-
-def error_response(status: int, message: str, kind: str = "BadRequestError") -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
-
-
-def error_event(message: str) -> bytes:
-    return sse_event({"error": {"message": message, "type": "ServiceUnavailableError", "code": 503}})
 
 
 class NoInstance(Exception):
@@ -119,7 +109,7 @@ class Proxy:
             if head.stream:
                 resp = await self.open_upstream(relay)
             else:
-                response = await self.unary(relay, request)
+                response = await relay_whole(self, relay, request)
         except NoInstance as e:
             self.finish(relay, ok=False)
             response = error_response(503, str(e), "ServiceUnavailableError")
@@ -168,8 +158,8 @@ class Proxy:
 
     def place(self, relay: Relay, url: str) -> None:
         relay.begin_attempt(url)
-        self.registry.placed(url)
         now = time.monotonic()
+        self.registry.placed(url, now)
         self.timeline.observe(url, now)
         self.policy.on_routed(relay.progress_info(), url, now)
 
@@ -183,10 +173,10 @@ class Proxy:
         self.registry.failed(url, why, time.monotonic())
 
     def interrupt_streams_on(self, url: str, why: str) -> None:
-        """The registry ejected ``url``: every stream on it continues elsewhere (listener of ``Registry.on_eject``)."""
+        """``url`` is hung: every stream on it continues elsewhere (listener of ``Registry.on_hung``)."""
         for relay in list(self.relays.values()):
             if relay.url == url:
-                relay.interrupt(f"instance ejected ({why})")
+                relay.interrupt(f"instance hung ({why})")
 
     @staticmethod
     def upstream_headers(relay: Relay) -> dict[str, str]:
@@ -213,7 +203,7 @@ class Proxy:
                 return resp
             content = await self.read_whole(resp)
             self.leave(relay)
-            if resp.status in _RETRY_STATUSES:
+            if resp.status in RETRY_STATUSES:
                 relay.tried.add(url)
                 self.metrics.retries.inc()
                 logger.warning("request %s: %s answered %d; retrying elsewhere", relay.request_id, url, resp.status)
@@ -351,66 +341,6 @@ class Proxy:
             return None
         self.timeline.on_move(left_at, source, relay.url, moved, len(relay.codec.generated))
         return resumed
-
-    # ---- non-streaming -----------------------------------------------------------------------------------------
-
-    async def unary(self, relay: Relay, request: Request) -> Response:
-        """A whole response at once; a connection failure before it arrives is retried elsewhere from scratch."""
-        payload = orjson.dumps(relay.body)
-        for _ in range(self.cfg.max_attempts):
-            url = await self.choose(relay, relay.tried)
-            self.place(relay, url)
-            call = asyncio.ensure_future(self.post_whole(url + relay.endpoint, payload, self.upstream_headers(relay)))
-            try:
-                answer = await self.until_disconnect(call, request)
-            except aiohttp.ClientError as e:
-                self.leave(relay)
-                relay.tried.add(url)
-                self.upstream_failed(url, repr(e))
-                self.metrics.retries.inc()
-                continue
-            if answer is None:  # the client left: the request is cancelled and aborted by id
-                self.metrics.client_aborts.inc()
-                self.abort_in_background(relay, None)
-                self.finish(relay, ok=False)
-                return Response(status_code=499)
-            status, content, content_type = answer
-            if status in _RETRY_STATUSES:
-                self.leave(relay)
-                relay.tried.add(url)
-                self.metrics.retries.inc()
-                continue
-            ok = status == 200
-            if ok:
-                self.count_unary_tokens(relay, content)
-            self.finish(relay, ok)
-            return Response(content, status, media_type=content_type)
-        self.finish(relay, ok=False)
-        return error_response(503, f"request {relay.request_id} failed on {self.cfg.max_attempts} attempts", "ServiceUnavailableError")
-
-    async def post_whole(self, url: str, payload: bytes, headers: dict[str, str]) -> tuple[int, bytes, str]:
-        """(status, body, content type) of a non-streaming request."""
-        resp = await self.send(url, payload, headers)
-        return resp.status, await self.read_whole(resp), resp.content_type
-
-    async def until_disconnect(self, call: asyncio.Future, request: Request) -> tuple[int, bytes, str] | None:
-        """Await ``call`` while polling the client's connection; cancel it and return None if the client left."""
-        while True:
-            done, _ = await asyncio.wait({call}, timeout=0.25)
-            if done:
-                return call.result()
-            if await request.is_disconnected():
-                call.cancel()
-                return None
-
-    def count_unary_tokens(self, relay: Relay, content: bytes) -> None:
-        try:
-            tokens = int(orjson.loads(content)["usage"]["completion_tokens"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            return
-        relay.codec.tokens_seen = tokens
-        self.metrics.tokens.inc(tokens)
-        self.registry.relayed(relay.url, tokens, time.monotonic())
 
     # ---- endings -----------------------------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Read every instance's vLLM ``/metrics`` concurrently and probe ejected ones; the registry records what it finds.
+"""Read every instance's vLLM ``/metrics`` concurrently, probe ejected ones, and have the registry look for hung
+ones each round; the registry records what it finds.
 
 Each round scrapes all instances at once, each with its own timeout, and the round itself never blocks routing:
 routing reads whatever the last successful scrape left on the ``Instance``.
@@ -64,6 +65,7 @@ class Scraper:
                     await asyncio.wait_for(self.registry.sync(), self.cfg.scrape_timeout_s)
                 except Exception as e:  # a gone Redis must not stop scraping of the instances we know
                     logger.warning("registry sync failed: %r", e)
+                self.registry.check_hung(time.monotonic())
                 self.launch_round()
         finally:
             for task in list(self._pending.values()):

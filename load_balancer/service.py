@@ -28,7 +28,12 @@ class Balancer:
         self.policy = make_policy(cfg.policy, **cfg.policy_options)
         store = RedisStore(cfg.redis_url, cfg.redis_key) if cfg.redis_url else MemoryStore()
         self.registry = Registry(
-            store, cfg.rate_window_s, cfg.eject_after_failures, cfg.readmit_backoff_s, cfg.readmit_backoff_max_s
+            store,
+            cfg.rate_window_s,
+            cfg.eject_after_failures,
+            cfg.readmit_backoff_s,
+            cfg.readmit_backoff_max_s,
+            cfg.hung_after_s,
         )
         self.metrics = BalancerMetrics(self.registry)
         self.session = make_session(cfg)  # so a Balancer is built inside the server's running loop (lifespan)
@@ -36,7 +41,8 @@ class Balancer:
         self.proxy = Proxy(cfg, self.registry, self.session, self.policy, self.metrics, self.timeline)
         self.scraper = Scraper(cfg, self.registry, self.session, self.metrics)
         self.migrator = Migrator(cfg, self.registry, self.proxy, self.policy)
-        self.registry.on_eject += [lambda url, why: self.metrics.ejections.inc(), self.proxy.interrupt_streams_on]
+        self.registry.on_eject.append(lambda url, why: self.metrics.ejections.inc())
+        self.registry.on_hung.append(self.proxy.interrupt_streams_on)
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:

@@ -40,13 +40,19 @@ class BalancerSection:
     processes: int = 1
     policy: str = "makespan"  # routing policy (load_balancer.policy registry)
     migrate: bool = True  # a started balancer's load_balancer.config.BalancerConfig.migrate (off in the CPU demo)
-    max_concurrency: int = 256  # in-flight rollout requests per agent-loop worker
+    # In-flight rollout requests per agent-loop worker; beyond it samples wait in the worker, longest hint first
+    # (am_rl.rollout.admission). Best is every sample of a step in flight (workers x this >= batch x n): in the
+    # simulator, capping at the engines' slots (16 instances x 64) made the step 14-25% longer than all at once even
+    # with hints and longest-first (bench/results/lb_sim_steps_16_instances.md).
+    max_concurrency: int = 256
     # No key here: the balancer's API key is AM_RL_BALANCER_API_KEY in the environment only (a started balancer requires
     # it, every client sends it; Ray processes inherit it), because verl prints its whole config.
     # Send each sample's expected length (the mean its prompt's samples reached in earlier epochs, kept per
-    # agent-loop worker: am_rl.rollout.priors) as the balancer's routing hint (load_balancer.hints). Off: in the
-    # simulator, noisy priors made makespan routing 1.5-2.3% slower with all samples in flight at once and changed
-    # nothing measurable when capped (bench/results/lb_sim_steps.md, partial run); on for experiments.
+    # agent-loop worker: am_rl.rollout.priors) as the balancer's routing hint (load_balancer.hints), which also
+    # orders the samples waiting at max_concurrency. On when workers x max_concurrency < batch x n: capped at 2,048 of
+    # 4,096 on 64 instances, hints + longest-first ran 16-18% below round robin where routing alone gained 4-5%
+    # (bench/results/lb_sim_steps.md). Off with every sample in flight, the recipes' setting: there noisy hints made
+    # routing 1.5-2.3% slower.
     length_hints: bool = False
     # A balancer started by the trainer (url None): where it listens; its dashboard is /dashboard there.
     host: str = "0.0.0.0"

@@ -25,7 +25,7 @@ def registry():
 def move(timeline: Timeline, url: str, delta: int, now: float) -> None:
     """What the proxy does when it places (+1) or releases (-1) a request: tell the registry, then the timeline."""
     for _ in range(abs(delta)):
-        timeline.registry.placed(url) if delta > 0 else timeline.registry.left(url)
+        timeline.registry.placed(url, now) if delta > 0 else timeline.registry.left(url)
     timeline.observe(url, now)
 
 
