@@ -68,7 +68,7 @@ def greedy(prompt: list[int], n: int) -> list[int]:
 async def kill_when(proc: subprocess.Popen, ready) -> None:
     """SIGKILL ``proc`` (a shard) as soon as ``ready()``: its streams are then under way."""
     deadline = time.monotonic() + 60
-    while not ready():
+    while not await asyncio.to_thread(ready):  # off the loop: a blocking poll must not hold the streams back
         assert time.monotonic() < deadline, "the step never got under way"
         await asyncio.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)
@@ -120,7 +120,9 @@ class IgnoreEos(RolloutClient):
 def test_vllm_shard_killed_mid_step_every_sample_completes_token_exact(vllm_servers, tiny_model):
     a, b = vllm_servers.urls
     model = httpx.get(f"{a}/v1/models", timeout=10).json()["data"][0]["id"]
-    requests = [RolloutRequest(f"v{i}", [5 + i, 9, 13, 2], max_tokens=400, temperature=0.0) for i in range(8)]
+    # Long (max_model_len is 1024): the tiny model streams ~4k tokens/s, and the kill must land before the killed
+    # shard's streams end even on a loaded box (at 400 tokens a run at load ~30 saw them end first).
+    requests = [RolloutRequest(f"v{i}", [5 + i, 9, 13, 2], max_tokens=1000, temperature=0.0) for i in range(8)]
 
     async def direct():
         async with IgnoreEos(b, model) as client:
@@ -145,6 +147,6 @@ def test_vllm_shard_killed_mid_step_every_sample_completes_token_exact(vllm_serv
 
         results, stats, failovers = asyncio.run(run())
     assert [r.response_ids for r in results] == [r.response_ids for r in reference]
-    assert all(len(r.response_ids) == 400 == len(r.logprobs) and r.finish_reason == "length" for r in results)
-    assert stats.generated_tokens == 8 * 400
+    assert all(len(r.response_ids) == 1000 == len(r.logprobs) and r.finish_reason == "length" for r in results)
+    assert stats.generated_tokens == 8 * 1000
     assert failovers >= 1  # streams of the killed shard went on through the other one
