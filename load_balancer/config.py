@@ -21,6 +21,9 @@ class TimelineConfig:
     # peaks stay visible) and moves (later ones are counted, not kept).
     max_points: int = 2000
     max_moves: int = 1000
+    # At most this many lanes are drawn: with more instances, neighbours (by URL) share a lane that shows their
+    # summed occupancy (512 instances one per lane would be a page 25,000 px tall).
+    max_lanes: int = 32
 
 
 @dataclass

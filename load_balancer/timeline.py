@@ -56,6 +56,24 @@ def record(points: list[tuple[float, int]], t: float, n: int, max_points: int) -
     return compact(points) if len(points) > max_points else points
 
 
+def summed(lanes: list[list[tuple[float, int]]], max_points: int) -> list[tuple[float, int]]:
+    """The step function that is the sum of ``lanes``' step functions (each (t, count from t on))."""
+    if len(lanes) == 1:
+        return list(lanes[0])
+    changes: dict[float, int] = {}
+    for points in lanes:
+        before = 0
+        for t, n in points:
+            changes[t] = changes.get(t, 0) + n - before
+            before = n
+    total: list[tuple[float, int]] = []
+    running = 0
+    for t in sorted(changes):
+        running += changes[t]
+        total = record(total, t, running, max_points)
+    return total
+
+
 @dataclass
 class Move:
     at: float  # monotonic time the sequence left its source
@@ -227,6 +245,22 @@ class Timeline:
 
     # ---- the dashboard's view ------------------------------------------------------------------------------------
 
+    def lane_views(self, step: Step) -> list[LaneView]:
+        """One row per instance, or, beyond ``max_lanes``, neighbours (by URL) summed into one row."""
+        lanes = sorted(step.lanes.items())
+        size = -(-len(lanes) // self.cfg.max_lanes)  # instances per row, rounded up
+        rows = [lanes[k : k + size] for k in range(0, len(lanes), size)]
+        return [
+            LaneView(
+                url=row[0][0],
+                instances=[url for url, _ in row],
+                points=summed([lane.points for _, lane in row], self.cfg.max_points),
+                tokens=sum(lane.tokens for _, lane in row),
+                peak_tokens_per_s=sum(lane.peak_rate for _, lane in row),
+            )
+            for row in rows
+        ]
+
     def snapshot(self, detail: int | None = None, now: float | None = None) -> TimelineSnapshot:
         """Every kept step's numbers; lanes and moves of step ``detail`` only (the newest when None or gone): at 512
         instances one step's lanes are ~10^5 points, too many to send for every step twice a second."""
@@ -256,11 +290,7 @@ class Timeline:
             peak_in_flight=max((n for _, n in step.totals), default=0),
             moves_total=len(step.moves) + step.moves_dropped,
             detailed=detailed,
-            lanes=[
-                LaneView(url=url, points=list(lane.points), tokens=lane.tokens, peak_tokens_per_s=lane.peak_rate)
-                for url, lane in sorted(step.lanes.items())
-                if detailed
-            ],
+            lanes=self.lane_views(step) if detailed else [],
             moves=[
                 MoveView(t_s=m.at - start, source=m.source, target=m.target, migrated=m.migrated, tokens=m.tokens)
                 for m in step.moves

@@ -63,7 +63,7 @@ function drawStep(s, tailFraction) {
   svg.setAttribute("height", height); svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   const end = s.makespan_s, span = Math.max(end, s.lower_bound_s || 0, 1e-3) * 1.04;
   const x = t => left + t / span * plotW, laneY = i => top + i * (laneH + gap);
-  const row = Object.fromEntries(s.lanes.map((l, i) => [l.url, i]));
+  const row = Object.fromEntries(s.lanes.flatMap((l, i) => l.instances.map(u => [u, i])));
   const peak = Math.max(1, ...s.lanes.flatMap(l => l.points.map(p => p[1])));
   const defs = svgEl("defs", {});
   for (const kind of ["migration", "failover"]) {
@@ -91,7 +91,8 @@ function drawStep(s, tailFraction) {
       most = Math.max(most, n);
     });
     if (d) g.append(svgEl("path", {class: "occupancy", d: d + ` L${x(end)},${base} Z`}));
-    g.append(svgEl("text", {x: 8, y: y0 + 16}, hostOf(lane.url)));
+    const n = lane.instances.length;
+    g.append(svgEl("text", {x: 8, y: y0 + 16}, hostOf(lane.url) + (n > 1 ? ` and ${n - 1} more` : "")));
     g.append(svgEl("text", {class: "lane-stats", x: 8, y: y0 + 33},
       `up to ${most} seq · busy ${fmt(busy, 1)} s · peak ${fmt(lane.peak_tokens_per_s)} tok/s`));
     kids.push(g);
@@ -102,7 +103,7 @@ function drawStep(s, tailFraction) {
     kids.push(svgEl("text", {class: "tail-label", x: x(s.tail_start_s) + 3, y: top - 8}, "tail"));
   }
   for (const m of s.moves) {
-    if (!(m.source in row) || !(m.target in row)) continue;
+    if (!(m.source in row) || !(m.target in row) || row[m.source] === row[m.target]) continue;  // within one row
     const kind = m.migrated ? "migration" : "failover", down = row[m.target] > row[m.source];
     const y1 = laneY(row[m.source]) + laneH / 2, y2 = laneY(row[m.target]) + (down ? 4 : laneH - 4);
     const arrow = svgEl("line", {class: "move " + kind, x1: x(m.t_s), y1, x2: x(m.t_s) + 8, y2,

@@ -88,12 +88,13 @@ class DashboardSnapshot(BaseModel):
 
 
 class LaneView(BaseModel):
-    """One instance's row of a step on the timeline."""
+    """One row of a step on the timeline: one instance, or neighbours sharing a row beyond ``max_lanes``."""
 
-    url: str
+    url: str  # the instance, or the first of the row's instances
+    instances: list[str]  # every instance drawn in this row (moves between them stay inside it)
     points: list[tuple[float, int]]  # (s since the step began, sequences in flight from then on): a step function
-    tokens: int  # tokens it relayed within the step
-    peak_tokens_per_s: float  # its best rate over the timeline's rate window within the step
+    tokens: int  # tokens they relayed within the step
+    peak_tokens_per_s: float  # the sum of their best rates over the timeline's rate window within the step
 
 
 class MoveView(BaseModel):

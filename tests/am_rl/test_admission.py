@@ -1,5 +1,5 @@
-"""LongestFirstGate: who starts when the rollout client is at its in-flight cap; and the client using it over real
-HTTP (a real balancer in front of load generators, synthetic vLLM-shaped servers)."""
+"""LongestFirstGate: who starts when the rollout client is at its in-flight cap (the client using it over real HTTP
+is tested in test_rollout_client.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,7 @@ import random
 
 import pytest
 
-from am_rl.rollout import RolloutClient, RolloutRequest
 from am_rl.rollout.admission import LongestFirstGate
-from load_balancer.config import BalancerConfig
-from load_balancer.loadgen import MODEL, LoadGenSettings, build_loadgen_app
-from load_balancer.server import BalancerServer, ThreadedServer
 
 
 def reference_order(hints: list[int | None]) -> list[int]:
@@ -118,34 +114,3 @@ def test_a_waiter_cancelled_as_its_slot_arrives_passes_the_slot_on():
 def test_limit_below_one_is_refused():
     with pytest.raises(ValueError, match="in-flight limit must be >= 1"):
         LongestFirstGate(0)
-
-
-@pytest.fixture(scope="module")
-def balancer_url():
-    engines = [ThreadedServer(build_loadgen_app(LoadGenSettings(tokens_per_s=2000))).start() for _ in range(2)]
-    lb = BalancerServer(BalancerConfig(port=0, instances=[e.url for e in engines])).start()
-    yield lb.url
-    lb.stop()
-    for e in engines:
-        e.stop()
-
-
-def test_the_client_at_its_cap_starts_the_longest_expected_first(balancer_url):
-    hints = [8, None, 30, 2, 30, None, 16, 4]
-
-    async def run() -> list[str]:
-        finished: list[str] = []
-        async with RolloutClient(balancer_url, MODEL, max_concurrency=1) as client:
-            async def one(i: int, hint: int | None) -> None:
-                await client.generate(RolloutRequest(f"r{i}", [i + 1, 7], max_tokens=4, expected_tokens=hint))
-                finished.append(f"r{i}")
-
-            # r99 takes the one slot first, so every sample below queues behind it.
-            tasks = [asyncio.create_task(one(99, None))]
-            await asyncio.sleep(0)
-            tasks += [asyncio.create_task(one(i, h)) for i, h in enumerate(hints)]
-            await asyncio.gather(*tasks)
-        return finished
-
-    finished = asyncio.run(run())
-    assert finished == ["r99"] + [f"r{i}" for i in reference_order(hints)]

@@ -7,6 +7,7 @@ import asyncio
 import socket
 
 import pytest
+from test_admission import reference_order
 
 from am_rl.rollout import RolloutClient, RolloutError, RolloutRequest
 from load_balancer.config import BalancerConfig
@@ -66,3 +67,24 @@ def test_dead_endpoint_fails_after_the_retries():
     requests = [RolloutRequest("lost", [1, 2], max_tokens=2)]
     with pytest.raises(RolloutError, match=r"failed 3 times before the first token"):
         asyncio.run(generate(dead, requests, max_retries=2, backoff_s=0.01))
+
+
+def test_the_client_at_its_cap_starts_the_longest_expected_first(balancer_url):
+    hints = [8, None, 30, 2, 30, None, 16, 4]
+
+    async def run() -> list[str]:
+        finished: list[str] = []
+        async with RolloutClient(balancer_url, MODEL, max_concurrency=1) as client:
+            async def one(i: int, hint: int | None) -> None:
+                await client.generate(RolloutRequest(f"r{i}", [i + 1, 7], max_tokens=4, expected_tokens=hint))
+                finished.append(f"r{i}")
+
+            # r99 takes the one slot first, so every sample below queues behind it.
+            tasks = [asyncio.create_task(one(99, None))]
+            await asyncio.sleep(0)
+            tasks += [asyncio.create_task(one(i, h)) for i, h in enumerate(hints)]
+            await asyncio.gather(*tasks)
+        return finished
+
+    finished = asyncio.run(run())
+    assert finished == ["r99"] + [f"r{i}" for i in reference_order(hints)]

@@ -79,6 +79,39 @@ def test_dashboard_renders_and_updates_live(loadgens, balancer, tmp_path):
                 c.join(30)
 
 
+def test_timeline_puts_neighbours_in_one_row_beyond_max_lanes(loadgens, balancer):
+    """Three instances, at most two rows: the page draws two, the first naming its two instances; a step's
+    occupancy shows in both."""
+    from load_balancer.config import TimelineConfig
+
+    gens = loadgens(3, tokens_per_s=300)
+    lb = balancer([g.url for g in gens], policy="round_robin", timeline=TimelineConfig(max_lanes=2))
+    body = {"model": "loadgen", "prompt": "x", "max_tokens": 60, "stream": True}
+    with httpx.Client(timeout=30) as client:
+        threads = [threading.Thread(target=client.post, args=(f"{lb.url}/v1/completions",), kwargs={"json": body})
+                   for _ in range(6)]  # fmt: skip
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    browser = Chromium()
+    try:
+        browser.navigate(f"{lb.url}/dashboard")
+        deadline = time.monotonic() + 20
+        while True:
+            rows = browser.evaluate("""[...document.querySelectorAll('#timeline g.lane')].map(g => ({
+                label: g.querySelector('text').textContent, occupied: !!g.querySelector('path.occupancy')}))""")
+            if rows:
+                break
+            assert time.monotonic() < deadline, "the timeline never drew the step"
+            time.sleep(0.2)
+        first = sorted(g.url for g in gens)[0].removeprefix("http://")
+        assert len(rows) == 2 and rows[0]["label"].startswith(first) and rows[0]["label"].endswith("and 1 more")
+        assert "more" not in rows[1]["label"] and all(row["occupied"] for row in rows)
+    finally:
+        browser.close()
+
+
 def test_a_shards_dashboard_says_which_shard_it_is_and_which_engines_it_owns(loadgens, balancer):
     """One of several balancer processes (am_rl.balancer.processes) sees only its own engines; its page says so."""
     gens = loadgens(2)

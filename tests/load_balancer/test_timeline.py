@@ -214,3 +214,41 @@ def test_lanes_and_moves_are_sent_for_one_step_only(registry):
     second = tl.snapshot(detail=2, now=41.0).steps[1]
     assert second.detailed and [lane.url for lane in second.lanes] == [A, B] and second.moves[0].t_s == 1.0
     assert [s.detailed for s in tl.snapshot(detail=99, now=41.0).steps] == [False, False, False, True]
+
+
+def reference_sum(lanes: list[list[tuple[float, int]]], t: float) -> int:
+    """Sum over lanes of the count in effect at time t (each lane a step function of (t, count from t on))."""
+    return sum(next((n for s, n in reversed(points) if s <= t), 0) for points in lanes)
+
+
+def test_beyond_max_lanes_neighbours_share_a_row_with_their_summed_occupancy():
+    urls = [f"http://10.0.{k // 100}.{k % 100}:8000" for k in range(70)]
+    registry = Registry(MemoryStore(), window_s=5.0)
+    for url in urls:
+        registry._admit(url)
+    tl = Timeline(TimelineConfig(max_lanes=8), registry)
+    for k, url in enumerate(urls):  # staggered starts and ends, two sequences on every third instance
+        for _ in range(1 + (k % 3 == 0)):
+            move(tl, url, +1, 0.1 * k)
+    for k, url in enumerate(urls):
+        move(tl, url, -1 - (k % 3 == 0), 10.0 + 0.07 * k)
+    tl.on_move(5.0, urls[0], urls[1], True, 7)  # inside one row
+    tl.on_move(6.0, urls[0], urls[-1], False, 9)  # across rows
+    (step,) = tl.snapshot(now=20.0).steps
+    rows = step.lanes
+    assert len(rows) == 8 and [len(r.instances) for r in rows] == [9] * 7 + [7]
+    assert [u for r in rows for u in r.instances] == sorted(urls) and all(r.url == r.instances[0] for r in rows)
+    for row in rows:
+        lanes = [tl.current.lanes[u].points for u in row.instances]
+        times = sorted({t for points in lanes for t, _ in points} | {t + 0.01 for points in lanes for t, _ in points})
+        assert all(reference_sum([row.points], t) == reference_sum(lanes, t) for t in times)
+        assert row.peak_tokens_per_s == sum(tl.current.lanes[u].peak_rate for u in row.instances)
+    assert len(step.moves) == 2  # the page draws only the one across rows; both are sent
+
+
+def test_at_or_below_max_lanes_every_instance_has_its_own_row(registry):
+    tl = Timeline(TimelineConfig(max_lanes=2), registry)
+    move(tl, A, +1, 0.0)
+    move(tl, A, -1, 1.0)
+    (step,) = tl.snapshot(now=2.0).steps
+    assert [(r.url, r.instances) for r in step.lanes] == [(A, [A]), (B, [B])]
