@@ -121,8 +121,8 @@ def test_a_shards_dashboard_says_which_shard_it_is_and_which_engines_it_owns(loa
     try:
         browser.navigate(f"{lb.url}/dashboard")
         deadline = time.monotonic() + 20
-        while not (shown := browser.evaluate("document.getElementById('shard').hidden ? '' : "
-                                             "document.getElementById('shard').textContent")):  # fmt: skip
+        shard_line = "(e => e && !e.hidden ? e.textContent : '')(document.getElementById('shard'))"  # '' while loading
+        while not (shown := browser.evaluate(shard_line)):
             assert time.monotonic() < deadline, "the shard line never appeared"
             time.sleep(0.2)
         assert shown.startswith("shard 2 of 3, owning 2 engine(s): ")
