@@ -1,5 +1,5 @@
 """python -m load_balancer --host 127.0.0.1 --port 8000 [--instance URL ...] [--policy NAME] [--redis-url URL]
-[--api-key KEY] [--no-migrate]"""
+[--api-key KEY] [--no-migrate] [--shard I/K]"""
 
 from __future__ import annotations
 
@@ -26,6 +26,14 @@ def policy_option(text: str) -> tuple[str, Any]:
         return key, value
 
 
+def shard_of(text: str) -> tuple[int, int]:
+    index, sep, count = text.partition("/")
+    try:
+        return int(index), int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/K (shard I of K, 1-based), got {text!r}") from None
+
+
 def parse_args(argv: list[str] | None = None) -> tuple[BalancerConfig, str]:
     defaults = BalancerConfig()
     p = argparse.ArgumentParser(prog="python -m load_balancer", description=__doc__.split("\n")[0])
@@ -42,12 +50,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[BalancerConfig, str]:
                    help="move sequences between instances (BalancerConfig.migrate)")  # fmt: skip
     p.add_argument("--migration-interval", type=float, default=defaults.migration_interval_s, metavar="S",
                    help="with --migrate, how often the policy is asked for moves (> 0)")  # fmt: skip
+    p.add_argument("--shard", type=shard_of, default=(defaults.shard, defaults.shards), metavar="I/K",
+                   help="shard I of a run's K balancer processes (shown on the dashboard)")  # fmt: skip
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     try:
         config = BalancerConfig(
             host=a.host, port=a.port, instances=a.instance, policy=a.policy, policy_options=dict(a.policy_option), redis_url=a.redis_url, api_key=a.api_key,
             scrape_interval_s=a.scrape_interval, migrate=a.migrate, migration_interval_s=a.migration_interval,
+            shard=a.shard[0], shards=a.shard[1],
         )  # fmt: skip
     except ValueError as e:
         p.error(str(e))

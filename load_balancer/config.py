@@ -65,8 +65,15 @@ class BalancerConfig:
     max_body_bytes: int = 16 * 1024 * 1024  # larger request bodies get 413
     rate_window_s: float = 5.0  # window of the relayed-tokens rate per instance
     timeline: TimelineConfig = field(default_factory=TimelineConfig)  # the dashboard's step timeline
+    # This process is shard ``shard`` (1-based) of ``shards`` balancer processes that split one run's engines
+    # (am_rl.balancer.processes; each owns only the instances registered with it). Shown on the dashboard; routing
+    # does not read it. 1 of 1: not sharded.
+    shard: int = 1
+    shards: int = 1
 
     def __post_init__(self) -> None:
+        if not 1 <= self.shard <= self.shards:
+            raise ValueError(f"shard {self.shard} of {self.shards}: need 1 <= shard <= shards")
         if not self.migration_interval_s > 0:
             raise ValueError(
                 f"migration_interval_s must be > 0, got {self.migration_interval_s}; "

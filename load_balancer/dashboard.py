@@ -27,6 +27,7 @@ PAGE = """<!doctype html>
 </style></head><body>
 <h1>am_rl load balancer</h1>
 <div class="sub">policy <span id="policy">?</span> &middot; updated <span id="updated">never</span></div>
+<div class="sub" id="shard" hidden></div>
 <div class="totals">
  <div class="card">tokens/s<b id="t-rate">0</b></div>
  <div class="card">in flight<b id="t-inflight">0</b></div>
@@ -49,6 +50,13 @@ function cell(text, cls) { const td = document.createElement("td"); td.textConte
 function render(s) {
   document.getElementById("policy").textContent = s.policy;
   document.getElementById("updated").textContent = new Date(s.now * 1000).toLocaleTimeString();
+  if (s.shards > 1) {  // one of several balancer processes: it sees only its own engines
+    const shard = document.getElementById("shard");
+    shard.hidden = false;
+    shard.textContent = "shard " + s.shard + " of " + s.shards + ", owning " + s.instances.length + " engine(s): " +
+      (s.instances.map(i => i.url).join(", ") || "none yet") + ". The other shards' engines are on their own dashboards.";
+    document.title = "am_rl load balancer, shard " + s.shard + " of " + s.shards;
+  }
   const t = s.totals;
   for (const [id, v] of [["t-rate", fmt(t.tokens_per_s, 1)], ["t-inflight", t.in_flight], ["t-requests", t.requests],
       ["t-tokens", t.tokens_relayed], ["t-migrations", t.migrations], ["t-failovers", t.failovers], ["t-ejections", t.ejections]])

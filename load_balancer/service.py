@@ -122,4 +122,6 @@ class Balancer:
                 failovers=int(sample("lb_failovers_total") or 0),
                 ejections=int(sample("lb_ejections_total") or 0),
             ),
+            shard=self.cfg.shard,
+            shards=self.cfg.shards,
         )

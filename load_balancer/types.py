@@ -81,8 +81,10 @@ class DashboardSnapshot(BaseModel):
 
     now: float  # wall-clock seconds since the epoch
     policy: str
-    instances: list[InstanceView]
+    instances: list[InstanceView]  # the instances this process owns (all of them unless it is one of several shards)
     totals: Totals
+    shard: int = 1  # this process is shard ``shard`` (1-based) of ``shards`` (BalancerConfig.shard)
+    shards: int = 1
 
 
 class LaneView(BaseModel):

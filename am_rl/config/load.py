@@ -20,7 +20,9 @@ def finalize_config(cfg: DictConfig) -> DictConfig:
     try:
         section = OmegaConf.merge(OmegaConf.structured(AMRLSection), cfg.get("am_rl") or {})
     except OmegaConfBaseException as e:
-        raise ConfigError(f"invalid am_rl section: {e}") from None
+        # OmegaConf names the key relative to the section and appends its own type dump: name it as a user writes it.
+        key = f"am_rl.{e.full_key}" if getattr(e, "full_key", None) else "am_rl"
+        raise ConfigError(f"invalid am_rl section: {key}: {str(e).splitlines()[0]}") from None
     OmegaConf.set_struct(cfg, False)
     cfg.am_rl = section
     return validate_config(cfg)

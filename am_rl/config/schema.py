@@ -29,7 +29,15 @@ class VLLMSection:
 
 @dataclass
 class BalancerSection:
-    url: Optional[str] = None  # an already running balancer; None: start one in-process
+    # An already running balancer; several comma-separated: balancer shards, each owning its own engines (the
+    # trainer's clients spread samples over them, am_rl.rollout.shards). None: the trainer starts one.
+    url: Optional[str] = None
+    # Balancer processes the trainer starts (url None), an int >= 1: 1 runs the balancer in the trainer's process;
+    # K > 1 starts K balancer processes (shards, am_rl.trainer.balancer_shards) on ports port .. port + K - 1 (port 0:
+    # free ones), engines registered round robin, each with its own dashboard. One process relays ~0.1-0.4M tokens/s
+    # (bench/results/lb_relay_scaling.md): 512 engines at ~1,800 tokens/s each need several. With url set the
+    # trainer starts none, so K > 1 there is refused at launch (list running shards in url instead).
+    processes: int = 1
     policy: str = "makespan"  # routing policy (load_balancer.policy registry)
     migrate: bool = True  # a started balancer's load_balancer.config.BalancerConfig.migrate (off in the CPU demo)
     # In-flight rollout requests per agent-loop worker; beyond it samples wait in the worker, longest hint first

@@ -94,6 +94,21 @@ def trainer_violations(cfg: DictConfig) -> list[str]:
     return found
 
 
+def balancer_violations(cfg: DictConfig) -> list[str]:
+    """``am_rl.balancer`` settings that name no balancer to run (the rule is documented at the knobs, in
+    ``am_rl.config.schema.BalancerSection``)."""
+    processes = _get(cfg, "am_rl.balancer.processes", 1)
+    if processes < 1:
+        return [f"am_rl.balancer.processes={processes} (must be >= 1: the balancer processes the trainer starts)"]
+    if processes > 1 and _get(cfg, "am_rl.balancer.url"):
+        return [
+            f"am_rl.balancer.processes={processes} with am_rl.balancer.url set: processes counts the balancers the "
+            "trainer starts, and with a url it starts none. For several running balancers, list their URLs "
+            "comma-separated in am_rl.balancer.url and leave processes at 1"
+        ]
+    return []
+
+
 def validate_config(cfg: DictConfig) -> DictConfig:
     """Raise ``ConfigError`` listing every violation; return ``cfg`` unchanged when it is valid."""
     estimator = _get(cfg, "algorithm.adv_estimator")
@@ -107,6 +122,7 @@ def validate_config(cfg: DictConfig) -> DictConfig:
     if _get(cfg, "am_rl.strict_on_policy", True):
         errors += on_policy_violations(cfg)
     errors += trainer_violations(cfg)
+    errors += balancer_violations(cfg)
     if errors:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(errors))
     return cfg

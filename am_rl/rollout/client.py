@@ -39,6 +39,16 @@ class RolloutRejected(RolloutError):
     not the endpoint's, so other requests may go on."""
 
 
+class StreamBroken(RolloutError):
+    """The connection to the endpoint broke after some tokens had arrived; they are kept here, so a client with
+    another endpoint to go to (``am_rl.rollout.shards``) can continue the sample from them."""
+
+    def __init__(self, message: str, response_ids: list[int], logprobs: list[float]) -> None:
+        super().__init__(message)
+        self.response_ids = response_ids  # the tokens received before the break, in order
+        self.logprobs = logprobs  # one per token of response_ids
+
+
 class _Retryable(Exception):
     pass
 
@@ -152,9 +162,17 @@ class RolloutClient:
         except (aiohttp.ClientError, TimeoutError) as e:
             if not response_ids:
                 raise _Retryable(f"{type(e).__name__}: {e}") from e
-            raise RolloutError(f"request {req.request_id}: stream broke after {len(response_ids)} tokens: {e}") from e
+            raise StreamBroken(
+                f"request {req.request_id}: stream broke after {len(response_ids)} tokens: {e}",
+                response_ids,
+                logprobs[: len(response_ids)],
+            ) from e
         if finish_reason is None:
-            raise RolloutError(f"request {req.request_id}: stream ended without a finish reason")
+            raise StreamBroken(
+                f"request {req.request_id}: stream ended without a finish reason after {len(response_ids)} tokens",
+                response_ids,
+                logprobs[: len(response_ids)],
+            )
         if len(logprobs) != len(response_ids):
             raise RolloutError(
                 f"request {req.request_id}: {len(response_ids)} tokens but {len(logprobs)} logprobs in the stream"

@@ -31,6 +31,7 @@ from verl.workers.rollout.replica import TokenOutput
 
 from am_rl.rollout.client import RolloutClient, RolloutError
 from am_rl.rollout.priors import LengthPriors
+from am_rl.rollout.shards import ShardedRolloutClient
 from am_rl.rollout.types import RolloutRequest
 
 MAX_ABORT_RESENDS = 3
@@ -52,7 +53,8 @@ def response_budget(rollout: Any, prompt_len: int, requested: Optional[int]) -> 
 
 
 class BalancerServerClient(LLMServerClient):
-    """An ``LLMServerClient`` that sends every sample to the am_rl load balancer at ``balancer_url``."""
+    """An ``LLMServerClient`` that sends every sample to the am_rl load balancer at ``balancer_url`` (a comma-separated
+    list: balancer shards, see ``am_rl.rollout.shards``)."""
 
     def __init__(
         self,
@@ -71,7 +73,7 @@ class BalancerServerClient(LLMServerClient):
         self.max_concurrency = max_concurrency
         self.request_timeout_s = request_timeout_s
         self.api_key = api_key
-        self._rollout: Optional[RolloutClient] = None
+        self._rollout: Optional[RolloutClient | ShardedRolloutClient] = None
         self._priors: Optional[LengthPriors] = LengthPriors() if length_hints else None
         self._model_lock: Optional[asyncio.Lock] = None
 
@@ -81,14 +83,16 @@ class BalancerServerClient(LLMServerClient):
         state["_model_lock"] = None
         return state
 
-    async def _client(self) -> RolloutClient:
+    async def _client(self) -> RolloutClient | ShardedRolloutClient:
         if self._rollout is None:
             self._model_lock = self._model_lock or asyncio.Lock()
             async with self._model_lock:
                 if self._rollout is None:
                     model = await self._served_model()
-                    self._rollout = RolloutClient(
-                        self.balancer_url,
+                    shards = self.balancer_url.split(",")  # several balancer processes: am_rl.balancer.processes
+                    cls = ShardedRolloutClient if len(shards) > 1 else RolloutClient
+                    self._rollout = cls(
+                        shards if len(shards) > 1 else shards[0],
                         model,
                         max_concurrency=self.max_concurrency,
                         timeout_s=self.request_timeout_s,
@@ -97,13 +101,21 @@ class BalancerServerClient(LLMServerClient):
         return self._rollout
 
     async def _served_model(self) -> str:
-        """The model name the engines serve (verl names it after the checkpoint path), asked of the balancer."""
+        """The model name the engines serve (verl names it after the checkpoint path), asked of the balancer (of
+        each shard in turn until one answers: a dead shard must not stop the others' samples)."""
         headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        failures = []
         async with httpx.AsyncClient(timeout=30.0, headers=headers) as http:
-            resp = await http.get(f"{self.balancer_url}/v1/models")
-        if resp.status_code != 200:
-            raise RolloutError(f"balancer {self.balancer_url}: GET /v1/models -> HTTP {resp.status_code}: {resp.text}")
-        return resp.json()["data"][0]["id"]
+            for url in self.balancer_url.split(","):
+                try:
+                    resp = await http.get(f"{url}/v1/models")
+                except httpx.HTTPError as e:
+                    failures.append(f"balancer {url}: GET /v1/models: {e!r}")
+                    continue
+                if resp.status_code == 200:
+                    return resp.json()["data"][0]["id"]
+                failures.append(f"balancer {url}: GET /v1/models -> HTTP {resp.status_code}: {resp.text}")
+        raise RolloutError("; ".join(failures))
 
     async def generate(
         self,

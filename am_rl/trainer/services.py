@@ -31,12 +31,20 @@ def run_dir(cfg: DictConfig) -> Path:
 @contextlib.contextmanager
 def started_balancer(cfg: DictConfig, engine_urls: list[str] = ()) -> Iterator[str]:
     """A balancer in this process (the driver, on the head node), reachable from the other nodes; ``engine_urls``
-    registered from the start (the trainer registers its engines itself, through verl's checkpoint manager)."""
+    registered from the start (the trainer registers its engines itself, through verl's checkpoint manager). With
+    ``am_rl.balancer.processes`` K > 1, K balancer processes instead; the URL is then their comma-separated list."""
     import ray
 
     from load_balancer.server import BalancerServer
 
     section = cfg.am_rl.balancer
+    if section.processes > 1:
+        from am_rl.trainer.balancer_shards import started_shards
+
+        host = "127.0.0.1" if section.host == "127.0.0.1" else ray.util.get_node_ip_address()
+        with started_shards(section, host, list(engine_urls), run_dir(cfg) / "logs") as urls:
+            yield ",".join(urls)
+        return
     server = BalancerServer(balancer_config(section, host=section.host, port=section.port, instances=list(engine_urls)))
     with server:
         host = "127.0.0.1" if section.host == "127.0.0.1" else ray.util.get_node_ip_address()

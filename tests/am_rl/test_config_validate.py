@@ -57,3 +57,19 @@ def test_strict_on_policy_can_be_switched_off_explicitly():
     cfg = base(**{"actor_rollout_ref.actor.ppo_epochs": 2})
     OmegaConf.update(cfg, "am_rl.strict_on_policy", False, force_add=True)
     validate_config(cfg)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc", "2.5", "true"])
+def test_balancer_processes_below_one_or_not_an_int_fails_naming_the_key(value):
+    with pytest.raises(ConfigError, match=r"am_rl\.balancer\.processes"):
+        compose("demo_cpu", [f"am_rl.balancer.processes={value}"])
+
+
+def test_balancer_processes_with_an_external_balancer_url_is_refused():
+    """One rule: processes counts balancers the trainer starts; with a url it starts none, so K > 1 is refused."""
+    with pytest.raises(ConfigError, match=r"processes=2 with am_rl\.balancer\.url set"):
+        compose("demo_cpu", ["am_rl.balancer.processes=2", "am_rl.balancer.url=http://lb:8100"])
+    # Running shards are named in the url (quoted: Hydra reads an unquoted comma as a sweep); processes stays 1.
+    cfg = compose("demo_cpu", ["am_rl.balancer.url='http://lb1:8100,http://lb2:8100'"])
+    assert cfg.am_rl.balancer.url == "http://lb1:8100,http://lb2:8100" and cfg.am_rl.balancer.processes == 1
+    assert compose("demo_cpu", ["am_rl.balancer.processes=2"]).am_rl.balancer.processes == 2

@@ -110,3 +110,30 @@ def test_timeline_puts_neighbours_in_one_row_beyond_max_lanes(loadgens, balancer
         assert "more" not in rows[1]["label"] and all(row["occupied"] for row in rows)
     finally:
         browser.close()
+
+
+def test_a_shards_dashboard_says_which_shard_it_is_and_which_engines_it_owns(loadgens, balancer):
+    """One of several balancer processes (am_rl.balancer.processes) sees only its own engines; its page says so."""
+    gens = loadgens(2)
+    lb = balancer([g.url for g in gens], shard=2, shards=3)
+    single = balancer([gens[0].url])
+    browser = Chromium()
+    try:
+        browser.navigate(f"{lb.url}/dashboard")
+        deadline = time.monotonic() + 20
+        shard_line = "(e => e && !e.hidden ? e.textContent : '')(document.getElementById('shard'))"  # '' while loading
+        while not (shown := browser.evaluate(shard_line)):
+            assert time.monotonic() < deadline, "the shard line never appeared"
+            time.sleep(0.2)
+        assert shown.startswith("shard 2 of 3, owning 2 engine(s): ")
+        assert all(g.url in shown for g in gens)
+        assert browser.evaluate("document.title") == "am_rl load balancer, shard 2 of 3"
+
+        browser.navigate(f"{single.url}/dashboard")  # one balancer process: no shard line at all
+        deadline = time.monotonic() + 20
+        while read_page(browser) is None or read_page(browser)["updated"] == "never":
+            assert time.monotonic() < deadline, "dashboard never rendered"
+            time.sleep(0.2)
+        assert browser.evaluate("document.getElementById('shard').hidden") is True
+    finally:
+        browser.close()

@@ -168,6 +168,23 @@ def engine_urls(launch: Launch) -> list[str]:
     return launch.wait_for(r"vLLM servers starting: (\S+) (\S+)", 600).groups()
 
 
+def watch_versions(launch: Launch, urls: list[str]) -> dict[str, set]:
+    """Every weight version each engine reports while the launch runs (filled in by a thread until it exits)."""
+    versions: dict[str, set] = {u: set() for u in urls}
+
+    def watch() -> None:
+        while launch.proc.poll() is None:
+            for url in urls:
+                try:
+                    versions[url].add(httpx.get(f"{url}/weight_info", timeout=2).json().get("weight_version"))
+                except (httpx.HTTPError, ValueError):
+                    pass
+            time.sleep(0.3)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return versions
+
+
 def reward_jobs(reward_url: str) -> float:
     text = httpx.get(f"{reward_url}/metrics", timeout=10).text
     return sum(float(v) for v in re.findall(r'^reward_jobs_total\{[^}]*\} ([0-9.e+]+)$', text, re.M))
@@ -190,19 +207,7 @@ def run_a(tmp_path_factory, reward):
     run_dir = tmp_path_factory.mktemp("demo")
     jobs_before = reward_jobs(reward)
     launch = Launch(run_dir, reward, "trainer.total_training_steps=2")
-    urls = engine_urls(launch)
-    versions: dict[str, set] = {u: set() for u in urls}
-
-    def watch_versions() -> None:
-        while launch.proc.poll() is None:
-            for url in urls:
-                try:
-                    versions[url].add(httpx.get(f"{url}/weight_info", timeout=2).json().get("weight_version"))
-                except (httpx.HTTPError, ValueError):
-                    pass
-            time.sleep(0.3)
-
-    threading.Thread(target=watch_versions, daemon=True).start()
+    versions = watch_versions(launch, engine_urls(launch))
     code = launch.wait()
     return run_dir, launch, code, versions, reward_jobs(reward) - jobs_before
 

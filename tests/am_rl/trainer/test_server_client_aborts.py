@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 
 import pytest
 from fastapi import FastAPI, Request
@@ -56,12 +57,16 @@ def aborting_engine(aborts: int, tokens_before_abort: int = 3) -> tuple[FastAPI,
     return app, seen
 
 
-def run_generate(aborts: int, prompt: list[int], max_tokens: int):
+def run_generate(aborts: int, prompt: list[int], max_tokens: int, dead_shard_first: bool = False):
     app, seen = aborting_engine(aborts)
     server = ThreadedServer(app).start()
     cfg = compose("demo_cpu")
     try:
-        client = BalancerServerClient(cfg, balancer_url=server.url)
+        with socket.socket() as s:  # a port nothing listens on: a balancer shard that died
+            s.bind(("127.0.0.1", 0))
+            dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+        url = f"{dead},{server.url}" if dead_shard_first else server.url
+        client = BalancerServerClient(cfg, balancer_url=url)
         sampling = {"max_tokens": max_tokens, "temperature": 1.0, "top_p": 1.0}
         return asyncio.run(client.generate("req", prompt_ids=prompt, sampling_params=sampling)), seen
     finally:
@@ -80,3 +85,11 @@ def test_an_aborted_sample_is_continued_token_exact_not_trained_as_complete():
 def test_a_sample_aborted_every_time_fails_the_step_with_the_reason():
     with pytest.raises(RolloutError, match=f"aborted {MAX_ABORT_RESENDS + 1} times"):
         run_generate(aborts=100, prompt=[5, 6], max_tokens=20)
+
+
+def test_balancer_shards_one_dead_the_sample_is_continued_on_the_live_one():
+    prompt = [21, 22]
+    out, seen = run_generate(aborts=1, prompt=prompt, max_tokens=12, dead_shard_first=True)
+    assert out.token_ids == greedy(prompt, 12) and len(out.log_probs) == 12
+    assert out.extra_fields["resends"] == 1  # the abort; the dead shard is skipped, not resent to
+    assert [len(b["prompt"]) for b in seen] == [2, 5] and [b["max_tokens"] for b in seen] == [12, 9]
