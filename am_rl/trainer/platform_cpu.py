@@ -5,7 +5,8 @@ Loaded in every Ray process through ``VERL_USE_EXTERNAL_MODULES=am_rl.trainer.ve
 accelerator is found and its first CUDA call fails.
 
 Everything verl asks of the device is answered for the host: one "device" per process, memory calls as no-ops,
-collectives on gloo. FSDP2 shards and trains on it (FSDP1 refuses CPU parameters: ``sync_module_states=True`` is
+collectives on gloo; verl's engine registry gets an FSDP engine for device ``cpu`` (``am_rl.trainer.cpu_engine``).
+FSDP2 shards and trains on it (FSDP1 refuses CPU parameters: ``sync_module_states=True`` is
 hard-coded in verl's FSDP engine, so the CPU recipe sets ``actor.strategy=fsdp2``).
 """
 
