@@ -283,9 +283,10 @@ NOTES = [
     "sample, overlapped with generation), so `timing_s/reward` is ~0 and the scoring sits in `timing_s/gen`. The old "
     "loop scores the whole batch in one call after all rollouts finish.",
     "- Update: the old loop does one forward + backward + optimizer step on the whole batch and takes the 'old' "
-    "log-probs as the detached log-probs of that same forward (exact with one step per batch). verl recomputes "
-    "old log-probs in a separate forward pass (`timing_s/old_log_prob`) and then runs `update_actor` through its "
-    "FSDP2 engine in a Ray worker (data moved to/from the worker as DataProto); `timing_s/adv` is the advantage "
+    "log-probs as the detached log-probs of that same forward (exact with one step per batch). The new loop takes the "
+    "engines' log-probs as old log-probs (`algorithm.rollout_correction.bypass_mode`, fp32 on both sides, the gap "
+    "logged every step) and runs `update_actor` through verl's FSDP2 engine in a Ray worker (data moved to/from the "
+    "worker as DataProto); `timing_s/old_log_prob` is absent (0) with bypass; `timing_s/adv` is the advantage "
     "computation (inside the old loop's `timing/update_s`).",
     "- Weight sync: the old loop writes one safetensors file and pushes it to both vLLM servers directly. The new "
     "loop goes through verl's checkpoint-engine manager (am_rl's BalancerPausingCheckpointManager): pause routing in "
@@ -293,9 +294,8 @@ NOTES = [
     "- Old step time is the sum of its four logged parts (it logs no total; what is outside them is prompt building "
     "and metric bookkeeping, tiny). New `timing_s/step` is verl's whole step; `other` = step minus the mapped parts "
     "(batch building, balancing, metrics).",
-    "- The new loop also checks rollout-vs-trainer probabilities each step (rollout_corr/* metrics, from the "
-    "old_log_prob pass) and runs Ray actors (task runner, agent-loop workers, reward-loop workers, FSDP worker) on the "
-    "same 2 cores as the two vLLM servers, the balancer and the reward service.",
+    "- The new loop runs Ray actors (task runner, agent-loop workers, reward-loop worker, FSDP worker) on the same 2 "
+    "cores as the two vLLM servers, the balancer and the reward service.",
     "- Startup differs in kind: the new loop starts Ray, its workers and the FSDP engine (the vLLM servers start in "
     "parallel); the old loop starts the servers and loads the model in-process, then evaluates (excluded here).",
 ]

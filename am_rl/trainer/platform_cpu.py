@@ -5,7 +5,8 @@ Loaded in every Ray process through ``VERL_USE_EXTERNAL_MODULES=am_rl.trainer.ve
 accelerator is found and its first CUDA call fails.
 
 Everything verl asks of the device is answered for the host: one "device" per process, memory calls as no-ops,
-collectives on gloo. FSDP2 shards and trains on it (FSDP1 refuses CPU parameters: ``sync_module_states=True`` is
+collectives on gloo; verl's engine registry gets an FSDP engine for device ``cpu`` (``am_rl.trainer.cpu_engine``).
+FSDP2 shards and trains on it (FSDP1 refuses CPU parameters: ``sync_module_states=True`` is
 hard-coded in verl's FSDP engine, so the CPU recipe sets ``actor.strategy=fsdp2``).
 """
 
@@ -171,6 +172,11 @@ def host_threads() -> int:
     return len(os.sched_getaffinity(0))
 
 
+def selected() -> bool:
+    """Whether this process runs on am_rl's cpu platform (``VERL_PLATFORM=cpu``, set by recipes/platform/cpu.yaml)."""
+    return os.environ.get("VERL_PLATFORM", "").strip().lower() == PLATFORM_NAME
+
+
 def install() -> None:
     """On the CPU platform: size torch's thread pool and apply the process-group shim. Runs on import of
     ``am_rl.trainer.verl_plugins``, i.e. inside ``import verl`` and before verl's workers import the function.
@@ -179,7 +185,7 @@ def install() -> None:
     (here logical) GPUs, so the trainer's forward and backward would run on one core while the others idle: the
     update took 2.2x the hand-written loop's. The engines and the trainer take turns on the cores (rollout, then
     update), so the trainer's pool gets all of them."""
-    if os.environ.get("VERL_PLATFORM", "").strip().lower() != PLATFORM_NAME:
+    if not selected():
         return
     torch.set_num_threads(host_threads())
     import verl.utils.distributed as distributed

@@ -1,5 +1,6 @@
 """The CPU platform as verl's workers see it: loaded in a Ray actor through verl's external-modules hook, it gives
-torch every core the actor may run on (Ray's default for an actor that asks for no CPUs is one OpenMP thread)."""
+torch every core the actor may run on (Ray's default for an actor that asks for no CPUs is one OpenMP thread) and
+verl's engine registry am_rl's FSDP engine for device cpu."""
 
 import os
 
@@ -18,12 +19,18 @@ class Worker:
 
         return torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS", "")
 
+    def engine(self) -> str:
+        from verl.workers.engine.base import EngineRegistry
+
+        return EngineRegistry.get_engine_cls("language_model", "fsdp2").__name__
+
 
 def test_trainer_workers_use_every_core_on_the_cpu_platform():
     ray.init(num_cpus=2, num_gpus=1, include_dashboard=False, log_to_driver=False)
     try:
         on_cpu = Worker.options(runtime_env={"env_vars": PLUGINS | {"VERL_PLATFORM": "cpu"}}).remote()
         assert ray.get(on_cpu.threads.remote(), timeout=120) == (host_threads(), "1")
+        assert ray.get(on_cpu.engine.remote(), timeout=120) == "CPUFSDPEngineWithLMHead"
         ray.kill(on_cpu)
         elsewhere = Worker.options(runtime_env={"env_vars": PLUGINS}).remote()  # another platform: left as Ray set it
         assert ray.get(elsewhere.threads.remote(), timeout=120) == (1, "1")
