@@ -65,8 +65,8 @@ class Run:
         return self._student
 
 
-def data_cli(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "am_rl.data", *args], check=True)
+def data_cli(*args: str, check: bool = True) -> int:
+    return subprocess.run([sys.executable, "-m", "am_rl.data", *args], check=check).returncode
 
 
 def make_data(run: Run) -> StageResult:
@@ -154,10 +154,19 @@ def select(run: Run) -> StageResult:
 
     cfg, out, s = run.cfg, run.dir("select"), run.student()
     stage1 = out / "stage1.parquet"
-    data_cli("select", str(run.output("data", "queries")), "-o", str(stage1), "--balancer-url", s.balancer_url,
-             "--model", SERVED_MODEL_NAME, "--tokenizer", str(s.model_dir), "--reward-url", s.reward_url,
-             "-k", str(cfg.select_k), "--max-tokens", str(cfg.stage1_response_length), "--seed", str(cfg.seed))  # fmt: skip
-    report = json.loads(report_path(stage1).read_text())
+    rc = data_cli("select", str(run.output("data", "queries")), "-o", str(stage1), "--balancer-url", s.balancer_url,
+                  "--model", SERVED_MODEL_NAME, "--tokenizer", str(s.model_dir), "--reward-url", s.reward_url,
+                  "-k", str(cfg.select_k), "--max-tokens", str(cfg.stage1_response_length), "--seed", str(cfg.seed),
+                  check=False)  # fmt: skip
+    report = json.loads(report_path(stage1).read_text()) if report_path(stage1).exists() else None
+    if rc != 0 and report is not None and report["rows_out"] == 0:
+        raise RuntimeError(
+            "select kept no query: none has 0 < pass rate < 1 under the SFT student (pass rates "
+            f"{report['notes']['pass_rate_histogram']}); train the student longer (sft_epochs, sft_lr) or sample more "
+            "(select_k)"
+        )
+    if rc != 0:
+        raise RuntimeError(f"python -m am_rl.data select failed (exit {rc}): see its error above")
     return StageResult({"stage1_data": str(stage1), "report": str(report_path(stage1))},
                        notes={"kept": report["rows_out"], "histogram": report["notes"]["pass_rate_histogram"]})  # fmt: skip
 
