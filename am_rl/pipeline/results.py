@@ -14,7 +14,12 @@ from am_rl.demo.data import HELD_OUT_SOURCE, TRAIN_EVAL_SOURCE
 from am_rl.pipeline.config import PipelineConfig
 
 # Whose accuracy a stage's result holds: the stages that leave a new model.
-MODEL_OF_STAGE = {"distill": "teacher", "sft": "SFT student", "stage1": "after RL stage 1", "stage2": "after RL stage 2"}
+MODEL_OF_STAGE = {
+    "distill": "teacher",
+    "sft": "SFT student",
+    "stage1": "after RL stage 1",
+    "stage2": "after RL stage 2",
+}
 
 
 def markdown(payload: dict) -> str:

@@ -95,12 +95,14 @@ def make_data(run: Run) -> StageResult:
 
 def warm_teacher(run: Run) -> StageResult:
     """The teacher: the tiny model after a longer SFT warm-up on gold solutions of the train facts (cached)."""
-    from am_rl.demo.warmup import WarmupConfig, ensure_warm_model
+    from am_rl.demo.warmup import WarmupConfig, ensure_warm_model, warm_model_dir
     from am_rl.models.tiny import ensure_tiny_model
 
     cfg = run.cfg
-    model = ensure_warm_model(ensure_tiny_model(), WarmupConfig(cfg.teacher_steps, 32, cfg.teacher_lr, cfg.seed, run.task()))
-    return StageResult({"model": str(model)})
+    warmup, base = WarmupConfig(cfg.teacher_steps, 32, cfg.teacher_lr, cfg.seed, run.task()), ensure_tiny_model()
+    # The warm-up's cache is the machine's (beside the tiny model), not the run's: say whether this run trained it.
+    cached = (warm_model_dir(base, warmup) / "config.json").exists()
+    return StageResult({"model": str(ensure_warm_model(base, warmup))}, notes={"reused_machine_cache": cached})
 
 
 def distill(run: Run) -> StageResult:
@@ -167,8 +169,8 @@ def select(run: Run) -> StageResult:
         )
     if rc != 0:
         raise RuntimeError(f"python -m am_rl.data select failed (exit {rc}): see its error above")
-    return StageResult({"stage1_data": str(stage1), "report": str(report_path(stage1))},
-                       notes={"kept": report["rows_out"], "histogram": report["notes"]["pass_rate_histogram"]})  # fmt: skip
+    notes = {"kept": report["rows_out"], "histogram": report["notes"]["pass_rate_histogram"]}
+    return StageResult({"stage1_data": str(stage1), "report": str(report_path(stage1))}, notes=notes)
 
 
 def rl(run: Run, stage: str, model: Path, data: Path, steps: int, lr: float, response_length: int) -> StageResult:

@@ -45,6 +45,10 @@ def stage_output(results: dict, stage: str, name: str) -> Path:
     return path
 
 
+def rows_of(results: dict, stage: str, name: str) -> list[dict]:
+    return pq.read_table(stage_output(results, stage, name)).to_pylist()
+
+
 def test_every_stage_ran_and_reported_time_and_accuracy(run):
     run_dir, results, stdout = run
     assert list(results["stages"]) == [name for name, _ in STAGES]
@@ -95,13 +99,13 @@ def test_stage1_data_is_the_mixed_pass_rates(run):
 
 def test_stage2_data_is_stage1_minus_what_stage1_solved(run):
     _, results, _ = run
-    stage1 = {r["extra_info"]["row_id"] for r in pq.read_table(stage_output(results, "select", "stage1_data")).to_pylist()}
+    stage1 = {r["extra_info"]["row_id"] for r in rows_of(results, "select", "stage1_data")}
     records = [json.loads(line) for line in stage_output(results, "stage1", "pass_rates").read_text().splitlines()]
     assert records and {r["row_id"] for r in records} <= stage1
     assert all(r["k"] == 4 and 0 <= r["passes"] <= r["k"] for r in records)  # one GRPO group: rollout_n samples
     last = {r["row_id"]: r for r in records}  # later steps come later: the last record wins, as in the builder
     solved = {rid for rid, r in last.items() if r["passes"] == r["k"]}
-    stage2 = {r["extra_info"]["row_id"] for r in pq.read_table(stage_output(results, "stage2", "stage2_data")).to_pylist()}
+    stage2 = {r["extra_info"]["row_id"] for r in rows_of(results, "stage2", "stage2_data")}
     assert stage2 == stage1 - solved
 
 
