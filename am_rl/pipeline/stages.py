@@ -123,9 +123,11 @@ def distill(run: Run) -> StageResult:
                  "--max-tokens", str(length), "--max-length", str(cfg.max_prompt_length + length),
                  "--keep", cfg.distill_keep, "--seed", str(cfg.seed),
                  "--ppl-url", s.balancer_url, "--ppl-model", SERVED_MODEL_NAME)  # fmt: skip
+    from am_rl.data.rows import read_rows
+
     report = json.loads(report_path(sft).read_text())
-    return StageResult({"sft_data": str(sft), "report": str(report_path(sft))}, accuracy,
-                       {"sft_conversations": report["rows_out"], "after": report["after"]})  # fmt: skip
+    notes = {"sft_conversations": len(read_rows(sft)), "queries_kept": report["rows_out"], "after": report["after"]}
+    return StageResult({"sft_data": str(sft), "report": str(report_path(sft))}, accuracy, notes)
 
 
 def train_sft(run: Run) -> StageResult:
