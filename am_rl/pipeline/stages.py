@@ -192,6 +192,9 @@ def rl(run: Run, stage: str, model: Path, data: Path, steps: int, lr: float, res
         f"data.max_response_length={response_length}",
         f"actor_rollout_ref.rollout.max_model_len={cfg.max_prompt_length + response_length}",
         f"actor_rollout_ref.rollout.n={cfg.rollout_n}", f"actor_rollout_ref.rollout.val_kwargs.n={cfg.eval_k}",
+        # verl's engine splits a step's samples into micro-batches that must divide it: one micro-batch per step
+        f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={batch * cfg.rollout_n}",
+        f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={batch * cfg.rollout_n}",
         f"actor_rollout_ref.actor.optim.lr={lr}", f"trainer.seed={cfg.seed}",
         f"trainer.total_training_steps={steps}", f"trainer.test_freq={steps}", f"trainer.save_freq={steps}",
         f"trainer.rollout_data_dir={out / 'rollouts'}",
