@@ -30,9 +30,11 @@ def markdown(payload: dict) -> str:
     for name, stage in payload["stages"].items():
         acc = stage["accuracy"]
         held, train = (f"{acc[s]:.3f}" if s in acc else "" for s in (HELD_OUT_SOURCE, TRAIN_EVAL_SOURCE))
-        cached = " (cached)" if stage["cached"] else ""
-        lines.append(f"| {name} | {stage['wall_s']:.1f}{cached} | {MODEL_OF_STAGE.get(name, '')} | {held} | {train} |")
+        lines.append(f"| {name} | {stage['wall_s']:.1f} | {MODEL_OF_STAGE.get(name, '')} | {held} | {train} |")
     lines.append(f"| **total** | {payload['total_wall_s']:.1f} | | | |")
+    reused = [name for name, stage in payload["stages"].items() if stage["cached"]]
+    if reused:
+        lines.append(f"\nWall times are each stage's own run; this invocation reused: {', '.join(reused)}.")
     return "\n".join(lines)
 
 
