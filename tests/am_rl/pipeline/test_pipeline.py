@@ -14,7 +14,8 @@ import torch
 
 from am_rl.pipeline.stages import STAGES
 
-pytestmark = pytest.mark.vllm
+# Every stage, on real parts: ~7 min on an idle 2-core box; a shared box at load average 20+ took over 15.
+pytestmark = [pytest.mark.vllm, pytest.mark.timeout(2700)]
 
 REPO = Path(__file__).resolve().parents[3]
 # The full run's teacher (its warm-up is cached per machine: ~25 s to build); one vLLM server per stack. The student
@@ -27,7 +28,7 @@ SHRUNK = ["sft_epochs=3", "select_k=8", "stage1_steps=1", "stage2_steps=1", "eva
 def pipeline(run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "am_rl.pipeline", f"run_dir={run_dir}", "results=null", *SHRUNK, *extra]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=2400)
 
 
 @pytest.fixture(scope="module")
