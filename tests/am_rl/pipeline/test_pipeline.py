@@ -14,7 +14,7 @@ import torch
 
 from am_rl.pipeline.stages import STAGES
 
-# Every stage on real parts: three vLLM starts, two Ray starts and ~50 SFT steps (~7 min on an idle 2-core box by
+# Every stage on real parts: two vLLM starts, two Ray starts and ~50 SFT steps (~7 min on an idle 2-core box by
 # the parts' step times, not measured as a whole); a shared box at load average 20+ took over 15.
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(2700)]
 
