@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -186,12 +187,13 @@ class VLLMServerGroup:
             raise
         return self
 
-    def start_wait(self) -> None:
-        """Wait for servers already launched with ``server.start()``; lets a caller overlap other startup work."""
+    def start_wait(self, cancelled: threading.Event | None = None) -> None:
+        """Wait for servers already launched with ``server.start()``; lets a caller overlap other startup work. Returns
+        early once ``cancelled`` is set."""
         deadline = time.monotonic() + self.cfg.startup_timeout_s
         pending = list(self.servers)
         with httpx.Client() as client:
-            while pending:
+            while pending and not (cancelled and cancelled.is_set()):
                 for server in list(pending):
                     code = server.proc.poll()
                     if code is not None:

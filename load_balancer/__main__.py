@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[BalancerConfig, str]:
     p.add_argument("--policy-option", action="append", default=[], metavar="KEY=VALUE", type=policy_option,
                    help="policy constructor argument, e.g. min_gain_s=2 (repeatable)")  # fmt: skip
     p.add_argument("--redis-url", default=None, help="keep the instance registry in Redis")
-    p.add_argument("--api-key", default=os.environ.get("AM_RL_LB_API_KEY"), help="default: $AM_RL_LB_API_KEY")
+    p.add_argument("--api-key", default=os.environ.get("AM_RL_BALANCER_API_KEY"), help="default: $AM_RL_BALANCER_API_KEY")
     p.add_argument("--scrape-interval", type=float, default=defaults.scrape_interval_s, metavar="S")
     p.add_argument("--migrate", action=argparse.BooleanOptionalAction, default=defaults.migrate,
                    help="move sequences between instances (BalancerConfig.migrate)")  # fmt: skip

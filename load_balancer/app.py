@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,8 +21,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from load_balancer.config import BalancerConfig
 from load_balancer.dashboard import router as dashboard_router
+from load_balancer.errors import error_response
 from load_balancer.policy import make_policy
-from load_balancer.proxy import error_response
 from load_balancer.registry import StoreUnavailable
 from load_balancer.service import Balancer  # imports the policies, registering their names
 from load_balancer.types import CompletionHead, GenerateHead, InstanceRegistration, InstanceView, PauseRequest
@@ -161,6 +162,8 @@ async def set_paused(request: Request, paused: bool) -> dict[str, Any]:
         changed = lb.registry.set_paused(urls, paused)
     except KeyError as e:
         raise HTTPException(404, f"instance {e.args[0]} is not registered") from None
+    if paused:
+        lb.timeline.on_pause(time.monotonic())
     return {"urls": changed, "paused": paused}
 
 

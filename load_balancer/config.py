@@ -7,6 +7,23 @@ from typing import Any
 
 
 @dataclass
+class TimelineConfig:
+    """The dashboard's step timeline (``load_balancer/timeline.py`` defines a step, its tail and lower bound)."""
+
+    steps: int = 8  # closed steps kept besides the open one; older ones are dropped
+    # With nothing in flight, a step ends after this long without a new request even when the trainer never pauses.
+    # Above the gaps between a trainer's dispatch waves, below the time between two rollouts (an optimizer step).
+    idle_gap_s: float = 3.0
+    tail_fraction: float = 0.1  # the tail: at most this share of the step's peak in-flight sequences still running
+    rate_window_s: float = 1.0  # an instance's peak rate is the most tokens it relayed in a window this long, per s
+    sample_interval_s: float = 0.25  # how often relayed tokens are read and an idle step is closed
+    # Bounds on one step's memory: points per lane (beyond it, neighbouring points merge keeping the larger count, so
+    # peaks stay visible) and moves (later ones are counted, not kept).
+    max_points: int = 2000
+    max_moves: int = 1000
+
+
+@dataclass
 class BalancerConfig:
     host: str = "127.0.0.1"
     port: int = 8000
@@ -26,6 +43,10 @@ class BalancerConfig:
     eject_after_failures: int = 3  # consecutive scrape/connection failures before an instance is ejected
     readmit_backoff_s: float = 0.5  # first health re-check after an ejection; doubles per failed check
     readmit_backoff_max_s: float = 30.0
+    # An instance with requests in flight that relays no token, and gets no new request, for this long is hung: it
+    # is ejected and its streams continue elsewhere from their token ids. Ejection for failures alone moves no
+    # stream (a slow instance on a loaded host fails scrapes yet streams on). Long enough for a long prefill.
+    hung_after_s: float = 60.0
     max_attempts: int = 4  # upstream attempts per request (first try + failovers/retries)
     no_instance_wait_s: float = 30.0  # with every instance ejected, how long a request waits for a re-admission
     paused_wait_s: float = 600.0  # how long a request waits for a paused instance (weight sync) to resume
@@ -40,6 +61,7 @@ class BalancerConfig:
     default_max_tokens: int = 1024  # routing estimate when a request sets no max_tokens
     max_body_bytes: int = 16 * 1024 * 1024  # larger request bodies get 413
     rate_window_s: float = 5.0  # window of the relayed-tokens rate per instance
+    timeline: TimelineConfig = field(default_factory=TimelineConfig)  # the dashboard's step timeline
 
     def __post_init__(self) -> None:
         if not self.migration_interval_s > 0:

@@ -1,12 +1,13 @@
 """``/dashboard``: a self-contained live page (no external assets: clusters often have no internet) polling
-``/dashboard/data`` twice a second."""
+``/dashboard/data`` and ``/dashboard/timeline`` twice a second."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from load_balancer.types import DashboardSnapshot
+from load_balancer.timeline_page import SECTION as TIMELINE_SECTION
+from load_balancer.types import DashboardSnapshot, TimelineSnapshot
 
 router = APIRouter()
 
@@ -86,8 +87,9 @@ async function poll() {
   setTimeout(poll, 500);
 }
 poll();
-</script></body></html>
+</script>
 """
+PAGE += TIMELINE_SECTION + "</body></html>\n"
 
 
 @router.get("/dashboard", response_class=HTMLResponse)
@@ -98,3 +100,8 @@ async def dashboard() -> HTMLResponse:
 @router.get("/dashboard/data", response_model=DashboardSnapshot)
 async def dashboard_data(request: Request) -> DashboardSnapshot:
     return request.app.state.balancer.snapshot()
+
+
+@router.get("/dashboard/timeline", response_model=TimelineSnapshot)
+async def dashboard_timeline(request: Request, step: int | None = None) -> TimelineSnapshot:
+    return request.app.state.balancer.timeline.snapshot(detail=step)

@@ -1,13 +1,22 @@
-"""The math behind the ``makespan`` policy: a decode step-time fit from scrapes, and an instance's drain time.
+"""The math behind the ``makespan`` policy: a decode step-time fit from scrapes, each instance's expected work, and an
+instance's drain time.
 
 Pure functions and plain objects on what the balancer observes; no I/O. Units: tokens, seconds.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
+
+
+class Planned(NamedTuple):
+    """One running request as migration planning sees it."""
+
+    remaining: float  # expected output tokens still to come
+    context: float  # tokens it holds (prompt + generated): what a move re-prefills, and what each step attends to
+    running: Any  # the request itself (load_balancer.policy.RunningRequest); estimates only compare it by identity
 
 
 class StepTimeFit:
@@ -83,22 +92,78 @@ class StepTimeFit:
         """``url``'s step time over a typical instance's at the same load (1 when unmeasured)."""
         return float(np.exp(self._log_slowness.get(url, 0.0)))
 
+    def slowness_many(self, urls: Sequence[str]) -> np.ndarray:
+        """(k,) :meth:`slowness` of each of ``urls`` (k,)."""
+        return np.exp(np.fromiter((self._log_slowness.get(u, 0.0) for u in urls), np.float64, len(urls)))
+
     def coefficients(self) -> np.ndarray:
         """(3,) t0 (s), a (s per sequence), c (s per context token), each clipped at 0."""
         theta = np.linalg.solve(self._xtx + self.ridge * np.eye(3), self._xty + self.ridge * self.prior)
         return np.maximum(theta / self._SCALE, 0.0)
 
 
+class InstanceLoads:
+    """Expected remaining work per instance, kept incrementally between full refreshes.
+
+    Each request adds its expected remaining tokens ``r`` to the work and its *uncertain* part ``u`` (``r`` when
+    its length is guessed, less when the client's hint says it) to its prompt's spread; the variance treats
+    siblings' uncertain parts as moving together and different prompts as independent. Arrays indexed by instance
+    (``index``), so routing scores every instance in one vectorised expression."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}  # url -> row
+        self.work = np.zeros(8)  # (rows,) sum of expected remaining tokens of the requests routed there
+        self.variance = np.zeros(8)  # (rows,) sum over prompts of by_prompt**2: siblings' lengths move together
+        self.by_prompt: dict[str, dict[int, float]] = {}  # prompt_key -> row -> its requests' uncertain work there
+
+    def row(self, url: str) -> int:
+        k = self.index.get(url)
+        if k is None:
+            k = self.index[url] = len(self.index)
+            if k == len(self.work):
+                self.work, self.variance = (np.concatenate([a, np.zeros(len(a))]) for a in (self.work, self.variance))
+        return k
+
+    def rebuild(self, placed: Sequence[tuple[str, str]], remaining: np.ndarray, uncertain: np.ndarray) -> None:
+        """Start over from requests ``placed`` (k,) as (url, prompt_key) with ``remaining`` (k,) expected tokens of
+        which ``uncertain`` (k,) are guessed."""
+        rows = np.fromiter((self.row(url) for url, _ in placed), np.int64, len(placed))
+        self.work = np.bincount(rows, remaining, minlength=len(self.work)).astype(np.float64)
+        self.by_prompt = {}
+        for (_, key), k, u in zip(placed, rows.tolist(), uncertain.tolist()):
+            per_row = self.by_prompt.setdefault(key, {})
+            per_row[k] = per_row.get(k, 0.0) + u
+        self.variance = np.zeros(len(self.work))
+        for per_row in self.by_prompt.values():
+            for k, w in per_row.items():
+                self.variance[k] += w * w
+
+    def add(self, url: str, key: str, r: float, u: float) -> None:
+        k, rows = self.row(url), self.by_prompt.setdefault(key, {})
+        w = rows.get(k, 0.0)
+        self.variance[k] += 2.0 * w * u + u * u
+        rows[k] = w + u
+        self.work[k] += r
+
+    def remove(self, url: str, key: str, r: float, u: float) -> None:
+        """Take back exactly what ``add`` counted, so a finish or a move costs no full refresh."""
+        k, rows = self.row(url), self.by_prompt.setdefault(key, {})
+        w = rows.get(k, 0.0)
+        self.variance[k] = max(0.0, self.variance[k] - 2.0 * w * u + u * u)
+        rows[k] = w - u
+        self.work[k] -= r
+
+
 class DrainQueue:
     """Requests on one instance as migration planning sees them, and its drain time in the lockstep model.
 
-    ``theta = (t0, a, c)``; an item is (remaining tokens r, context tokens x, request); it adds ``a * r`` and
+    ``theta = (t0, a, c)``; an item (:class:`Planned`) with ``r`` tokens remaining at context ``x`` adds ``a * r`` and
     ``c * (x r + r²/2)`` to the drain and sets ``t0 * max r``. ``stall_s`` is re-prefill time already planned here.
     """
 
     def __init__(self, theta: np.ndarray) -> None:
         self.theta = theta
-        self.items: list[tuple[float, float, object]] = []
+        self.items: list[Planned] = []
         self.stall_s = 0.0
         self._sum = 0.0  # a * r + c * (x r + r²/2) over the items
         self._longest: float | None = 0.0  # max r over the items; None when it must be recomputed
@@ -108,18 +173,18 @@ class DrainQueue:
 
     def longest(self) -> float:
         if self._longest is None:
-            self._longest = max((r for r, _, _ in self.items), default=0.0)
+            self._longest = max((it.remaining for it in self.items), default=0.0)
         return self._longest
 
-    def add(self, item: tuple[float, float, object]) -> None:
+    def add(self, item: Planned) -> None:
         self.items.append(item)
-        self._sum += self._cost(item[0], item[1])
+        self._sum += self._cost(item.remaining, item.context)
         if self._longest is not None:
-            self._longest = max(self._longest, item[0])
+            self._longest = max(self._longest, item.remaining)
 
-    def remove(self, item: tuple[float, float, object]) -> None:
+    def remove(self, item: Planned) -> None:
         self.items.remove(item)
-        self._sum -= self._cost(item[0], item[1])
+        self._sum -= self._cost(item.remaining, item.context)
         self._longest = None
 
     def drain_s(self) -> float:
@@ -130,9 +195,49 @@ class DrainQueue:
 
     def finish_s(self, r: float) -> float:
         """When a request here with ``r`` tokens left finishes: the others share only its steps (``min(r_i, r)``)."""
-        shared = sum(self._cost(min(r_i, r), x) for r_i, x, _ in self.items)
+        if not self.items:
+            return self.theta[0] * r + self.stall_s
+        left, context = np.array([(it.remaining, it.context) for it in self.items]).T
+        shared = float(np.sum(self._cost(np.minimum(left, r), context)))
         return self.theta[0] * r + shared + self.stall_s
 
-    def drain_without_s(self, item: tuple[float, float, object]) -> float:
-        longest = max((r for r, _, it in self.items if it is not item[2]), default=0.0)
-        return self.theta[0] * longest + self._sum - self._cost(item[0], item[1]) + self.stall_s
+    def drain_without_s(self, item: Planned) -> float:
+        longest = max((it.remaining for it in self.items if it.running is not item.running), default=0.0)
+        return self.theta[0] * longest + self._sum - self._cost(item.remaining, item.context) + self.stall_s
+
+
+class Targets:
+    """The instances a move may land on, with each one's drain time after a move scored for all at once.
+
+    Mirrors the :class:`DrainQueue` of each target in arrays (its longest remaining, cost sum, planned stall and
+    slowness-scaled ``theta``); :meth:`update` re-reads one queue after a planned move changed it.
+    """
+
+    def __init__(self, queues: dict[str, DrainQueue], urls: Sequence[str]) -> None:
+        self.queues = queues
+        self.urls = sorted(urls)  # ties go to the smallest URL, so plans are deterministic
+        self._row = {u: k for k, u in enumerate(self.urls)}
+        k = len(self.urls)
+        self._longest, self._sum, self._stall = np.zeros(k), np.zeros(k), np.zeros(k)
+        self._theta = np.zeros((3, k))  # (3, k) t0, a, c of each target
+        for u in self.urls:
+            self.update(u)
+
+    def update(self, url: str) -> None:
+        k = self._row.get(url)
+        if k is not None:
+            q = self.queues[url]
+            self._longest[k], self._sum[k], self._stall[k] = q.longest(), q._sum, q.stall_s
+            self._theta[:, k] = q.theta
+
+    def earliest(self, source: str, r: float, x: float) -> str | None:
+        """The target other than ``source`` that would drain earliest with a request of ``r`` tokens left at context
+        ``x`` added (:meth:`DrainQueue.drain_with_s`); None when there is none."""
+        t0, a, c = self._theta
+        drain = t0 * np.maximum(self._longest, r) + self._sum + (a * r + c * (x * r + r * r / 2.0)) + self._stall
+        k = self._row.get(source)
+        if k is not None:
+            drain[k] = np.inf
+        if not len(drain) or not np.isfinite(drain.min()):
+            return None
+        return self.urls[int(np.argmin(drain))]

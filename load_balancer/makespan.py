@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-from load_balancer.estimates import DrainQueue, StepTimeFit
+from load_balancer.estimates import DrainQueue, InstanceLoads, Planned, StepTimeFit, Targets
 from load_balancer.policy import (
+    InstanceEstimate,
     InstanceState,
     Migration,
     RequestInfo,
@@ -36,24 +37,17 @@ class _Tracked:
     load: float = 0.0  # expected remaining tokens it adds to its instance's load (as estimated when added)
 
 
-@dataclass
-class _InstanceLoad:
-    """Expected remaining work on one instance, kept incrementally between full refreshes."""
-
-    work: float = 0.0  # sum of expected remaining tokens of the requests routed there
-    by_prompt: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # prompt_key -> their work
-    variance: float = 0.0  # sum over prompts of by_prompt**2: siblings' lengths move together
-
-
 @register_policy("makespan")
 class MakespanPolicy:
     """Route to the earliest projected finish; migrate the longest-remaining sequences off laggards.
 
     **Length estimate.** A request's expected total output is the largest of: the mean its finished siblings
-    reached (shrunk toward ``prior_fraction * max_tokens`` with weight ``prior_weight``), the median of
-    ``(1 + lindy) * generated`` over its running siblings (a hard prompt shows itself by all its samples running
-    long), and ``(1 + lindy)`` times its own progress (a long-tailed length that has run far runs further);
-    capped by ``max_tokens``. Remaining = that minus what it generated.
+    reached, shrunk toward a prior (the client's hint ``RequestInfo.expected_tokens`` with weight ``hint_weight``
+    when the request carries one, else ``prior_fraction * max_tokens`` with weight ``prior_weight``), the
+    ``live_quantile`` (median) of ``(1 + lindy) * generated`` over its running siblings (a hard prompt shows itself by
+    all its samples running long), and ``(1 + lindy)`` times its own progress (a long-tailed length that has run far
+    runs further); capped by ``max_tokens``. Remaining = that minus what it generated. Siblings share one estimate
+    per prompt, from the first of them seen in each refresh: the trainer sends them all the same hint.
 
     **Routing.** Projected finish of an instance = (remaining work + ``risk`` * sqrt(variance)) times its slowness
     (its step time over a typical instance's at the same load, :class:`StepTimeFit`) times a KV / queueing penalty.
@@ -83,6 +77,18 @@ class MakespanPolicy:
         *,
         prior_fraction: float = 0.25,  # expected length / max_tokens before a sibling has finished
         prior_weight: float = 2.0,  # pseudo-count of the prior when averaging finished siblings
+        # Pseudo-count of the client's length hint (RequestInfo.expected_tokens) in place of the prior above: a hint
+        # summarises earlier epochs' samples of the prompt, so it outweighs the generic prior but still yields to
+        # this step's finished siblings (the policy drifts between epochs).
+        hint_weight: float = 4.0,
+        # Which running sibling's progress shows how long a prompt's samples run: 0.5 the median one; 1.0 the
+        # longest-running one, a within-step length probe (Seer, arXiv 2511.14617) for prompts without a hint.
+        live_quantile: float = 0.5,
+        # Of a hinted request's expected length, the fraction the risk term treats as a guess (1: as unhinted). The
+        # risk term's square root rewards stacking guessed-long requests together, harmless while every guess is
+        # the same prior but, with hints, it piled the hinted-long requests onto a few instances: in
+        # bench/sim_steps.py even exact hints routed 4% slower than round robin with 1.0.
+        hint_risk: float = 0.0,
         lindy: float = 0.5,  # a request that has generated g tokens is expected to generate >= lindy * g more
         max_prompts: int = 65_536,  # prompts whose finished sibling lengths are remembered (oldest forgotten)
         risk: float = 1.0,  # weight of the standard deviation of an instance's work in its projected finish
@@ -104,6 +110,9 @@ class MakespanPolicy:
     ) -> None:
         self.prior_fraction = prior_fraction
         self.prior_weight = prior_weight
+        self.hint_weight = hint_weight
+        self.live_quantile = live_quantile
+        self.hint_risk = hint_risk
         self.lindy = lindy
         self.risk = risk
         self.kv_soft = kv_soft
@@ -121,7 +130,8 @@ class MakespanPolicy:
         self._tracked: dict[str, _Tracked] = {}
         self._siblings: dict[str, set[str]] = defaultdict(set)  # prompt_key -> request ids in flight
         self._finished_by_prompt: OrderedDict[str, list[int]] = OrderedDict()
-        self._load: dict[str, _InstanceLoad] = defaultdict(_InstanceLoad)
+        self._loads = InstanceLoads()
+        self._context: dict[str, float] = defaultdict(float)  # url -> prompt + generated tokens of its requests
         self._refreshed_at = -math.inf
         self._observed_scrape: dict[str, float] = {}  # url -> time of its last scrape fed to the fit
 
@@ -134,52 +144,53 @@ class MakespanPolicy:
     def expected_remaining_many(self, requests: Sequence[RequestInfo], generated: Sequence[int]) -> np.ndarray:
         """(k,) expected remaining tokens of ``requests`` (k,) that have generated ``generated`` (k,) tokens."""
         per_prompt: dict[str, float] = {}  # prompt_key -> expected total from its siblings
-        out = np.empty(len(requests))
-        for k, (request, g) in enumerate(zip(requests, generated)):
-            key = request.prompt_key
-            if key not in per_prompt:
-                per_prompt[key] = self._prompt_estimate(request)
-            estimate = max(per_prompt[key], (1.0 + self.lindy) * g)
-            out[k] = max(1.0, min(float(request.max_tokens), estimate) - g)
-        return out
+        for request in requests:
+            if request.prompt_key not in per_prompt:
+                per_prompt[request.prompt_key] = self._prompt_estimate(request)
+        k = len(requests)
+        prompt_estimate = np.fromiter((per_prompt[r.prompt_key] for r in requests), np.float64, k)
+        cap = np.fromiter((r.max_tokens for r in requests), np.float64, k)
+        g = np.asarray(generated, dtype=np.float64)
+        estimate = np.maximum(prompt_estimate, (1.0 + self.lindy) * g)
+        return np.maximum(1.0, np.minimum(cap, estimate) - g)
 
     def _prompt_estimate(self, request: RequestInfo) -> float:
-        """Expected total length of a sample of ``request``'s prompt, from its finished and running siblings."""
+        """Expected total length of a sample of ``request``'s prompt, from the client's hint or the generic prior,
+        its finished siblings and its running ones."""
         done = self._finished_by_prompt.get(request.prompt_key, ())
-        prior = self.prior_fraction * request.max_tokens
-        estimate = (self.prior_weight * prior + sum(done)) / (self.prior_weight + len(done))
+        if request.expected_tokens is not None:
+            prior, weight = float(request.expected_tokens), self.hint_weight
+        else:
+            prior, weight = self.prior_fraction * request.max_tokens, self.prior_weight
+        estimate = (weight * prior + sum(done)) / (weight + len(done))
         live = sorted(self._tracked[s].generated for s in self._siblings.get(request.prompt_key, ()))
         if live:
-            estimate = max(estimate, (1.0 + self.lindy) * live[len(live) // 2])
+            probe = live[min(len(live) - 1, int(self.live_quantile * len(live)))]
+            estimate = max(estimate, (1.0 + self.lindy) * probe)
         return estimate
 
     # --- bookkeeping ------------------------------------------------------------------------------------------
 
-    def _add_load(self, t: _Tracked, r: float | None = None) -> None:
-        if r is None:
-            r = self.expected_remaining(t.request, t.generated)
-        load = self._load[t.url]
-        w = load.by_prompt[t.request.prompt_key]
-        load.variance += 2.0 * w * r + r * r
-        load.by_prompt[t.request.prompt_key] = w + r
-        load.work += r
+    def _uncertain(self, request: RequestInfo) -> float:
+        """The fraction of ``request``'s expected remaining length that is a guess (see ``hint_risk``)."""
+        return 1.0 if request.expected_tokens is None else self.hint_risk
+
+    def _add_load(self, t: _Tracked) -> None:
+        r = self.expected_remaining(t.request, t.generated)
+        self._loads.add(t.url, t.request.prompt_key, r, self._uncertain(t.request) * r)
         t.load = r
 
     def _remove_load(self, t: _Tracked) -> None:
-        """Take back exactly what ``_add_load`` counted for ``t``, so a finish or a move costs no full refresh."""
-        load = self._load[t.url]
-        w = load.by_prompt[t.request.prompt_key]
-        load.variance = max(0.0, load.variance - 2.0 * w * t.load + t.load * t.load)
-        load.by_prompt[t.request.prompt_key] = w - t.load
-        load.work -= t.load
+        self._loads.remove(t.url, t.request.prompt_key, t.load, self._uncertain(t.request) * t.load)
 
     def _refresh(self, now: float) -> None:
         """Recompute every instance's work from current estimates (they drift as siblings finish and requests grow)."""
-        self._load = defaultdict(_InstanceLoad)
         tracked = list(self._tracked.values())
-        remaining = self.expected_remaining_many([t.request for t in tracked], np.array([t.generated for t in tracked]))
-        for t, r in zip(tracked, remaining):
-            self._add_load(t, float(r))
+        remaining = self.expected_remaining_many([t.request for t in tracked], [t.generated for t in tracked])
+        uncertain = np.fromiter((self._uncertain(t.request) for t in tracked), np.float64, len(tracked)) * remaining
+        self._loads.rebuild([(t.url, t.request.prompt_key) for t in tracked], remaining, uncertain)
+        for t, r in zip(tracked, remaining.tolist()):
+            t.load = r
         self._refreshed_at = now
 
     def _drop(self, request_id: str) -> _Tracked | None:
@@ -191,7 +202,14 @@ class MakespanPolicy:
                 del self._siblings[t.request.prompt_key]
             if math.isfinite(self._refreshed_at):
                 self._remove_load(t)
+            self._context[t.url] -= t.request.prompt_tokens + t.generated
         return t
+
+    def _advance(self, t: _Tracked, generated: int) -> None:
+        """``t`` has generated ``generated`` tokens (reports can arrive late: never move it back)."""
+        if generated > t.generated:
+            self._context[t.url] += generated - t.generated
+            t.generated = generated
 
     def on_routed(self, request: RequestInfo, url: str, now: float) -> None:
         """Record a new request, or (same request_id) a migration / failover that continued it on ``url``."""
@@ -200,6 +218,7 @@ class MakespanPolicy:
             t = _Tracked(request, url, request.generated_tokens)
         t.url, t.generated = url, max(t.generated, request.generated_tokens)
         self._tracked[request.request_id] = t
+        self._context[url] += request.prompt_tokens + t.generated
         self._siblings[request.prompt_key].add(request.request_id)
         if math.isfinite(self._refreshed_at):
             self._add_load(t)
@@ -207,7 +226,7 @@ class MakespanPolicy:
     def on_progress(self, request_id: str, generated_tokens: int, now: float) -> None:
         t = self._tracked.get(request_id)
         if t is not None:
-            t.generated = max(t.generated, generated_tokens)
+            self._advance(t, generated_tokens)
 
     def on_finished(self, request_id: str, generated_tokens: int, now: float) -> None:
         t = self._drop(request_id)
@@ -229,13 +248,21 @@ class MakespanPolicy:
         kv_excess = max(0.0, s.kv_cache_usage - self.kv_soft) / (1.0 - self.kv_soft)
         return 1.0 + kv_excess + s.waiting / max(1, s.running)
 
-    def projected_finish(self, s: InstanceState, extra: float = 0.0, extra_key: str = "") -> float:
-        """When ``s`` drains its expected work plus ``extra`` tokens of prompt ``extra_key``, in tokens of a typical
-        instance (only the order between instances matters to routing)."""
-        load = self._load[s.url]
-        variance = load.variance + 2.0 * load.by_prompt.get(extra_key, 0.0) * extra + extra * extra
-        work = load.work + extra + self.risk * math.sqrt(variance)
-        return work * self.fit.slowness(s.url) * self._penalty(s)
+    def projected_finish(
+        self, states: Sequence[InstanceState], extra: float = 0.0, extra_key: str = "", extra_uncertain: float = 1.0
+    ) -> np.ndarray:
+        """(k,) when each of ``states`` (k,) drains its expected work plus ``extra`` tokens of prompt ``extra_key``
+        (``extra_uncertain`` of them a guess), in tokens of a typical instance (only the order between instances
+        matters to routing)."""
+        loads = self._loads
+        rows = np.fromiter((loads.row(s.url) for s in states), np.int64, len(states))
+        siblings = loads.by_prompt.get(extra_key)
+        same_prompt = np.array([siblings.get(k, 0.0) for k in rows.tolist()]) if siblings else 0.0
+        u = extra_uncertain * extra
+        variance = loads.variance[rows] + 2.0 * same_prompt * u + u * u
+        work = loads.work[rows] + extra + self.risk * np.sqrt(variance)
+        penalty = np.fromiter((self._penalty(s) for s in states), np.float64, len(states))
+        return work * self.fit.slowness_many([s.url for s in states]) * penalty
 
     def choose(self, request: RequestInfo, instances: Sequence[InstanceState], now: float) -> str:
         healthy = healthy_instances(instances)
@@ -243,8 +270,8 @@ class MakespanPolicy:
         if now - self._refreshed_at >= self.refresh_s:
             self._refresh(now)
         r = self.expected_remaining(request, request.generated_tokens)
-        costs = [self.projected_finish(s, r, request.prompt_key) for s in healthy]
-        return healthy[min(range(len(healthy)), key=lambda k: (costs[k], k))].url
+        costs = self.projected_finish(healthy, r, request.prompt_key, self._uncertain(request))
+        return healthy[int(np.argmin(costs))].url
 
     def _observe(self, instances: Sequence[InstanceState], now: float) -> None:
         """Feed the step-time fit each instance's clean scrape interval once (see ``InstanceState.decode_step_s``)."""
@@ -252,13 +279,28 @@ class MakespanPolicy:
                  and now - s.scrape_age_s > self._observed_scrape.get(s.url, -math.inf) + 1e-9]
         if not fresh:
             return
-        context: dict[str, float] = defaultdict(float)
-        for t in self._tracked.values():
-            context[t.url] += t.request.prompt_tokens + t.generated
-        self.fit.observe([s.url for s in fresh], [s.running for s in fresh], [context[s.url] for s in fresh],
+        context = self._context
+        self.fit.observe([s.url for s in fresh], [s.running for s in fresh], [context.get(s.url, 0.0) for s in fresh],
                          [s.decode_step_s for s in fresh])
         for s in fresh:
             self._observed_scrape[s.url] = now - s.scrape_age_s
+
+    def estimates(
+        self, instances: Sequence[InstanceState], running: Sequence[RunningRequest], now: float
+    ) -> dict[str, InstanceEstimate]:
+        """Each instance's expected remaining tokens and its drain time in the lockstep model migration plans with
+        (the step-time fit scaled by the instance's slowness); reads the policy's state, changes none of it."""
+        running = [rr for rr in running if rr.request.request_id in self._tracked]
+        remaining = self.expected_remaining_many([rr.request for rr in running], [rr.generated_tokens for rr in running])
+        theta = self.fit.coefficients()
+        queues = {s.url: DrainQueue(theta * self.fit.slowness(s.url)) for s in instances}
+        for rr, r in zip(running, remaining):
+            if rr.url in queues:
+                queues[rr.url].add(Planned(float(r), rr.request.prompt_tokens + rr.generated_tokens, rr))
+        return {
+            url: InstanceEstimate(remaining_tokens=sum(it.remaining for it in q.items), drain_s=q.drain_s())
+            for url, q in queues.items()
+        }
 
     # --- migration --------------------------------------------------------------------------------------------
 
@@ -267,24 +309,25 @@ class MakespanPolicy:
     ) -> list[Migration]:
         """Moves that shorten the step's projected finish (see the class docstring); [] most of the time."""
         healthy = {s.url: s for s in instances if s.healthy}
-        items: list[tuple[float, float, RunningRequest]] = []
+        items: list[Planned] = []
         running = list(running)
         for rr in running:
             t = self._tracked.get(rr.request.request_id)
             if t is not None:
-                t.generated = max(t.generated, rr.generated_tokens)
+                self._advance(t, rr.generated_tokens)
         self._observe(instances, now)
         remaining = self.expected_remaining_many([rr.request for rr in running], [rr.generated_tokens for rr in running])
         for rr, r in zip(running, remaining):
             if rr.url in healthy:
-                items.append((float(r), rr.request.prompt_tokens + rr.generated_tokens, rr))
+                items.append(Planned(float(r), rr.request.prompt_tokens + rr.generated_tokens, rr))
         if len(healthy) < 2:
             return []
         theta = self.fit.coefficients()
         queues = {url: DrainQueue(theta * self.fit.slowness(url)) for url in healthy}
-        targets = {url for url, s in healthy.items() if s.waiting == 0 and s.kv_cache_usage <= self.kv_soft}
         for item in items:
-            queues[item[2].url].add(item)
+            queues[item.running.url].add(item)
+        free = [url for url, s in healthy.items() if s.waiting == 0 and s.kv_cache_usage <= self.kv_soft]
+        targets = Targets(queues, free)
         drain = {url: q.drain_s() for url, q in queues.items()}
 
         moves: list[Migration] = []
@@ -294,69 +337,73 @@ class MakespanPolicy:
             if source is None:
                 break
             before = drain[source]
-            movable = sorted((it for it in queues[source].items if self._movable(it[2].request.request_id, now)),
-                             key=lambda it: (-it[0], it[2].request.request_id))
+            movable = sorted((it for it in queues[source].items if self._movable(_request_id(it), now)),
+                             key=_longest_first)
             if not movable:
                 break
             item = movable[0]  # the longest-remaining request that may move
-            r, x, _ = item
-            target = self._earliest_target(queues, targets, source, r, x)
+            r, x = item.remaining, item.context
+            target = targets.earliest(source, r, x)
             if target is None:
                 break
             after = max(queues[source].drain_without_s(item), queues[target].drain_with_s(r, x) + self._stall_s(x))
             if before - after < max(self.min_gain * before, self.min_gain_s):
                 break
-            moves.append(self._move(item, source, target, queues, now))
+            moves.append(self._move(item, source, target, queues, targets, now))
             drain[source], drain[target] = queues[source].drain_s(), queues[target].drain_s()
             received.add(target)
         return moves + self._spread(items, queues, targets, moves, now)
 
     def _spread(
-        self, items: list, queues: dict[str, DrainQueue], targets: set[str], planned: list[Migration], now: float
+        self, items: list[Planned], queues: dict[str, DrainQueue], targets: Targets, planned: list[Migration], now: float
     ) -> list[Migration]:
         """Move each of the longest-remaining requests to where it would finish earliest (see the class docstring)."""
         moves: list[Migration] = []
         skip = {m.request_id for m in planned}  # moved by the drain pass already
-        longest = sorted(items, key=lambda it: (-it[0], it[2].request.request_id))
+        longest = sorted(items, key=_longest_first)
         for item in longest[: int(self.spread_fraction * len(queues))]:
             if len(planned) + len(moves) >= self.max_moves_per_plan:
                 break
-            r, x, rr = item
-            if rr.request.request_id in skip or not self._movable(rr.request.request_id, now):
+            r, x = item.remaining, item.context
+            if _request_id(item) in skip or not self._movable(_request_id(item), now):
                 continue
-            source = rr.url
+            source = item.running.url
             before = queues[source].finish_s(r)
-            target = self._earliest_target(queues, targets, source, r, x)
+            target = targets.earliest(source, r, x)
             if target is None:
                 continue
             after = queues[target].drain_with_s(r, x) + self._stall_s(x)
             if before - after >= max(self.min_gain * before, self.min_gain_s):
-                moves.append(self._move(item, source, target, queues, now))
+                moves.append(self._move(item, source, target, queues, targets, now))
         return moves
-
-    @staticmethod
-    def _earliest_target(
-        queues: dict[str, DrainQueue], targets: set[str], source: str, r: float, x: float
-    ) -> str | None:
-        """The instance among ``targets`` other than ``source`` that would drain earliest with a request of ``r``
-        tokens left at context ``x`` added (ties: the smallest URL, so plans are deterministic); None when none is."""
-        return min((u for u in targets if u != source), key=lambda u: (queues[u].drain_with_s(r, x), u), default=None)
 
     def _stall_s(self, context: float) -> float:
         """Seconds a target stops decoding while it re-prefills a moved request's ``context`` tokens."""
         return context / self.prefill_tokens_per_s
 
-    def _move(self, item: tuple, source: str, target: str, queues: dict[str, DrainQueue], now: float) -> Migration:
+    def _move(
+        self, item: Planned, source: str, target: str, queues: dict[str, DrainQueue], targets: Targets, now: float
+    ) -> Migration:
         """Record moving ``item`` from ``source`` to ``target`` in the planning queues and the request's history."""
-        rr = item[2]
         queues[source].remove(item)
         queues[target].add(item)
-        queues[target].stall_s += self._stall_s(item[1])
-        t = self._tracked.get(rr.request.request_id)
+        queues[target].stall_s += self._stall_s(item.context)
+        targets.update(source)
+        targets.update(target)
+        t = self._tracked.get(_request_id(item))
         if t is not None:
             t.migrations, t.moved_at = t.migrations + 1, now
-        return Migration(rr.request.request_id, source, target)
+        return Migration(_request_id(item), source, target)
 
     def _movable(self, request_id: str, now: float) -> bool:
         t = self._tracked.get(request_id)
         return t is None or (t.migrations < self.max_migrations_per_request and now - t.moved_at >= self.cooldown_s)
+
+
+def _request_id(item: Planned) -> str:
+    return item.running.request.request_id
+
+
+def _longest_first(item: Planned) -> tuple[float, str]:
+    """Sort key: the most remaining tokens first; ties by request id, so plans are deterministic."""
+    return -item.remaining, _request_id(item)

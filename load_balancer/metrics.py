@@ -51,4 +51,8 @@ class BalancerMetrics:
         self.ejections = Counter("lb_ejections", "Instances ejected after repeated failures", registry=r)
         self.scrape_failures = Counter("lb_scrape_failures", "Failed /metrics scrapes", ["instance"], registry=r)
         self.client_aborts = Counter("lb_client_disconnects", "Streams whose client went away", registry=r)
+        self.length_hints = Counter(
+            "lb_length_hints", "Expected-length hints (am_rl_expected_tokens) by outcome: accepted or why ignored",
+            ["outcome"], registry=r,
+        )  # fmt: skip
         r.register(InstanceCollector(registry))

@@ -39,7 +39,7 @@ class Migrator:
         running = [
             r.running_request()
             for r in self.proxy.relays.values()
-            if r.url is not None and r.can_continue() and r.interrupt_reason is None and not r.finish_seen
+            if r.url is not None and r.can_continue() and r.interrupt_reason is None and not r.codec.finish_seen
         ]
         if not running:
             return 0

@@ -14,6 +14,7 @@ from typing import Sequence
 
 from load_balancer.makespan import MakespanPolicy
 from load_balancer.policy import (
+    InstanceEstimate,
     InstanceState,
     Migration,
     RequestInfo,
@@ -42,6 +43,11 @@ class StatelessPolicy:
         self, instances: Sequence[InstanceState], running: Sequence[RunningRequest], now: float
     ) -> list[Migration]:
         return []
+
+    def estimates(
+        self, instances: Sequence[InstanceState], running: Sequence[RunningRequest], now: float
+    ) -> dict[str, InstanceEstimate]:
+        return {}
 
 
 @register_policy("round_robin")

@@ -27,6 +27,9 @@ class RequestInfo:
     prompt_tokens: int  # prompt length in tokens (estimated when the prompt is text)
     max_tokens: int  # the request's output cap
     generated_tokens: int = 0  # > 0 when a migrated/failed-over request continues elsewhere
+    # The client's expected total output length (the request field ``am_rl_expected_tokens``, see
+    # load_balancer.hints); None when the request carries none or the balancer ignored a malformed one.
+    expected_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,14 @@ class Migration:
     target: str
 
 
+@dataclass(frozen=True)
+class InstanceEstimate:
+    """What a policy expects of one instance now, in the model it routes on (the dashboard shows it)."""
+
+    remaining_tokens: float  # output tokens its requests in flight are still expected to generate
+    drain_s: float  # seconds until it has finished them
+
+
 class RoutingPolicy(Protocol):
     name: str
 
@@ -84,6 +95,13 @@ class RoutingPolicy(Protocol):
         self, instances: Sequence[InstanceState], running: Sequence[RunningRequest], now: float
     ) -> list[Migration]:
         """Called periodically by the balancer; return the moves to make now ([] for policies that never move)."""
+        ...
+
+    def estimates(
+        self, instances: Sequence[InstanceState], running: Sequence[RunningRequest], now: float
+    ) -> dict[str, InstanceEstimate]:
+        """Per instance url, what the policy expects of it now, from the same model it routes on; no side effects.
+        {} for policies without a model of work (count-based baselines)."""
         ...
 
 

@@ -18,29 +18,22 @@ from typing import Any, AsyncIterator
 import aiohttp
 import orjson
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from load_balancer.config import BalancerConfig
+from load_balancer.errors import error_event, error_response
+from load_balancer.hints import take_hint
 from load_balancer.metrics import BalancerMetrics
 from load_balancer.policy import RequestInfo, RoutingPolicy
 from load_balancer.registry import Registry
-from load_balancer.relay import DONE, Interrupted, Relay, sse_event
+from load_balancer.relay import Interrupted, Relay
+from load_balancer.sse_codec import DONE
+from load_balancer.timeline import Timeline
 from load_balancer.types import CompletionHead
-from load_balancer.upstream import bounded, is_stale_connection
+from load_balancer.unary import relay_whole
+from load_balancer.upstream import RETRY_STATUSES, bounded, is_stale_connection
 
 logger = logging.getLogger(__name__)
-
-# Gateway-ish statuses mean "this instance cannot take it now"; anything else (4xx, 500) is the request's own
-# answer and reaches the client unchanged.
-_RETRY_STATUSES = {502, 503, 504}
-
-
-def error_response(status: int, message: str, kind: str = "BadRequestError") -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
-
-
-def error_event(message: str) -> bytes:
-    return sse_event({"error": {"message": message, "type": "ServiceUnavailableError", "code": 503}})
 
 
 class NoInstance(Exception):
@@ -80,12 +73,14 @@ class Proxy:
         session: aiohttp.ClientSession,
         policy: RoutingPolicy,
         metrics: BalancerMetrics,
+        timeline: Timeline,
     ) -> None:
         self.cfg = cfg
         self.registry = registry
         self.session = session
         self.policy = policy
         self.metrics = metrics
+        self.timeline = timeline
         self.relays: dict[str, Relay] = {}
         self._background: set[asyncio.Task] = set()
         self.requests_total = 0
@@ -95,13 +90,16 @@ class Proxy:
     async def handle(self, endpoint: str, body: dict[str, Any], head: CompletionHead, request: Request) -> Response:
         self.requests_total += 1
         key, prompt_tokens, cap = describe_prompt(head, self.cfg.default_max_tokens)
+        hint, outcome = take_hint(body, head.max_tokens if head.max_tokens is not None else head.max_completion_tokens)
+        if outcome is not None:
+            self.metrics.length_hints.labels(outcome.value).inc()
         request_id = uuid.uuid4().hex[:16]
         relay = Relay(
             request_id=request_id,
             endpoint=endpoint,
             body=body,
             head=head,
-            info=RequestInfo(request_id, key, prompt_tokens, cap),
+            info=RequestInfo(request_id, key, prompt_tokens, cap, expected_tokens=hint),
             started_at=time.monotonic(),
             num_prompts=count_prompts(head),
         )
@@ -111,7 +109,7 @@ class Proxy:
             if head.stream:
                 resp = await self.open_upstream(relay)
             else:
-                response = await self.unary(relay, request)
+                response = await relay_whole(self, relay, request)
         except NoInstance as e:
             self.finish(relay, ok=False)
             response = error_response(503, str(e), "ServiceUnavailableError")
@@ -160,26 +158,25 @@ class Proxy:
 
     def place(self, relay: Relay, url: str) -> None:
         relay.begin_attempt(url)
-        self.registry.instances[url].in_flight += 1
-        self.policy.on_routed(relay.progress_info(), url, time.monotonic())
+        now = time.monotonic()
+        self.registry.placed(url, now)
+        self.timeline.observe(url, now)
+        self.policy.on_routed(relay.progress_info(), url, now)
 
     def leave(self, relay: Relay) -> None:
-        inst = self.registry.instances.get(relay.url) if relay.url else None
-        if inst is not None:
-            inst.in_flight -= 1
-            self.registry.drop_drained()
+        if relay.url is not None:
+            self.registry.left(relay.url)
+            self.timeline.observe(relay.url, time.monotonic())
         relay.url = None
 
-    def upstream_failed(self, url: str, why: str) -> None:
-        inst = self.registry.instances.get(url)
-        if inst is None:
-            return
-        if inst.record_failure(time.monotonic(), self.cfg.eject_after_failures, self.cfg.readmit_backoff_s):
-            self.metrics.ejections.inc()
-            logger.warning("instance %s ejected after %d failures (%s)", url, inst.consecutive_failures, why)
-            for other in list(self.relays.values()):
-                if other.url == url:
-                    other.interrupt("instance ejected")
+    def upstream_failed(self, url: str | None, why: str) -> None:
+        self.registry.failed(url, why, time.monotonic())
+
+    def interrupt_streams_on(self, url: str, why: str) -> None:
+        """``url`` is hung: every stream on it continues elsewhere (listener of ``Registry.on_hung``)."""
+        for relay in list(self.relays.values()):
+            if relay.url == url:
+                relay.interrupt(f"instance hung ({why})")
 
     @staticmethod
     def upstream_headers(relay: Relay) -> dict[str, str]:
@@ -188,8 +185,8 @@ class Proxy:
 
     async def open_upstream(self, relay: Relay, target: str | None = None) -> aiohttp.ClientResponse:
         """Send the relay's next attempt; retry connection failures and busy answers elsewhere, up to max_attempts."""
-        payload = orjson.dumps(relay.upstream_body())  # several times faster than stdlib json for id lists
-        endpoint = "/v1/completions" if relay.continued else relay.endpoint
+        payload = orjson.dumps(relay.codec.upstream_body())  # several times faster than stdlib json for id lists
+        endpoint = "/v1/completions" if relay.codec.continued else relay.endpoint
         for n in range(self.cfg.max_attempts):
             url = target if target is not None and n == 0 else await self.choose(relay, relay.tried)
             self.place(relay, url)
@@ -206,7 +203,7 @@ class Proxy:
                 return resp
             content = await self.read_whole(resp)
             self.leave(relay)
-            if resp.status in _RETRY_STATUSES:
+            if resp.status in RETRY_STATUSES:
                 relay.tried.add(url)
                 self.metrics.retries.inc()
                 logger.warning("request %s: %s answered %d; retrying elsewhere", relay.request_id, url, resp.status)
@@ -255,20 +252,20 @@ class Proxy:
                     continue
                 ok = True
                 return
-            if relay.finish_seen:  # it broke after its last token: only the trailer was missing
+            if relay.codec.finish_seen:  # it broke after its last token: only the trailer was missing
                 ok = True
-                yield relay.closing_events()
+                yield relay.codec.closing_events()
             else:
                 yield error_event(f"request {relay.request_id} lost its instance and cannot be continued") + DONE
         except (asyncio.CancelledError, GeneratorExit):
             # A client may close as soon as it reads [DONE], before the upstream's end of body reaches the balancer:
             # that request is complete, not abandoned.
-            if not relay.done:
+            if not relay.codec.done:
                 self.metrics.client_aborts.inc()
                 logger.info("request %s: client went away; aborting upstream", relay.request_id)
             raise
         finally:
-            ok = ok or relay.done
+            ok = ok or relay.codec.done
             if resp is not None:
                 if ok:
                     resp.release()
@@ -278,7 +275,6 @@ class Proxy:
 
     async def pump(self, relay: Relay, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         """Relay one upstream stream until [DONE]; raise Interrupted when it breaks or the relay is moved."""
-        inst = self.registry.instances.get(relay.url)
         chunks = resp.content.iter_any()
         buffer = b""
         while True:
@@ -289,7 +285,7 @@ class Proxy:
                     relay.read_scope = scope
                     data = await anext(chunks)
             except StopAsyncIteration:
-                if relay.done:
+                if relay.codec.done:
                     return
                 raise Interrupted("upstream stream ended early") from None
             except TimeoutError:
@@ -305,16 +301,15 @@ class Proxy:
             cut = buffer.rfind(b"\n\n")
             if cut < 0:
                 continue
-            before = relay.tokens_seen
-            out = relay.absorb(buffer[: cut + 2])
+            before = relay.codec.tokens_seen
+            out = relay.codec.absorb(buffer[: cut + 2])
             buffer = buffer[cut + 2 :]
-            new = relay.tokens_seen - before
+            new = relay.codec.tokens_seen - before
             if new:
                 now = time.monotonic()
                 self.metrics.tokens.inc(new)
-                if inst is not None:
-                    inst.record_relayed(new, now)
-                self.policy.on_progress(relay.request_id, relay.tokens_seen, now)
+                self.registry.relayed(relay.url, new, now)
+                self.policy.on_progress(relay.request_id, relay.codec.tokens_seen, now)
             if out:
                 yield out
 
@@ -322,92 +317,30 @@ class Proxy:
         self, relay: Relay, resp: aiohttp.ClientResponse, why: str
     ) -> aiohttp.ClientResponse | None:
         """Abort the current attempt and open the continuation; None when the request cannot go on."""
-        source, target = relay.url, relay.move_to
+        source, target, left_at = relay.url, relay.move_to, time.monotonic()
         self.abort_in_background(relay, resp)
         self.leave(relay)
         moved = target is not None
-        nothing_relayed = relay.first_id is None  # then it can start over anywhere, whatever kind of request
-        if relay.finish_seen or not (relay.can_continue() or nothing_relayed):
+        nothing_relayed = relay.codec.first_id is None  # then it can start over anywhere, whatever kind of request
+        if relay.codec.finish_seen or not (relay.can_continue() or nothing_relayed):
             logger.warning("request %s on %s: %s; cannot continue it", relay.request_id, source, why)
             return None
         if moved:
             self.metrics.migrations.inc()
-            for url, attr in ((source, "migrations_out"), (target, "migrations_in")):
-                if url in self.registry.instances:
-                    setattr(self.registry.instances[url], attr, getattr(self.registry.instances[url], attr) + 1)
+            self.registry.moved(source, target)
         else:
             self.metrics.failovers.inc()
         logger.info(
             "request %s: %s after %d tokens on %s (%s)", relay.request_id, "moving" if moved else "failing over",
-            len(relay.generated), source, why,
+            len(relay.codec.generated), source, why,
         )  # fmt: skip
         try:
-            return await self.open_upstream(relay, target if moved and self.registry.instances.get(target) else None)
+            resumed = await self.open_upstream(relay, target if moved and self.registry.instances.get(target) else None)
         except (NoInstance, UpstreamStatus) as e:
             logger.warning("request %s: continuation failed: %s", relay.request_id, e)
             return None
-
-    # ---- non-streaming -----------------------------------------------------------------------------------------
-
-    async def unary(self, relay: Relay, request: Request) -> Response:
-        """A whole response at once; a connection failure before it arrives is retried elsewhere from scratch."""
-        payload = orjson.dumps(relay.body)
-        for _ in range(self.cfg.max_attempts):
-            url = await self.choose(relay, relay.tried)
-            self.place(relay, url)
-            call = asyncio.ensure_future(self.post_whole(url + relay.endpoint, payload, self.upstream_headers(relay)))
-            try:
-                answer = await self.until_disconnect(call, request)
-            except aiohttp.ClientError as e:
-                self.leave(relay)
-                relay.tried.add(url)
-                self.upstream_failed(url, repr(e))
-                self.metrics.retries.inc()
-                continue
-            if answer is None:  # the client left: the request is cancelled and aborted by id
-                self.metrics.client_aborts.inc()
-                self.abort_in_background(relay, None)
-                self.finish(relay, ok=False)
-                return Response(status_code=499)
-            status, content, content_type = answer
-            if status in _RETRY_STATUSES:
-                self.leave(relay)
-                relay.tried.add(url)
-                self.metrics.retries.inc()
-                continue
-            ok = status == 200
-            if ok:
-                self.count_unary_tokens(relay, content)
-            self.finish(relay, ok)
-            return Response(content, status, media_type=content_type)
-        self.finish(relay, ok=False)
-        return error_response(503, f"request {relay.request_id} failed on {self.cfg.max_attempts} attempts", "ServiceUnavailableError")
-
-    async def post_whole(self, url: str, payload: bytes, headers: dict[str, str]) -> tuple[int, bytes, str]:
-        """(status, body, content type) of a non-streaming request."""
-        resp = await self.send(url, payload, headers)
-        return resp.status, await self.read_whole(resp), resp.content_type
-
-    async def until_disconnect(self, call: asyncio.Future, request: Request) -> tuple[int, bytes, str] | None:
-        """Await ``call`` while polling the client's connection; cancel it and return None if the client left."""
-        while True:
-            done, _ = await asyncio.wait({call}, timeout=0.25)
-            if done:
-                return call.result()
-            if await request.is_disconnected():
-                call.cancel()
-                return None
-
-    def count_unary_tokens(self, relay: Relay, content: bytes) -> None:
-        try:
-            tokens = int(orjson.loads(content)["usage"]["completion_tokens"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            return
-        relay.tokens_seen = tokens
-        self.metrics.tokens.inc(tokens)
-        inst = self.registry.instances.get(relay.url)
-        if inst is not None:
-            inst.record_relayed(tokens, time.monotonic())
+        self.timeline.on_move(left_at, source, relay.url, moved, len(relay.codec.generated))
+        return resumed
 
     # ---- endings -----------------------------------------------------------------------------------------------
 
@@ -415,13 +348,13 @@ class Proxy:
         if self.relays.pop(relay.request_id, None) is None:
             return
         if relay.url is not None:
-            inst = self.registry.instances.get(relay.url)
-            if inst is not None and ok:
-                inst.record_success()
+            if ok:
+                self.registry.succeeded(relay.url)
             self.leave(relay)
         now = time.monotonic()
+        self.timeline.on_finished()
         if ok:
-            self.policy.on_finished(relay.request_id, relay.tokens_seen, now)
+            self.policy.on_finished(relay.request_id, relay.codec.tokens_seen, now)
         else:
             self.policy.on_failed(relay.request_id, now)
 

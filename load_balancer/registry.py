@@ -12,7 +12,7 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
 
 from load_balancer.policy import InstanceState
 
@@ -51,10 +51,11 @@ class Instance:
     # holds one entry per relayed chunk (~10^5 at full relay speed), too many to sum per request.
     relayed_in_window: int = 0
     last_relayed_at: float = -math.inf  # monotonic time tokens from it last reached a client: proof of life
+    last_progress_at: float = -math.inf  # the later of last_relayed_at and the last request placed on it
 
     def record_relayed(self, tokens: int, now: float) -> None:
         self.tokens_relayed += tokens
-        self.last_relayed_at = now
+        self.last_relayed_at = self.last_progress_at = now
         self.relayed.append((now, tokens))
         self.relayed_in_window += tokens
 
@@ -88,16 +89,6 @@ class Instance:
         self.running, self.waiting, self.kv_cache_usage = running, waiting, kv
         self.gen_tokens_total = gen_total
         self.last_scrape = now
-
-    def record_failure(self, now: float, eject_after: int, backoff_s: float) -> bool:
-        """Count a failed scrape or connection; True when this one ejects the instance."""
-        self.consecutive_failures += 1
-        if self.healthy and self.consecutive_failures >= eject_after:
-            self.healthy = False
-            self.backoff_s = backoff_s
-            self.next_health_check = now + backoff_s
-            return True
-        return False
 
     def record_success(self) -> None:
         self.consecutive_failures = 0
@@ -196,12 +187,37 @@ class RedisStore:
 
 
 class Registry:
-    """The live view: one ``Instance`` per registered URL, plus deregistered ones still draining."""
+    """The live view: one ``Instance`` per registered URL, plus deregistered ones still draining.
 
-    def __init__(self, store: InstanceStore, window_s: float) -> None:
+    The one writer of every ``Instance``: the proxy reports traffic (placed, left, relayed, moved, succeeded), the
+    scraper reports scrapes and health checks, either reports failures, and ``eject`` is the one place an instance
+    is ejected (after ``eject_after_failures`` failures, or when it is hung).
+
+    Ejection stops new work; it does not move the streams already there: an instance whose scrapes time out on a
+    loaded host is usually slow, not dead, and moving all of its streams at once re-prefills them elsewhere for
+    nothing (a step's start, when every stream is still in prefill, looks exactly like that). Streams leave an
+    instance when their own connection breaks, or when the instance is *hung*: requests in flight and no token
+    relayed, nor any request placed, for ``hung_after_s``. Then ``on_hung`` listeners (the proxy) move its streams.
+    """
+
+    def __init__(
+        self,
+        store: InstanceStore,
+        window_s: float,
+        eject_after_failures: int = 3,  # load_balancer.config.BalancerConfig documents these three
+        readmit_backoff_s: float = 0.5,
+        readmit_backoff_max_s: float = 30.0,
+        hung_after_s: float = 60.0,
+    ) -> None:
         self.store = store
         self.window_s = window_s
+        self.eject_after_failures = eject_after_failures
+        self.readmit_backoff_s = readmit_backoff_s
+        self.readmit_backoff_max_s = readmit_backoff_max_s
+        self.hung_after_s = hung_after_s
         self.instances: dict[str, Instance] = {}
+        self.on_eject: list[Callable[[str, str], None]] = []  # called with (url, why) once per ejection
+        self.on_hung: list[Callable[[str, str], None]] = []  # called with (url, why) when its streams must move
 
     async def add(self, url: str) -> Instance:
         await self.store.add(url)
@@ -256,6 +272,93 @@ class Registry:
         for url in [u for u, i in self.instances.items() if i.draining and i.in_flight == 0]:
             del self.instances[url]
             logger.info("instance %s removed", url)
+
+    # ---- traffic, reported by the proxy --------------------------------------------------------------------------
+
+    def placed(self, url: str, now: float) -> None:
+        """A request attempt was sent to ``url``."""
+        inst = self.instances[url]
+        inst.in_flight += 1
+        inst.last_progress_at = now
+
+    def left(self, url: str) -> None:
+        """A request attempt on ``url`` ended (finished, failed, or moved away); a drained instance goes."""
+        inst = self.instances.get(url)
+        if inst is not None:
+            inst.in_flight -= 1
+            self.drop_drained()
+
+    def relayed(self, url: str | None, tokens: int, now: float) -> None:
+        inst = self.instances.get(url) if url is not None else None
+        if inst is not None:
+            inst.record_relayed(tokens, now)
+
+    def moved(self, source: str, target: str) -> None:
+        """The migration loop moved a running request from ``source`` to ``target``."""
+        if source in self.instances:
+            self.instances[source].migrations_out += 1
+        if target in self.instances:
+            self.instances[target].migrations_in += 1
+
+    # ---- health, reported by the proxy (traffic) and the scraper ------------------------------------------------
+
+    def succeeded(self, url: str | None) -> None:
+        inst = self.instances.get(url) if url is not None else None
+        if inst is not None:
+            inst.record_success()
+
+    def failed(self, url: str | None, why: str, now: float) -> bool:
+        """A request or scrape of ``url`` failed; True when this failure ejects it."""
+        inst = self.instances.get(url) if url is not None else None
+        if inst is None:
+            return False
+        inst.consecutive_failures += 1
+        if inst.consecutive_failures < self.eject_after_failures:
+            return False
+        return self.eject(url, f"{inst.consecutive_failures} failures, the last: {why}", now)
+
+    def eject(self, url: str, why: str, now: float) -> bool:
+        """Route nothing new to ``url`` until its /health answers again; True when it was not ejected already."""
+        inst = self.instances.get(url)
+        if inst is None or not inst.healthy:
+            return False
+        inst.healthy = False
+        inst.backoff_s = self.readmit_backoff_s
+        inst.next_health_check = now + self.readmit_backoff_s
+        logger.warning("instance %s ejected (%s)", url, why)
+        for listener in self.on_eject:
+            listener(url, why)
+        return True
+
+    def check_hung(self, now: float) -> list[str]:
+        """Eject every hung instance (see the class docstring) and tell ``on_hung``; returns their urls."""
+        hung = [i for i in self.instances.values() if i.in_flight > 0 and now - i.last_progress_at > self.hung_after_s]
+        for inst in hung:
+            why = f"no token relayed for {now - inst.last_progress_at:.0f} s with {inst.in_flight} request(s) in flight"
+            inst.last_progress_at = now  # its streams are on their way out: do not repeat this every round
+            self.eject(inst.url, why, now)
+            for listener in self.on_hung:
+                listener(inst.url, why)
+        return [inst.url for inst in hung]
+
+    def scraped(self, url: str, running: int, waiting: int, kv: float, gen_total: float | None, now: float) -> None:
+        inst = self.instances.get(url)
+        if inst is not None:
+            inst.record_success()
+            inst.record_scrape(running, waiting, kv, gen_total, now)
+
+    def health_checked(self, url: str, ok: bool, now: float) -> bool:
+        """An ejected instance's /health answered (``ok``) or not; True when it is re-admitted."""
+        inst = self.instances.get(url)
+        if inst is None:
+            return False
+        if inst.record_health_check(ok, now, self.readmit_backoff_max_s):
+            logger.info("instance %s answers /health again; re-admitted", url)
+            return True
+        logger.debug("instance %s still down; next check in %.1fs", url, inst.backoff_s)
+        return False
+
+    # ---- views ------------------------------------------------------------------------------------------------
 
     def states(self, now: float | None = None) -> list[InstanceState]:
         now = time.monotonic() if now is None else now

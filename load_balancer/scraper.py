@@ -1,4 +1,5 @@
-"""Read every instance's vLLM ``/metrics`` concurrently, eject failing instances, re-admit recovered ones.
+"""Read every instance's vLLM ``/metrics`` concurrently, probe ejected ones, and have the registry look for hung
+ones each round; the registry records what it finds.
 
 Each round scrapes all instances at once, each with its own timeout, and the round itself never blocks routing:
 routing reads whatever the last successful scrape left on the ``Instance``.
@@ -64,6 +65,7 @@ class Scraper:
                     await asyncio.wait_for(self.registry.sync(), self.cfg.scrape_timeout_s)
                 except Exception as e:  # a gone Redis must not stop scraping of the instances we know
                     logger.warning("registry sync failed: %r", e)
+                self.registry.check_hung(time.monotonic())
                 self.launch_round()
         finally:
             for task in list(self._pending.values()):
@@ -105,10 +107,10 @@ class Scraper:
                 # break all of its streams over to other instances for nothing.
                 logger.debug("instance %s: /metrics timed out while it streams; not a failure", inst.url)
                 return
-            self.record_failure(inst, f"scrape failed: {e!r}")
+            self.registry.failed(inst.url, f"scrape failed: {e!r}", time.monotonic())
             return
-        inst.record_success()
-        inst.record_scrape(
+        self.registry.scraped(
+            inst.url,
             running=int(values.get("running", 0)),
             waiting=int(values.get("waiting", 0)),
             kv=values.get("kv", 0.0),
@@ -122,12 +124,4 @@ class Scraper:
                 ok = resp.status == 200
         except (aiohttp.ClientError, TimeoutError):
             ok = False
-        if inst.record_health_check(ok, time.monotonic(), self.cfg.readmit_backoff_max_s):
-            logger.info("instance %s answers /health again; re-admitted", inst.url)
-        else:
-            logger.debug("instance %s still down; next check in %.1fs", inst.url, inst.backoff_s)
-
-    def record_failure(self, inst: Instance, why: str) -> None:
-        if inst.record_failure(time.monotonic(), self.cfg.eject_after_failures, self.cfg.readmit_backoff_s):
-            self.metrics.ejections.inc()
-            logger.warning("instance %s ejected after %d failures (%s)", inst.url, inst.consecutive_failures, why)
+        self.registry.health_checked(inst.url, ok, time.monotonic())

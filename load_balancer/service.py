@@ -15,6 +15,7 @@ from load_balancer.policy import make_policy
 from load_balancer.proxy import Proxy
 from load_balancer.registry import MemoryStore, RedisStore, Registry
 from load_balancer.scraper import Scraper
+from load_balancer.timeline import Timeline
 from load_balancer.types import DashboardSnapshot, InstanceView, Totals
 from load_balancer.upstream import make_session
 
@@ -26,12 +27,22 @@ class Balancer:
         self.cfg = cfg
         self.policy = make_policy(cfg.policy, **cfg.policy_options)
         store = RedisStore(cfg.redis_url, cfg.redis_key) if cfg.redis_url else MemoryStore()
-        self.registry = Registry(store, cfg.rate_window_s)
+        self.registry = Registry(
+            store,
+            cfg.rate_window_s,
+            cfg.eject_after_failures,
+            cfg.readmit_backoff_s,
+            cfg.readmit_backoff_max_s,
+            cfg.hung_after_s,
+        )
         self.metrics = BalancerMetrics(self.registry)
         self.session = make_session(cfg)  # so a Balancer is built inside the server's running loop (lifespan)
-        self.proxy = Proxy(cfg, self.registry, self.session, self.policy, self.metrics)
+        self.timeline = Timeline(cfg.timeline, self.registry)
+        self.proxy = Proxy(cfg, self.registry, self.session, self.policy, self.metrics, self.timeline)
         self.scraper = Scraper(cfg, self.registry, self.session, self.metrics)
         self.migrator = Migrator(cfg, self.registry, self.proxy, self.policy)
+        self.registry.on_eject.append(lambda url, why: self.metrics.ejections.inc())
+        self.registry.on_hung.append(self.proxy.interrupt_streams_on)
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
@@ -40,6 +51,7 @@ class Balancer:
         await self.registry.sync()
         await self.scraper.scrape_all()  # route on real numbers from the first request on
         self._tasks.append(asyncio.create_task(self.scraper.run(), name="lb-scraper"))
+        self._tasks.append(asyncio.create_task(self.timeline.run(), name="lb-timeline"))
         if self.cfg.migrate:
             self._tasks.append(asyncio.create_task(self.migrator.run(), name="lb-migrator"))
         logger.info(
@@ -67,16 +79,11 @@ class Balancer:
 
     def instance_views(self) -> list[InstanceView]:
         now = time.monotonic()
-        remaining: dict[str, float] = {}
-        for relay in self.proxy.relays.values():
-            if relay.url is not None:
-                left = max(0, relay.info.max_tokens - relay.tokens_seen)
-                remaining[relay.url] = remaining.get(relay.url, 0.0) + left
+        running = [relay.running_request() for relay in self.proxy.relays.values() if relay.url is not None]
+        estimates = self.policy.estimates(self.registry.states(now), running, now)
         views = []
         for inst in self.registry.instances.values():
-            rate = inst.throughput(now, self.registry.window_s)
-            capacity = inst.tokens_per_s(now, self.registry.window_s)
-            left = remaining.get(inst.url, 0.0)
+            estimate = estimates.get(inst.url)
             views.append(
                 InstanceView(
                     url=inst.url,
@@ -86,10 +93,10 @@ class Balancer:
                     in_flight=inst.in_flight,
                     running=inst.running,
                     waiting=inst.waiting,
-                    remaining_tokens=left,
-                    tokens_per_s=rate,
+                    remaining_tokens=estimate.remaining_tokens if estimate is not None else None,
+                    tokens_per_s=inst.throughput(now, self.registry.window_s),
                     kv_cache_usage=inst.kv_cache_usage,
-                    drain_s=left / capacity if capacity > 0 else (0.0 if left == 0 else None),
+                    drain_s=estimate.drain_s if estimate is not None else None,
                     last_scrape_age_s=None if inst.last_scrape == float("-inf") else now - inst.last_scrape,
                     consecutive_failures=inst.consecutive_failures,
                     migrations_in=inst.migrations_in,

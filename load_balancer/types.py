@@ -53,10 +53,12 @@ class InstanceView(BaseModel):
     in_flight: int  # requests the balancer relays from it now
     running: int  # vllm:num_requests_running, last scrape
     waiting: int  # vllm:num_requests_waiting, last scrape
-    remaining_tokens: float  # estimated output tokens still to generate for its in-flight requests
+    # The routing policy's own estimates (RoutingPolicy.estimates): output tokens its requests in flight are still
+    # expected to generate, and seconds until it has finished them; None under a policy without a model of work.
+    remaining_tokens: float | None
     tokens_per_s: float  # measured generation rate (scraped counter, else relayed tokens)
     kv_cache_usage: float  # 0..1, last scrape
-    drain_s: float | None  # remaining_tokens / tokens_per_s (None when the rate is unknown)
+    drain_s: float | None
     last_scrape_age_s: float | None  # None when never scraped successfully
     consecutive_failures: int
     migrations_in: int
@@ -81,6 +83,52 @@ class DashboardSnapshot(BaseModel):
     policy: str
     instances: list[InstanceView]
     totals: Totals
+
+
+class LaneView(BaseModel):
+    """One instance's row of a step on the timeline."""
+
+    url: str
+    points: list[tuple[float, int]]  # (s since the step began, sequences in flight from then on): a step function
+    tokens: int  # tokens it relayed within the step
+    peak_tokens_per_s: float  # its best rate over the timeline's rate window within the step
+
+
+class MoveView(BaseModel):
+    """A sequence that left one instance and continued on another (an arrow between lanes)."""
+
+    t_s: float  # s since the step began
+    source: str
+    target: str
+    migrated: bool  # True: moved by the migration loop; False: failed over after its instance broke
+    tokens: int  # tokens it had generated before the move
+
+
+class StepView(BaseModel):
+    """One step (one burst of rollout requests); its definition and lower bound are in ``load_balancer/timeline.py``."""
+
+    index: int  # 1 for the balancer's first step
+    started_at: float  # wall-clock seconds since the epoch
+    open: bool  # still running (its numbers are so far)
+    closed_by: str | None  # "pause" (the trainer's weight sync) or "idle" (nothing new for idle_gap_s)
+    makespan_s: float  # first placement to the last request's end (so far, while open)
+    lower_bound_s: float | None  # tokens / sum of the instances' peak rates; None before any token
+    tail_start_s: float | None  # s since the step began at which its tail began; None: no tail (yet)
+    requests: int  # requests that ended within the step
+    tokens: int
+    peak_in_flight: int  # most sequences in flight at once, all instances together
+    moves_total: int  # migrations and failovers, including those beyond the per-step cap (counted, not kept)
+    detailed: bool  # the step asked for (GET /dashboard/timeline?step=N, default the newest): lanes and moves filled
+    lanes: list[LaneView]  # one per instance, by URL; empty unless detailed
+    moves: list[MoveView]  # in time order; empty unless detailed
+
+
+class TimelineSnapshot(BaseModel):
+    """What ``GET /dashboard/timeline`` returns: the recent steps, oldest first, the open one (if any) last."""
+
+    now: float  # wall-clock seconds since the epoch
+    tail_fraction: float  # the tail is where at most this share of the step's peak in-flight sequences still ran
+    steps: list[StepView]
 
 
 class ErrorBody(BaseModel):

@@ -14,6 +14,10 @@ import aiohttp
 
 from load_balancer.config import BalancerConfig
 
+# Gateway-ish statuses mean "this instance cannot take it now": the request is retried on another. Anything else
+# (4xx, 500) is the request's own answer and reaches the client unchanged.
+RETRY_STATUSES = frozenset({502, 503, 504})
+
 # A failure that happened before any response byte, on a connection that was open: the server closed an idle
 # keep-alive connection just as it was reused (it resets, or closes without answering). A refused or timed-out
 # connect (ClientConnectorError, a subclass of ClientOSError) is the instance's own failure instead.

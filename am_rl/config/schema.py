@@ -6,6 +6,7 @@ fails before any process starts. Every knob is documented here, once.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -31,11 +32,23 @@ class BalancerSection:
     url: Optional[str] = None  # an already running balancer; None: start one in-process
     policy: str = "makespan"  # routing policy (load_balancer.policy registry)
     migrate: bool = True  # a started balancer's load_balancer.config.BalancerConfig.migrate (off in the CPU demo)
-    max_concurrency: int = 256  # in-flight rollout requests per agent-loop worker
+    # In-flight rollout requests per agent-loop worker; beyond it samples wait in the worker, longest hint first
+    # (am_rl.rollout.admission). Best is every sample of a step in flight (workers x this >= batch x n): in the
+    # simulator, capping at the engines' slots (16 instances x 64) made the step 14-25% longer than all at once even
+    # with hints and longest-first (bench/results/lb_sim_steps_16_instances.md).
+    max_concurrency: int = 256
+    # No key here: the balancer's API key is AM_RL_BALANCER_API_KEY in the environment only (a started balancer requires
+    # it, every client sends it; Ray processes inherit it), because verl prints its whole config.
+    # Send each sample's expected length (the mean its prompt's samples reached in earlier epochs, kept per
+    # agent-loop worker: am_rl.rollout.priors) as the balancer's routing hint (load_balancer.hints), which also
+    # orders the samples waiting at max_concurrency. On when workers x max_concurrency < batch x n: capped at 2,048 of
+    # 4,096 on 64 instances, hints + longest-first ran 16-18% below round robin where routing alone gained 4-5%
+    # (bench/results/lb_sim_steps.md). Off with every sample in flight, the recipes' setting: there noisy hints made
+    # routing 1.5-2.3% slower.
+    length_hints: bool = False
     # A balancer started by the trainer (url None): where it listens; its dashboard is /dashboard there.
     host: str = "0.0.0.0"
     port: int = 8100
-    api_key: Optional[str] = None  # bearer token the balancer requires (sent by every client of it)
     request_timeout_s: float = 7200.0  # one sample, whole generation (32k tokens at ~20 tok/s ~ 27 min)
     control_timeout_s: float = 30.0  # each register / pause / resume call to the balancer
 
@@ -44,7 +57,9 @@ def balancer_config(section, **fields):
     """Settings of a balancer that the trainer starts, from an ``am_rl.balancer`` section plus ``fields``."""
     from load_balancer.config import BalancerConfig  # imported only where a balancer is started
 
-    return BalancerConfig(policy=section.policy, migrate=section.migrate, api_key=section.api_key, **fields)
+    from am_rl.trainer.balancer_control import API_KEY_ENV
+
+    return BalancerConfig(policy=section.policy, migrate=section.migrate, api_key=os.environ.get(API_KEY_ENV), **fields)
 
 
 @dataclass

@@ -46,6 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("-o", "--output", required=True, type=Path, help="output parquet")
         s.add_argument("--report", type=Path, default=None, help="report JSON (default: beside the output)")
 
+    def sampling(s, defaults, k_help: str):
+        """What distill and select sample with (their options dataclasses share these fields)."""
+        s.add_argument("-k", type=int, default=defaults.k, help=k_help)
+        s.add_argument("--max-tokens", type=int, default=defaults.max_tokens)
+        s.add_argument("--temperature", type=float, default=defaults.temperature)
+        s.add_argument("--top-p", type=float, default=defaults.top_p)
+        s.add_argument("--seed", type=int, default=defaults.seed)
+
     i = sub.add_parser("ingest", help="JSONL / Parquet / save_to_disk folders -> verl-schema parquet")
     i.add_argument("inputs", nargs="+", type=Path)
     common(i)
@@ -88,13 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--graded", type=Path, default=None,
                    help="the queries with their grades (default: <output stem>.graded.parquet)")  # fmt: skip
     d.add_argument("--chart", type=Path, default=None, help="teacher chart (default: <output stem>.teachers.png)")
-    d.add_argument("-k", type=int, default=do.k, help="responses per query from each teacher")
-    d.add_argument("--max-tokens", type=int, default=do.max_tokens)
-    d.add_argument("--temperature", type=float, default=do.temperature)
-    d.add_argument("--top-p", type=float, default=do.top_p)
+    sampling(d, do, "responses per query from each teacher")
     d.add_argument("--concurrency", type=int, default=do.concurrency, help="in-flight requests per teacher")
     d.add_argument("--retries", type=int, default=do.retries, help="retries of a failed request per teacher")
-    d.add_argument("--seed", type=int, default=do.seed)
     d.add_argument("--pass-score", type=float, default=do.pass_score, help="verified at reward >= this")
     d.add_argument("--passes", type=int, default=do.passes, help="passes per teacher for the coefficient of variation")
     d.add_argument("--keep", choices=KEEP_MODES, default=do.keep)
@@ -119,16 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reward-url", required=True, help="the reward service (its API key: $AM_RL_REWARD_API_KEY)")
     s.add_argument("--pass-rates", type=Path, default=None,
                    help="pass-rate JSONL (default: <output stem>.pass_rates.jsonl)")  # fmt: skip
-    s.add_argument("-k", type=int, default=so.k, help="samples per query")
-    s.add_argument("--max-tokens", type=int, default=so.max_tokens)
-    s.add_argument("--temperature", type=float, default=so.temperature)
-    s.add_argument("--top-p", type=float, default=so.top_p)
+    sampling(s, so, "samples per query")
     s.add_argument("--min-pass-rate", type=float, default=so.min_pass_rate, help="keep pass rate > this")
     s.add_argument("--max-pass-rate", type=float, default=so.max_pass_rate, help="keep pass rate < this")
     s.add_argument("--pass-score", type=float, default=so.pass_score, help="a sample passes at reward >= this")
     s.add_argument("--rows-per-batch", type=int, default=so.rows_per_batch)
     s.add_argument("--types", default=",".join(so.types), help="reward types to select on; others pass through")
-    s.add_argument("--seed", type=int, default=so.seed)
     s.add_argument("--reuse-grades", action="store_true",
                    help="rows distill graded (extra_info.pass_rate): selected on that grade, not sampled")  # fmt: skip
 

@@ -23,7 +23,9 @@ from typing import AsyncIterator, Sequence
 import aiohttp
 import orjson
 
+from am_rl.rollout.admission import LongestFirstGate
 from am_rl.rollout.types import RolloutRequest, RolloutResult, RolloutStats
+from load_balancer.hints import HINT_FIELD
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +60,7 @@ class RolloutClient:
         self,
         base_url: str,
         model: str,
-        max_concurrency: int = 256,  # in-flight requests; the balancer queues the rest per instance
+        max_concurrency: int = 256,  # in-flight requests; the rest wait here, longest expected first (admission.py)
         timeout_s: float = 600.0,  # per request, whole generation
         max_retries: int = 3,  # attempts after the first, only for failures before the first token
         backoff_s: float = 0.5,  # first retry delay; doubles each time
@@ -71,7 +73,7 @@ class RolloutClient:
         self.max_concurrency = max_concurrency
         self.timeout_s = timeout_s
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._semaphore = asyncio.Semaphore(max_concurrency)
+        self._gate = LongestFirstGate(max_concurrency)
         self._http: aiohttp.ClientSession | None = None
 
     def _session(self) -> aiohttp.ClientSession:
@@ -113,6 +115,8 @@ class RolloutClient:
             body["top_k"] = req.top_k
         if req.seed is not None:
             body["seed"] = req.seed
+        if req.expected_tokens is not None:
+            body[HINT_FIELD] = req.expected_tokens
         return body
 
     async def _stream_once(self, req: RolloutRequest) -> RolloutResult:
@@ -165,7 +169,7 @@ class RolloutClient:
         )
 
     async def generate(self, req: RolloutRequest, stats: RolloutStats | None = None) -> RolloutResult:
-        async with self._semaphore:
+        async with self._gate.slot(req.expected_tokens):
             for attempt in range(self.max_retries + 1):
                 try:
                     return await self._stream_once(req)
@@ -189,7 +193,7 @@ class RolloutClient:
         Retried like ``generate``; a batch the endpoint refuses (a prompt over its context) raises RolloutRejected."""
         body = {"model": self.model, "prompt": prompts, "max_tokens": 1, "prompt_logprobs": 0}
         headers = {"X-Request-Id": request_id, "Content-Type": "application/json"}
-        async with self._semaphore:
+        async with self._gate.slot(None):
             for attempt in range(self.max_retries + 1):
                 try:
                     async with self._session().post(

@@ -17,6 +17,9 @@ class RolloutRequest:
     top_p: float = 1.0
     top_k: int = -1  # -1: no top-k cut (vLLM's default)
     seed: Optional[int] = None  # per-sample seed, for reproducible sampling
+    # Output tokens the trainer expects (am_rl.rollout.priors), sent as the balancer's routing hint
+    # am_rl_expected_tokens (load_balancer.hints); None: no hint. Never sent to an engine directly.
+    expected_tokens: Optional[int] = None
 
     def anon_repr(self) -> str:
         return f"RolloutRequest(id={self.request_id}, prompt_len={len(self.prompt_ids)}, max_tokens={self.max_tokens})"

@@ -70,9 +70,10 @@ class AMAgentLoopManager(AgentLoopManager):
             balancer_url=section.balancer.url,
             max_concurrency=section.balancer.max_concurrency,
             request_timeout_s=section.balancer.request_timeout_s,
+            length_hints=section.balancer.length_hints,
             # A standalone balancer's key (recipes/slurm) is in every Ray process's environment only, never in the
             # config, which verl prints.
-            api_key=section.balancer.api_key or os.environ.get(API_KEY_ENV) or None,
+            api_key=os.environ.get(API_KEY_ENV) or None,
         )
         super().__init__(config, client, teacher_client, reward_loop_worker_handles)
         self.shuffle = bool(section.shuffle)

@@ -21,11 +21,6 @@ from am_rl.config.validate import ConfigError
 
 def balancer_flags(section) -> list[str]:
     """Flags of ``python -m load_balancer`` for the settings that ``balancer_config(section)`` gives."""
-    if section.api_key:
-        raise ConfigError(
-            "am_rl.balancer.api_key is set in the recipe: a standalone balancer takes its key from the environment "
-            "(recipes/slurm makes one per job, or give AM_RL_BALANCER_API_KEY), never from a command line; remove it"
-        )
     cfg = balancer_config(section)
     flags = ["--policy", cfg.policy, "--migrate" if cfg.migrate else "--no-migrate"]
     for key, value in cfg.policy_options.items():

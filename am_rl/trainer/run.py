@@ -19,7 +19,7 @@ import time
 from omegaconf import DictConfig, OmegaConf
 
 from am_rl.rewards.scorer import URL_ENV as REWARD_URL_ENV  # read there, in verl's reward workers
-from am_rl.trainer.balancer_control import API_KEY_ENV, BALANCER_URL_ENV, CONTROL_TIMEOUT_ENV
+from am_rl.trainer.balancer_control import BALANCER_URL_ENV, CONTROL_TIMEOUT_ENV
 from am_rl.trainer.external_engines import ENGINE_URLS_ENV, ROLLOUT_NAME, STARTUP_TIMEOUT_ENV
 from am_rl.trainer.plan import dry_run
 from am_rl.trainer.services import launched_engines, run_dir, started_balancer, started_reward_service
@@ -41,8 +41,6 @@ def ray_environment(cfg: DictConfig, balancer_url: str, reward_url: str, engine_
         "VERL_FILE_LOGGER_PATH": str(out / "metrics" / f"{time.strftime('%Y%m%d-%H%M%S')}.jsonl"),
         "TENSORBOARD_DIR": str(out / "tensorboard"),
     }
-    if cfg.am_rl.balancer.api_key:
-        env[API_KEY_ENV] = cfg.am_rl.balancer.api_key
     if engine_urls:
         env[ENGINE_URLS_ENV] = ",".join(engine_urls)
         env[STARTUP_TIMEOUT_ENV] = str(cfg.am_rl.vllm.startup_timeout_s)

@@ -30,6 +30,7 @@ from verl.workers.rollout.llm_server import LLMServerClient
 from verl.workers.rollout.replica import TokenOutput
 
 from am_rl.rollout.client import RolloutClient, RolloutError
+from am_rl.rollout.priors import LengthPriors
 from am_rl.rollout.types import RolloutRequest
 
 MAX_ABORT_RESENDS = 3
@@ -62,6 +63,7 @@ class BalancerServerClient(LLMServerClient):
         max_concurrency: int = 256,  # in flight from this worker; the balancer queues per engine
         request_timeout_s: float = 7200.0,  # per sample, whole generation
         api_key: Optional[str] = None,
+        length_hints: bool = True,  # send each sample's expected length (am_rl.rollout.priors) to the balancer
         **kwargs: Any,
     ):
         super().__init__(config=config, load_balancer_handle=None, **kwargs)
@@ -70,6 +72,7 @@ class BalancerServerClient(LLMServerClient):
         self.request_timeout_s = request_timeout_s
         self.api_key = api_key
         self._rollout: Optional[RolloutClient] = None
+        self._priors: Optional[LengthPriors] = LengthPriors() if length_hints else None
         self._model_lock: Optional[asyncio.Lock] = None
 
     def __getstate__(self) -> dict:
@@ -118,14 +121,17 @@ class BalancerServerClient(LLMServerClient):
             raise NotImplementedError("the balancer path sends token-id prompts only; multimodal inputs are not routed")
         prompt_ids = [int(t) for t in prompt_ids]
         rollout = self.config.actor_rollout_ref.rollout
+        budget = response_budget(rollout, len(prompt_ids), sampling_params.get("max_tokens"))
         request = RolloutRequest(
             request_id=f"{request_id}-{uuid4().hex[:8]}",  # unique per call: a multi-turn loop reuses request_id
             prompt_ids=prompt_ids,
-            max_tokens=response_budget(rollout, len(prompt_ids), sampling_params.get("max_tokens")),
+            max_tokens=budget,
             temperature=float(sampling_params.get("temperature", rollout.temperature)),
             top_p=float(sampling_params.get("top_p", rollout.top_p)),
             top_k=int(sampling_params.get("top_k", -1)),
+            expected_tokens=self._priors.expected(prompt_ids, budget) if self._priors is not None else None,
         )
+        hint = request.expected_tokens
         client = await self._client()
         tokens: list[int] = []
         logprobs: list[float] = []
@@ -144,12 +150,16 @@ class BalancerServerClient(LLMServerClient):
                 request_id=f"{request.request_id.split('~')[0]}~r{resend + 1}",
                 prompt_ids=prompt_ids + tokens,
                 max_tokens=remaining,
+                # the continuation's own output: what the hint expects beyond the tokens already generated
+                expected_tokens=hint - len(tokens) if hint is not None and len(tokens) < hint <= budget else None,
             )
         else:
             raise RolloutError(
                 f"request {request_id}: aborted {MAX_ABORT_RESENDS + 1} times after {len(tokens)} tokens; "
                 "a cut sample is never trained as complete"
             )
+        if self._priors is not None:
+            self._priors.record(prompt_ids, len(tokens))
         return TokenOutput(
             token_ids=tokens,
             log_probs=logprobs,

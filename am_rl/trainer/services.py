@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import signal
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -106,13 +109,50 @@ def launched_engines(cfg: DictConfig) -> Iterator[list[str]]:
         ),
         section.num_servers,
     )
+    watch = StartupWatch(group)
     try:
         for server in group.servers:
             server.start()
         logger.info("vLLM servers starting: %s (logs in %s)", " ".join(group.urls), group.log_dir)
+        watch.start()
         yield group.urls
+    except KeyboardInterrupt:
+        if watch.error is not None:
+            raise watch.error from None
+        raise
     finally:
+        watch.cancel()
         group.stop()
+
+
+class StartupWatch(threading.Thread):
+    """Watches the launched servers until all are healthy. The replicas in the Ray workers wait for them too, but they
+    cannot see a server's process: a server that exits during startup (bad model path, out of memory) would leave the
+    run waiting for the replicas' whole timeout. On such an exit (or the startup timeout) the watch interrupts the main
+    thread as Ctrl-C would, so the run unwinds and stops everything, and ``launched_engines`` raises the startup error
+    with the server's log tail instead of the interrupt."""
+
+    def __init__(self, group) -> None:
+        super().__init__(name="vllm-startup-watch", daemon=True)
+        self.group = group
+        self.error: Exception | None = None
+        self._cancelled = threading.Event()
+
+    def cancel(self) -> None:
+        """Stop watching before the servers are stopped (their processes go away under the watch otherwise)."""
+        self._cancelled.set()
+        if self.is_alive():
+            self.join()
+
+    def run(self) -> None:
+        from am_rl.vllm_servers import VLLMStartupError
+
+        try:
+            self.group.start_wait(self._cancelled)
+        except VLLMStartupError as e:
+            self.error = e
+            logger.error("%s", e)
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 @contextlib.contextmanager

@@ -77,11 +77,13 @@ def step_of(rid: str) -> int:
 
 
 def request_infos(workload: Workload, step: int = 0) -> list[RequestInfo]:
-    """What the balancer knows of each request: ids, prompt key and length, max_tokens; never the output length.
+    """What the balancer knows of each request: ids, prompt key and length, max_tokens, the client's hint when the
+    workload has hints (``Workload.expected_tokens``); never the output length.
     Prompt keys are per step: a step draws new prompts, so nothing the policy learnt of a prompt carries over."""
+    hints = [None] * workload.n if workload.expected_tokens is None else workload.expected_tokens.tolist()
     return [
         RequestInfo(request_id(step, i), f"s{step}-p{int(workload.prompt_of[i])}", int(workload.prompt_tokens[i]),
-                    workload.max_tokens)
+                    workload.max_tokens, expected_tokens=hints[i])
         for i in range(workload.n)
     ]
 
@@ -261,8 +263,10 @@ class SimCluster:
                 finish[fin] = fin_time - start
                 phase[fin] = DONE
                 in_flight -= len(fin)
-                for k, count in zip(*np.unique(inst[fin], return_counts=True)):
-                    records[k].in_flight -= int(count)
+                if len(fin):
+                    ended = np.bincount(inst[fin], minlength=m)
+                    for k in np.flatnonzero(ended):
+                        records[k].in_flight -= int(ended[k])
                 for j in np.argsort(fin_time, kind="stable"):
                     policy.on_finished(infos[fin[j]].request_id, int(target[fin[j]]), float(fin_time[j]))
 

@@ -25,7 +25,7 @@ reward_job=$(sbatch --parsable ${AM_RL_REWARD_SBATCH_ARGS:-} --output="$log_dir/
 # shellcheck disable=SC2086
 if ! train_job=$(sbatch --parsable ${AM_RL_TRAIN_SBATCH_ARGS:-} --dependency="after:$reward_job" \
     --output="$log_dir/train_job.out" \
-    --export="$export_both,AM_RL_RECIPE=$recipe" \
+    --export="$export_both,AM_RL_RECIPE=$recipe,AM_RL_REWARD_JOB_ID=$reward_job" \
     "$here/train.sbatch" "$@"); then
     scancel "$reward_job"
     echo "the training job was not submitted (above); reward job $reward_job cancelled" >&2

@@ -58,6 +58,13 @@ am_ray_auth_token() {
     if [[ ! -s $RAY_AUTH_TOKEN_PATH ]]; then (umask 077 && am_secret >"$RAY_AUTH_TOKEN_PATH"); fi
 }
 
+# am_job_ended JOB: true once JOB is no longer pending or running (squeue lists it with no state while Slurm still
+# remembers it, then calls its id invalid). Unknown (squeue failing otherwise) counts as not ended.
+am_job_ended() {
+    local out
+    if out=$(squeue -h -j "$1" -o %T 2>&1); then [[ -z $out ]]; else [[ $out == *"Invalid job id"* ]]; fi
+}
+
 # The allocation's hosts, one per line, in Slurm's order (the first is the head node).
 am_nodes() { scontrol show hostnames "$SLURM_JOB_NODELIST"; }
 

@@ -17,6 +17,9 @@ class _Quiet:
     def plan_migrations(self, instances, running, now):
         return []
 
+    def estimates(self, instances, running, now):
+        return {}
+
 
 @register_policy("test_first")
 class FirstPolicy(_Quiet):
@@ -42,3 +45,20 @@ class MoveAfterPolicy(FirstPolicy):
                 self.moved.add(rr.request.request_id)
                 moves.append(Migration(rr.request.request_id, rr.url, target))
         return moves
+
+
+@register_policy("test_record")
+class RecordPolicy(MoveAfterPolicy):
+    """``test_move_after`` (by default never moving) that keeps every ``RequestInfo`` it routes and every reroute."""
+
+    def __init__(self, after: int = 10**9) -> None:
+        super().__init__(after)
+        self.seen = []  # RequestInfo of each choose
+        self.routed = []  # (RequestInfo, url) of each on_routed: first placements and moves
+
+    def choose(self, request, instances, now):
+        self.seen.append(request)
+        return super().choose(request, instances, now)
+
+    def on_routed(self, request, url, now):
+        self.routed.append((request, url))

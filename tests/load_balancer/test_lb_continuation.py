@@ -65,7 +65,7 @@ def test_instance_killed_mid_stream_is_continued_elsewhere(loadgens, balancer):
             futures = [pool.submit(httpx.post, f"{lb.url}/v1/completions", json=BODY, timeout=60) for _ in range(3)]
             relays = lb.balancer.proxy.relays
             deadline = time.monotonic() + 20
-            while len(relays) < 3 or any(r.tokens_seen < 3 for r in list(relays.values())):
+            while len(relays) < 3 or any(r.codec.tokens_seen < 3 for r in list(relays.values())):
                 assert time.monotonic() < deadline, "the streams never got under way"
                 time.sleep(0.005)
             os.killpg(proc.pid, signal.SIGKILL)  # every stream is a few of its 120 tokens in

@@ -128,3 +128,41 @@ def test_with_no_readmission_in_time_the_request_gets_a_503(loadgens, balancer):
     wait_for(lambda: not httpx.get(f"{lb.url}/instances").json()[0]["healthy"], 10, "ejection")
     r = httpx.post(f"{lb.url}/v1/completions", json=BODY | {"max_tokens": 2}, timeout=30)
     assert r.status_code == 503 and "no healthy instance" in r.json()["error"]["message"]
+
+
+def test_a_hung_instance_is_ejected_and_its_streams_continue_elsewhere(loadgens, balancer):
+    """An engine that stops producing tokens (and answering /metrics in time) with a request in flight: after
+    ``hung_after_s`` without a token the registry ejects it and its stream continues on the other, token-exact."""
+    a, b = loadgens(2, tokens_per_s=100)
+    lb = balancer([a.url, b.url], policy="round_robin", scrape_timeout_s=0.3, hung_after_s=1.5,
+                  readmit_backoff_s=30.0, migrate=False)  # fmt: skip
+    body = BODY | {"max_tokens": 300}  # 3 s of streaming
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        future = pool.submit(httpx.post, f"{lb.url}/v1/completions", json=body, timeout=60)
+        hung = wait_for(lambda: running_on(a, b), 10, "the stream to start")
+        httpx.post(f"{hung.url}/control", json={"tokens_per_s": 0.01, "metrics_delay_s": 30.0})
+        text = "".join(c["choices"][0]["text"] for c in sse_chunks(future.result().text))
+    healthy = b if hung is a else a
+    reference = httpx.post(f"{healthy.url}/v1/completions", json=body, timeout=60).text
+    assert text == "".join(c["choices"][0]["text"] for c in sse_chunks(reference))
+    assert metric_value(lb.url, "lb_ejections_total") == 1 and metric_value(lb.url, "lb_failovers_total") == 1
+
+
+def test_an_instance_ejected_for_failures_keeps_the_streams_it_is_serving(loadgens, balancer):
+    """Failed scrapes eject an instance (nothing new goes there) but move none of its streams while they progress:
+    on a loaded host a slow API server fails scrapes yet streams on, and moving every stream re-prefills them."""
+    a, b = loadgens(2, tokens_per_s=100)
+    lb = balancer([a.url, b.url], policy="round_robin", eject_after_failures=2, readmit_backoff_s=30.0, migrate=False)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        future = pool.submit(httpx.post, f"{lb.url}/v1/completions", json=BODY | {"max_tokens": 300}, timeout=60)
+        busy = wait_for(lambda: running_on(a, b), 10, "the stream to start")
+        httpx.post(f"{busy.url}/control", json={"fail_metrics": True})
+        wait_for(lambda: metric_value(lb.url, "lb_ejections_total") == 1, 10, "the ejection")
+        assert len(sse_chunks(future.result().text)) == 300
+    assert metric_value(lb.url, "lb_failovers_total") == 0
+    assert len(httpx.get(f"{busy.url}/stats").json()["finished"]) == 1, "the stream finished where it ran"
+
+
+def running_on(*gens):
+    """The load generator that runs a request now, if any."""
+    return next((g for g in gens if httpx.get(f"{g.url}/stats").json()["running"]), None)

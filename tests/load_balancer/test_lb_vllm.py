@@ -131,7 +131,7 @@ def test_instance_death_mid_step_loses_no_request(vllm_servers, tiny_model, bala
             futures = [pool.submit(client.post, f"{lb.url}/v1/completions", json=x) for x in bodies]
             relays = lb.balancer.proxy.relays  # watched in-process, to cut while every stream is under way
             deadline = time.monotonic() + 30
-            while len(relays) < 4 or any(r.tokens_seen < 16 for r in list(relays.values())):
+            while len(relays) < 4 or any(r.codec.tokens_seen < 16 for r in list(relays.values())):
                 assert time.monotonic() < deadline, "the step never got under way"
                 time.sleep(0.001)
             link.cut()

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from load_balancer.estimates import DrainQueue, StepTimeFit
+from load_balancer.estimates import DrainQueue, Planned, StepTimeFit
 from load_balancer.policies import LeastRequestsPolicy, MakespanPolicy, PowerOfTwoPolicy, RoundRobinPolicy
 from load_balancer.policy import POLICIES, InstanceState, RequestInfo, RunningRequest, make_policy
 
@@ -161,6 +161,31 @@ def test_migration_moves_from_the_laggard_to_spare_capacity():
     assert len(moves) < 12  # it balances, it does not just empty a
 
 
+def test_estimates_are_the_policys_own_model_and_change_nothing():
+    policy, instances, running = laggard_scene(n_long_on_a=12, n_long_on_b=1)
+    twin, _, _ = laggard_scene(n_long_on_a=12, n_long_on_b=1)
+    for p in (policy, twin):  # both learn the scene's step times from its snapshots
+        p.plan_migrations(instances, running, 100.0)
+    estimates = policy.estimates(instances, running, now=101.0)
+    for s in instances:
+        mine = [rr for rr in running if rr.url == s.url]
+        expected = sum(policy.expected_remaining(rr.request, rr.generated_tokens) for rr in mine)
+        assert estimates[s.url].remaining_tokens == pytest.approx(expected)
+    assert estimates["a"].drain_s > estimates["b"].drain_s > estimates["c"].drain_s == 0.0
+    # the drain time is the lockstep model migration plans with: a's queue as plan_migrations builds it
+    queue = DrainQueue(policy.fit.coefficients() * policy.fit.slowness("a"))
+    for rr in (rr for rr in running if rr.url == "a"):
+        queue.add(Planned(policy.expected_remaining(rr.request, rr.generated_tokens), 300 + rr.generated_tokens, rr))
+    assert estimates["a"].drain_s == pytest.approx(queue.drain_s())
+    assert policy.plan_migrations(instances, running, 102.0) == twin.plan_migrations(instances, running, 102.0)
+
+
+@pytest.mark.parametrize("name", ["round_robin", "least_requests", "power_of_two"])
+def test_count_based_policies_have_no_estimates(name):
+    _, instances, running = laggard_scene(n_long_on_a=2, n_long_on_b=1)
+    assert make_policy(name).estimates(instances, running, 0.0) == {}
+
+
 def test_no_migration_when_balanced():
     policy, instances, running = laggard_scene(n_long_on_a=3, n_long_on_b=3)
     instances = instances[:2]  # no idle instance; a and b hold the same work
@@ -196,7 +221,7 @@ def test_drain_queue_finish_matches_stepping_the_lockstep_model():
     context = rng.integers(300, 20_000, 8).astype(float)
     queue = DrainQueue(THETA)
     for k, (r, x) in enumerate(zip(remaining, context)):
-        queue.add((r, x, f"r{k}"))
+        queue.add(Planned(r, x, f"r{k}"))
     queue.stall_s = 2.0
     for r in remaining:
         # reference: one decode step at a time, every request with tokens left adds one token per step

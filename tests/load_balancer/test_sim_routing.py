@@ -11,7 +11,7 @@ from bench.sim.clairvoyant import KnownLengthsMakespan
 from bench.sim.diagnose import Recorder, diagnose
 from bench.sim.engine import SimConfig, request_infos, simulate, simulate_steps
 from bench.sim.static import LongestFirstOracle, VerlChunks
-from bench.sim.workload import Workload, WorkloadSpec, make_workload
+from bench.sim.workload import PriorSpec, Workload, WorkloadSpec, make_workload, with_priors
 from load_balancer.policies import LeastRequestsPolicy, MakespanPolicy, PowerOfTwoPolicy, RoundRobinPolicy
 from load_balancer.policy import Migration
 
@@ -222,3 +222,37 @@ def test_capped_arrivals_keep_the_cap_and_finish_every_request():
     # at any time, requests routed minus requests finished never exceeds the cap
     assert all(np.sum(arrivals <= t) - np.sum(finishes < t) <= 5 for t in arrivals)
     assert arrivals[5] > 0.0  # the sixth had to wait for a finish
+
+
+def test_noisy_priors_follow_each_prompts_length_and_leave_the_workload_alone():
+    w = make_workload(3)
+    hinted = with_priors(w, 3)
+    assert np.array_equal(hinted.output_tokens, w.output_tokens) and hinted.expected_tokens.shape == (w.n,)
+    hint = hinted.expected_tokens.reshape(-1, w.n_samples)
+    assert (hint == hint[:, :1]).all(), "siblings share their prompt's hint"
+    assert 16 <= hint.min() and hint.max() <= w.max_tokens
+    mean_len = w.output_tokens.reshape(-1, w.n_samples).mean(axis=1)
+    assert np.corrcoef(np.log(hint[:, 0]), np.log(mean_len))[0, 1] > 0.7  # informative...
+    ratio = np.median(hint[:, 0] / mean_len)
+    assert 0.75 < ratio < 1.0  # ...and short by the drift (1.1), as an earlier epoch's lengths run
+    exact = with_priors(w, 3, PriorSpec(samples=256, drift=1.0, sigma=0.0))
+    assert np.median(exact.expected_tokens / w.output_tokens.reshape(-1, w.n_samples).mean(axis=1).repeat(
+        w.n_samples)) == pytest.approx(1.0, abs=0.05)
+    infos = request_infos(hinted, step=2)
+    assert [i.expected_tokens for i in infos[:3]] == hinted.expected_tokens[:3].tolist()
+    assert all(i.expected_tokens is None for i in request_infos(w)[:3])
+
+
+def test_longest_hint_first_dispatch_sorts_the_shuffle_by_hint_and_keeps_it_among_equals():
+    from bench.sim_steps import CONTENDERS, dispatch_order
+
+    w = with_priors(make_workload(4), 4)
+    shuffled = np.random.default_rng(0).permutation(w.n)
+    by_name = {c.name: c for c in CONTENDERS}
+    assert np.array_equal(dispatch_order(by_name["makespan_priors"], w, shuffled), shuffled)
+    order = dispatch_order(by_name["makespan_priors_longest_first"], w, shuffled)
+    assert sorted(order.tolist()) == list(range(w.n)) and np.all(np.diff(w.expected_tokens[order]) <= 0)
+    first = order[w.expected_tokens[order] == w.expected_tokens[order[0]]]  # one prompt's siblings, tied
+    assert first.tolist() == [i for i in shuffled if w.expected_tokens[i] == w.expected_tokens[order[0]]]
+    oracle = dispatch_order(by_name["oracle_longest_first"], w, shuffled)
+    assert np.all(np.diff(w.output_tokens[oracle]) <= 0)

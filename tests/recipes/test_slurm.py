@@ -30,7 +30,7 @@ fi
 python3 - "$@" <<'PY'
 import json, os, sys
 env = {k: os.environ.get(k) for k in ("AM_RL_REWARD_API_KEY", "AM_RL_REWARD_REDIS_URL", "AM_RL_BALANCER_API_KEY",
-                                     "AM_RL_LB_API_KEY", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
+                                     "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
 with open(os.environ["FAKE_LOG"], "a") as f:
     f.write(json.dumps({"cmd": "srun", "argv": sys.argv[1:], "env": env}) + "\n")
 PY
@@ -274,14 +274,14 @@ def test_secrets_reach_the_steps_in_their_environment_only(fake_slurm):
     assert "unset AM_RL_REWARD_API_KEY" in steps(calls)["reward_workers_node1"][-1]  # workers need Redis only
     conf = tmp / "logs" / "redis.conf"
     assert conf.read_text() == f"requirepass {password}\n" and conf.stat().st_mode & 0o777 == 0o600
-    # The balancer's key: the balancer reads it as AM_RL_LB_API_KEY, every Ray process inherits it for the trainer.
+    # The balancer's key: one name (AM_RL_BALANCER_API_KEY) for the balancer and for every Ray process (the trainer).
     lb_key_file = tmp / "logs" / "balancer_api_key"
     lb_key = lb_key_file.read_text()
     assert len(lb_key) == 64 and lb_key_file.stat().st_mode & 0o777 == 0o600 and lb_key != key
-    assert step_env(tmp, "balancer")["AM_RL_LB_API_KEY"] == lb_key
+    assert step_env(tmp, "balancer")["AM_RL_BALANCER_API_KEY"] == lb_key
     assert step_env(tmp, "ray_head")["AM_RL_BALANCER_API_KEY"] == lb_key
     assert step_env(tmp, "ray_worker_node2")["AM_RL_BALANCER_API_KEY"] == lb_key
-    assert step_env(tmp, "trainer")["AM_RL_LB_API_KEY"] is None  # only the balancer's step gets that name
+    assert step_env(tmp, "trainer")["AM_RL_BALANCER_API_KEY"] == lb_key
     # Ray's token authentication: every Ray step holds the token file's path, the file holds the token.
     token_file = tmp / "logs" / "ray_auth_token"
     token = token_file.read_text()

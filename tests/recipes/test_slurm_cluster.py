@@ -284,3 +284,18 @@ def test_a_reward_service_that_never_comes_up_fails_the_training_job(launch, tmp
     assert 20 <= to_s(failed[1]) - to_s(waiting[1]) <= 25
     assert "trainer" not in {p.stem for p in run.log_dir.glob("*.log")}  # it never started
     assert run.wait_no_processes(timeout_s=60) < 60
+
+
+def test_a_reward_job_that_fails_at_once_fails_the_training_job_at_once(launch, tmp_path):
+    run = launch(AM_RL_REDIS_SERVER="/bin/false", AM_RL_REWARD_WAIT_S="600")  # its Redis exits: the reward job fails
+    run.submit()
+    run.wait_ended(timeout_s=300)
+    assert run.final_states() == {"reward": "FAILED", "train": "FAILED"}, run.tail("reward_job.out")
+    out = (run.log_dir / "train_job.out").read_text()
+    waiting = re.search(r"^\[am_rl (\S+)\] waiting up to 600s for the reward service's URL", out, re.M)
+    failed = re.search(r"^\[am_rl (\S+)\] FAILED: the reward service's job \d+ ended before its service came up", out,
+                       re.M)  # fmt: skip
+    assert waiting and failed, out
+    to_s = lambda hms: sum(int(x) * f for x, f in zip(hms.split(":"), (3600, 60, 1)))  # noqa: E731
+    assert to_s(failed[1]) - to_s(waiting[1]) <= 30
+    assert run.wait_no_processes(timeout_s=60) < 60

@@ -4,11 +4,9 @@ trainer's balancer client through the environment only."""
 import subprocess
 import sys
 
-import pytest
 from omegaconf import OmegaConf
 
 from am_rl.config.load import compose
-from am_rl.config.validate import ConfigError
 from am_rl.trainer.balancer_args import balancer_flags
 from am_rl.trainer.balancer_control import API_KEY_ENV
 
@@ -17,11 +15,6 @@ def test_flags_follow_the_recipe():
     assert balancer_flags(compose("demo_cpu").am_rl.balancer) == ["--policy", "makespan", "--no-migrate"]
     cfg = compose("demo_cpu", ["am_rl.balancer.policy=least_requests", "am_rl.balancer.migrate=true"])
     assert balancer_flags(cfg.am_rl.balancer) == ["--policy", "least_requests", "--migrate"]
-
-
-def test_a_key_in_the_recipe_is_refused():
-    with pytest.raises(ConfigError, match="api_key is set in the recipe"):
-        balancer_flags(compose("demo_cpu", ["am_rl.balancer.api_key=secret"]).am_rl.balancer)
 
 
 def test_cli_prints_one_flag_per_line_and_names_a_bad_recipe():

@@ -3,7 +3,8 @@
 behind the balancer, the reward service, am_grpo, the shuffle, verl's validation, checkpoints and resume.
 
 Run A trains 2 steps; run B resumes it (``trainer.resume_mode=auto``) for a third step, during whose rollout one
-engine is SIGKILLed; run C is stopped by SIGTERM mid-step. After each, nothing the run started may be left.
+engine is SIGKILLed; run C is stopped by SIGTERM mid-step, run D (with a reward service of its own) by Ctrl-C.
+After each, nothing the run started may be left.
 """
 
 from __future__ import annotations
@@ -69,9 +70,11 @@ def no_run_outlives_the_tests():
 class Launch:
     """``python -m am_rl.main_grpo`` in its own session, its output collected, its descendants remembered."""
 
-    def __init__(self, run_dir: Path, reward_url: str, *overrides: str) -> None:
+    def __init__(self, run_dir: Path, reward_url: str | None, *overrides: str) -> None:
+        """``reward_url`` None: the launcher starts a reward service of its own, as a user's run does."""
+        reward = [f"am_rl.reward.url={reward_url}"] if reward_url else []
         cmd = [sys.executable, "-m", "am_rl.main_grpo", "--config-name", "demo_cpu", *OVERRIDES,
-               f"trainer.default_local_dir={run_dir}", f"am_rl.reward.url={reward_url}", *overrides]  # fmt: skip
+               f"trainer.default_local_dir={run_dir}", *reward, *overrides]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_DEDUP_LOGS": "0"}
         self.proc = subprocess.Popen(
             cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -261,17 +264,18 @@ def test_nothing_left_after_a_normal_exit(run_a):
 def test_resume_continues_at_step_3_through_an_engine_killed_mid_rollout(run_a, reward):
     run_dir, first, code, _, _ = run_a
     assert code == 0
-    # Six steps: a step takes a few seconds and the engine gauge that triggers the kill lags, so the kill may land
-    # after step 3's push; a later push then meets the dead engine.
+    # Six steps: the kill may land just after step 3's rollout; a later push then meets the dead engine.
     launch = Launch(run_dir, reward, "trainer.total_training_steps=6", "trainer.val_before_train=false")
     victim = engine_urls(launch)[1]
     victim_port = int(victim.rsplit(":", 1)[1])
-    # Kill it once it runs requests of step 3's rollout (the first generation: no validation before training).
+    # Kill it once it has prefilled a prompt of step 3's rollout (the first generation: no validation before
+    # training). A counter, not the running-requests gauge: a rollout of the tiny model can start and end between
+    # two scrapes, and a gauge seen only in the final validation would put the kill after the last push (CI saw it).
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         try:
             text = httpx.get(f"{victim}/metrics", timeout=2).text
-            if (m := re.search(r"^vllm:num_requests_running\{[^}]*\} ([0-9.]+)", text, re.M)) and float(m[1]) > 0:
+            if (m := re.search(r"^vllm:prompt_tokens_total\{[^}]*\} ([0-9.e+]+)", text, re.M)) and float(m[1]) > 0:
                 break
         except httpx.HTTPError:
             pass
@@ -297,5 +301,31 @@ def test_sigterm_mid_step_stops_everything(tmp_path, reward):
     launch.wait_for(r"Training Progress", 900)
     time.sleep(2)
     launch.proc.send_signal(signal.SIGTERM)
+    assert launch.wait(timeout_s=180) != 0
+    launch.assert_nothing_left()
+
+
+def test_an_engine_dead_at_startup_ends_the_run_at_once_with_its_log(tmp_path, reward):
+    """Not the replicas' 600 s health wait: the launcher sees its server's process exit and stops the run, Ray and
+    its workers included (the "server" dies after 30 s, once Ray is up)."""
+    dies = tmp_path / "vllm-that-dies"
+    dies.write_text("#!/bin/sh\nsleep 30\nexit 3\n")
+    dies.chmod(0o755)
+    launch = Launch(tmp_path, reward, f"am_rl.vllm.python={dies}")
+    assert launch.wait(timeout_s=300) != 0
+    assert "Started a local Ray instance" in launch.output, launch.tail()
+    assert re.search(r"VLLMStartupError: vLLM server \d \(http://[^)]+\) exited with code 3 during startup; log ",
+                     launch.output), launch.tail()  # fmt: skip
+    launch.assert_nothing_left()
+
+
+def test_ctrl_c_mid_step_stops_everything_the_launcher_started(tmp_path):
+    """Ctrl-C in a terminal sends SIGINT to the whole foreground process group: the launcher and every child in
+    it (here its own reward service too) get it at once, and the launcher must still stop all of them."""
+    launch = Launch(tmp_path, None, "trainer.total_training_steps=50", "trainer.val_before_train=false")
+    launch.wait_for(r"Training Progress", 900)
+    assert any("reward_server" in _name(p) for p in launch.descendants), "no reward service of its own"
+    time.sleep(2)
+    os.killpg(launch.proc.pid, signal.SIGINT)
     assert launch.wait(timeout_s=180) != 0
     launch.assert_nothing_left()

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
 from am_rl.config import ConfigError
 from am_rl.config.load import compose
@@ -38,14 +39,17 @@ def test_gpu_config_violations_fail_at_load(override, message):
         compose("stage1_32b", [override])
 
 
-def test_service_urls_reach_verls_config_and_ray_workers(tmp_path):
-    cfg = compose("demo_cpu", [f"trainer.default_local_dir={tmp_path}", "am_rl.balancer.api_key=k"])
+def test_service_urls_reach_verls_config_and_ray_workers(tmp_path, monkeypatch):
+    monkeypatch.setenv("AM_RL_BALANCER_API_KEY", "k")
+    cfg = compose("demo_cpu", [f"trainer.default_local_dir={tmp_path}"])
     env = ray_environment(cfg, "http://h:8100", "http://r:8200", ["http://e1:1", "http://e2:2"])
     cfg = for_verl(cfg, "http://h:8100", "http://r:8200", env)
     assert cfg.am_rl.balancer.url == "http://h:8100" and cfg.am_rl.reward.url == "http://r:8200"
     env_vars = cfg.ray_kwargs.ray_init.runtime_env.env_vars
     assert env_vars[REWARD_URL_ENV] == "http://r:8200" and env_vars["AM_RL_BALANCER_URL"] == "http://h:8100"
-    assert env_vars["AM_RL_ENGINE_URLS"] == "http://e1:1,http://e2:2" and env_vars["AM_RL_BALANCER_API_KEY"] == "k"
+    assert env_vars["AM_RL_ENGINE_URLS"] == "http://e1:1,http://e2:2"
+    # The balancer's key reaches the workers through the environment they inherit, never the config verl prints.
+    assert "AM_RL_BALANCER_API_KEY" not in env_vars and "'k'" not in str(OmegaConf.to_container(cfg))
     assert env_vars["VERL_USE_EXTERNAL_MODULES"] == "am_rl.trainer.verl_plugins"
     assert env_vars["VERL_PLATFORM"] == "cpu", "the recipe's platform entries are kept"
 
