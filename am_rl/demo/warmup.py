@@ -92,10 +92,15 @@ def train(model_dir: Path, out_dir: Path, cfg: WarmupConfig) -> float:
     return float(loss)
 
 
+def warm_model_dir(base_dir: Path, cfg: WarmupConfig) -> Path:
+    """Where the warmed-up copy of ``base_dir`` for ``cfg`` is cached (beside it)."""
+    return base_dir.parent / f"{base_dir.name}-sft-{cfg.key()}"
+
+
 def ensure_warm_model(base_dir: Path, cfg: WarmupConfig) -> Path:
     """The warmed-up copy of ``base_dir`` for ``cfg``, trained once and cached beside it."""
 
     def train_into(out_dir: Path) -> None:
         logger.info("SFT warm-up done: final loss %.3f", train(base_dir, out_dir, cfg))
 
-    return build_once(base_dir.parent / f"{base_dir.name}-sft-{cfg.key()}", train_into)
+    return build_once(warm_model_dir(base_dir, cfg), train_into)

@@ -167,6 +167,24 @@ def _gloo_only(init_fn):
     return init
 
 
+def _gloo_only_torchrun(init_fn):
+    """The same duplicate in a torchrun launch (``verl.trainer.sft_trainer``, ``verl/utils/distributed.py:
+    initialize_global_process_group``), which takes no backend at all: replaced by one that makes the group on plain
+    gloo and returns the ranks as verl's does (its ``set_device`` is a no-op on the CPU platform)."""
+
+    @functools.wraps(init_fn)
+    def init(timeout_second=36000):
+        import datetime
+
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group(backend="gloo", timeout=datetime.timedelta(seconds=timeout_second))
+        return int(os.environ["LOCAL_RANK"]), int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+
+    return init
+
+
 def host_threads() -> int:
     """The cores this process may run on: what torch's intra-op pool should use on the CPU platform."""
     return len(os.sched_getaffinity(0))
@@ -192,3 +210,5 @@ def install() -> None:
 
     if not getattr(distributed.initialize_global_process_group_ray, "__wrapped__", None):
         distributed.initialize_global_process_group_ray = _gloo_only(distributed.initialize_global_process_group_ray)
+    if not getattr(distributed.initialize_global_process_group, "__wrapped__", None):
+        distributed.initialize_global_process_group = _gloo_only_torchrun(distributed.initialize_global_process_group)

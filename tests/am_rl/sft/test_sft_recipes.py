@@ -11,13 +11,14 @@ from am_rl.config.load import RECIPES_DIR
 from am_rl.sft.dry_run import compose_sft, main, plan
 
 SFT_RECIPES = sorted(p.stem for p in Path(RECIPES_DIR).glob("sft_*.yaml"))
+CLUSTER_SFT_RECIPES = ["sft_32b", "sft_7b_1node"]
 
 
-def test_there_are_both_sft_recipes():
-    assert SFT_RECIPES == ["sft_32b", "sft_7b_1node"]
+def test_there_are_the_cluster_recipes_and_the_cpu_one():
+    assert SFT_RECIPES == [*CLUSTER_SFT_RECIPES, "sft_tiny_cpu"]
 
 
-@pytest.mark.parametrize("name", SFT_RECIPES)
+@pytest.mark.parametrize("name", CLUSTER_SFT_RECIPES)
 def test_recipe_has_the_reports_values(name):
     cfg = compose_sft(name)
     assert cfg.optim.lr == 8e-5 and cfg.optim.lr_scheduler_type == "cosine"
@@ -51,6 +52,18 @@ def test_dry_run_of_each_recipe(name, dp, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "steps per epoch 100, total steps 200, warm-up steps 10" in out
     assert f"tokens per step {64 * 32768:,} (upper bound" in out
+
+
+def test_cpu_recipe_keeps_the_report_schedule_on_the_cpu_platform(capsys):
+    # make pipeline's SFT stage (am_rl.sft.cpu): the report's schedule and masking, CPU engine keys, an HF checkpoint
+    cfg = compose_sft("sft_tiny_cpu", ["model.path=/tiny"])
+    assert cfg.optim.lr_scheduler_type == "cosine" and cfg.optim.min_lr_ratio == 0.0
+    assert cfg.data.custom_cls.name == "FinalTurnSFTDataset" and cfg.data.truncation == "error"
+    assert cfg.engine.strategy == "fsdp2" and cfg.engine.mixed_precision.param_dtype == "fp32"
+    assert cfg.trainer.device == "cpu" and cfg.model.override_config.attn_implementation == "sdpa"
+    assert "hf_model" in cfg.checkpoint.save_contents
+    assert main(["--config-name", "sft_tiny_cpu", "--samples", "589", "model.path=/tiny"]) == 0
+    assert "steps per epoch 18, total steps 180" in capsys.readouterr().out
 
 
 def test_dry_run_refuses_what_cannot_run(tmp_path, capsys):

@@ -36,3 +36,28 @@ def test_trainer_workers_use_every_core_on_the_cpu_platform():
         assert ray.get(elsewhere.threads.remote(), timeout=120) == (1, "1")
     finally:
         ray.shutdown()
+
+
+TORCHRUN_INIT = """
+import torch.distributed as dist
+import verl  # noqa: F401  (imports the plugins named in VERL_USE_EXTERNAL_MODULES)
+from verl.utils.distributed import initialize_global_process_group
+print(initialize_global_process_group(), dist.get_backend())
+"""
+
+
+def test_torchrun_process_group_is_plain_gloo_on_the_cpu_platform():
+    # verl's SFT trainer under torchrun: verl's own setup asks torch for "cpu:gloo,cpu:gloo", which torch refuses.
+    import subprocess
+    import sys
+
+    from am_rl.vllm_servers import free_port
+
+    env = {**os.environ, **PLUGINS, "VERL_PLATFORM": "cpu", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
+           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", TORCHRUN_INIT], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == "(0, 0, 1) gloo"
+    without = {k: v for k, v in env.items() if k != "VERL_PLATFORM"}
+    done = subprocess.run([sys.executable, "-c", TORCHRUN_INIT], env=without, capture_output=True, text=True)
+    assert done.returncode != 0 and "NCCL" in done.stderr  # without the platform verl falls back to nvidia
