@@ -2,9 +2,10 @@
 
 What it needs beyond a recipe (``recipes/sft_tiny_cpu.yaml``): am_rl's CPU platform in the process
 (``VERL_USE_EXTERNAL_MODULES`` imports it inside ``import verl``, ``VERL_PLATFORM=cpu`` selects it, and its
-process-group shim replaces verl's ``cpu:gloo,cpu:gloo`` backend with plain gloo), and ``VERL_ENGINE_DEVICE=cuda``
-(verl registers its FSDP engines for cuda/npu only; they run on any torch device). The same variables the RL
-recipe sets for every Ray process (``recipes/platform/cpu.yaml``).
+process-group shim replaces verl's ``cpu:gloo,cpu:gloo`` backend with plain gloo, and its FSDP engine for device
+``cpu``, ``am_rl.trainer.cpu_engine``, computes the loss's log-probs without verl's per-token row loop: 8 steps of
+the pipeline's SFT took 29 s with it and 347 s with verl's own engine, same loss and grad norm to the last digit).
+The same variables the RL recipe sets for every Ray process (``recipes/platform/cpu.yaml``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def cpu_environment() -> dict[str, str]:
     """This process's environment plus what verl's SFT trainer needs on the CPU platform."""
     path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
     return {**os.environ, "VERL_USE_EXTERNAL_MODULES": PLUGINS_MODULE, "VERL_PLATFORM": PLATFORM_NAME,
-            "VERL_ENGINE_DEVICE": "cuda", "PYTHONPATH": path}  # fmt: skip
+            "PYTHONPATH": path}  # fmt: skip
 
 
 def sft_command(config_name: str, overrides: Sequence[str]) -> list[str]:
