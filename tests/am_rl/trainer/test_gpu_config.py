@@ -102,9 +102,10 @@ def test_trainer_started_balancer_advertises_the_node_ip_and_reports_its_totals(
     import ray
     from omegaconf import OmegaConf
 
+    from am_rl.config.schema import BalancerSection
     from am_rl.trainer.services import started_balancer
 
-    balancer = {"host": "0.0.0.0", "port": 0, "policy": "makespan", "migrate": True, "api_key": None}
+    balancer = OmegaConf.structured(BalancerSection(host="0.0.0.0", port=0))  # every knob at its default otherwise
     cfg = OmegaConf.create({"am_rl": {"balancer": balancer}})
     with started_balancer(cfg) as url:
         host, port = url.removeprefix("http://").rsplit(":", 1)
