@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import torch
 from verl import DataProto
 from verl.experimental.agent_loop import AgentLoopManager
 from verl.utils.ray_utils import auto_await
@@ -78,6 +79,7 @@ class AMAgentLoopManager(AgentLoopManager):
         super().__init__(config, client, teacher_client, reward_loop_worker_handles)
         self.shuffle = bool(section.shuffle)
         self.shuffle_seed = int(section.shuffle_seed)
+        self.rollout_data_dir = config.trainer.get("rollout_data_dir", None)
 
     @auto_await
     async def generate_sequences(self, prompts: DataProto) -> DataProto:
@@ -93,7 +95,24 @@ class AMAgentLoopManager(AgentLoopManager):
             output = restore_order(await super().generate_sequences(shuffled), perm)
         counts = check_truncation(output)
         log_rollout(prompts.meta_info, output, counts, time.monotonic() - start)
+        if self.rollout_data_dir and not prompts.meta_info.get("validate", False):
+            save_rollout_tokens(self.rollout_data_dir, int(prompts.meta_info.get("global_steps", 0)), prompts, output)
         return output
+
+
+def save_rollout_tokens(directory: str, step: int, prompts: DataProto, output: DataProto) -> None:
+    """``<trainer.rollout_data_dir>/step_<N>.pt``: the token ids step N trains on, with their masks, scores and group
+    ids, so that an update can be checked against the samples exactly (tests/am_rl/trainer/test_demo_on_verl.py).
+
+    verl's JSONL beside it holds decoded text, which does not give these ids back: an engine may sample a split of a
+    string that the tokenizer would encode differently. Recomputed from the text, 14% of one chain-task update's
+    parameter signs disagreed with verl's update; from these ids, none did (bench/results/heldout_research.md).
+    """
+    keys = ("input_ids", "attention_mask", "prompts", "responses", "response_mask", "rm_scores")
+    tensors = {k: output.batch[k].cpu() for k in keys if k in output.batch.keys()}
+    os.makedirs(directory, exist_ok=True)
+    uid = np.asarray(prompts.non_tensor_batch["uid"]).tolist()
+    torch.save(tensors | {"uid": uid}, os.path.join(directory, f"step_{step}.pt"))
 
 
 def log_rollout(meta: dict, output: DataProto, counts: TruncationCounts, seconds: float) -> None:

@@ -23,7 +23,10 @@ import httpx
 import psutil
 import pytest
 import torch
+from omegaconf import OmegaConf
+from transformers import AutoModelForCausalLM
 
+from am_rl.algos.am_grpo import compute_am_grpo_advantage
 from reward_server.launcher import reward_service
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1500)]
@@ -206,7 +209,7 @@ def run_a(tmp_path_factory, reward):
     """Two steps from the warm model; the engines' weight versions watched while it runs."""
     run_dir = tmp_path_factory.mktemp("demo")
     jobs_before = reward_jobs(reward)
-    launch = Launch(run_dir, reward, "trainer.total_training_steps=2")
+    launch = Launch(run_dir, reward, "trainer.total_training_steps=2", f"trainer.rollout_data_dir={run_dir}/rollouts")
     versions = watch_versions(launch, engine_urls(launch))
     code = launch.wait()
     return run_dir, launch, code, versions, reward_jobs(reward) - jobs_before
@@ -260,6 +263,44 @@ def test_parameters_changed_and_a_checkpoint_per_step(run_a, tmp_path):
     assert (run_dir / "learning_curve.png").stat().st_size > 0
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 2 and set(summary["validation"]) == {"arithmetic_held_out", "arithmetic_train"}
+
+
+def test_step_1_is_one_grpo_step_on_the_tokens_the_engines_returned(run_a):
+    """verl's first update equals a plain-torch GRPO step (am_grpo advantages, token-mean policy gradient, AdamW) on
+    the very token ids the engines sampled: what was trained is what was sampled, in order and in groups.
+
+    Adam's first step moves each parameter by lr·g/(|g|+eps) (bias-corrected moments m = g, v = g²; clipping scales g
+    and leaves that unchanged), so verl's parameter delta must be the reference gradient's sign pattern times lr.
+    """
+    run_dir, launch, code, _, _ = run_a
+    assert code == 0
+    batch = torch.load(run_dir / "rollouts" / "step_1.pt", weights_only=False)
+    assert len(batch["uid"]) == PROMPTS * SAMPLES and len(set(batch["uid"])) == PROMPTS
+    recipe = OmegaConf.load(REPO / "recipes" / "demo_cpu.yaml")
+    model = AutoModelForCausalLM.from_pretrained(
+        re.search(r"am_rl\.demo\.inputs\]\[INFO\] - model: (\S+)", launch.output)[1], dtype=torch.float32
+    )
+    mask = batch["response_mask"].float()  # (bs, L)
+    scores, uid = batch["rm_scores"], batch["uid"]
+    advantages, _ = compute_am_grpo_advantage(scores, batch["response_mask"], uid, recipe.algorithm)
+    assert advantages.abs().sum() > 0, "no group with signal: nothing to compare"
+    prompt_len = batch["prompts"].shape[1]
+    attention = batch["attention_mask"]
+    logits = model(
+        input_ids=batch["input_ids"], attention_mask=attention, position_ids=(attention.cumsum(-1) - 1).clamp(min=0)
+    ).logits[:, prompt_len - 1 : -1]  # (bs, L, V): the logits that predict each response token
+    logp = torch.log_softmax(logits, -1).gather(-1, batch["responses"].unsqueeze(-1)).squeeze(-1)  # (bs, L)
+    (-(advantages * logp * mask).sum() / mask.sum()).backward()
+
+    lr = float(recipe.actor_rollout_ref.actor.optim.lr)
+    after = checkpoint_weights(run_dir / "global_step_1")
+    grads = torch.cat([p.grad.flatten() for _, p in model.named_parameters()])
+    delta = torch.cat([(after[name] - p.detach()).flatten() for name, p in model.named_parameters()])
+    expected = -lr * grads / (grads.abs() + 1e-8)  # AdamW's default eps; weight decay is 0 in the recipe
+    moved = grads.abs() > 1e-6  # below that, eps and float rounding decide the step
+    agree = (torch.sign(delta[moved]) == torch.sign(expected[moved])).float().mean()
+    assert agree == 1.0, f"{1 - agree:.2%} of the parameters moved against the reference gradient"
+    assert torch.nn.functional.cosine_similarity(delta, expected, dim=0) > 0.999
 
 
 def test_nothing_left_after_a_normal_exit(run_a):
