@@ -20,7 +20,7 @@ REPLY_TTL_S = 3600  # an abandoned reply list (server gone) disappears after thi
 
 # Bump a type's version whenever its verifier may judge a response differently (extraction, comparison,
 # harness, sandbox semantics): cached verdicts of the old version then stop matching.
-VERIFIER_VERSIONS = {"math": "1", "code": "2", "ifeval": "1", "rm": "1"}
+VERIFIER_VERSIONS = {"math": "2", "code": "2", "ifeval": "1", "rm": "1"}
 # The WorkerSettings fields that can change a type's verdict; they are part of its cache key. Every field is
 # listed here or in NOT_VERDICT_SETTINGS (a test checks), so a new knob must be classified.
 VERDICT_SETTINGS: dict[str, tuple[str, ...]] = {

@@ -28,7 +28,7 @@ from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, veri
 from bench.differential.math_corpus import MathPair
 from reward_server.config import WorkerSettings
 from reward_server.types import MathItem
-from reward_server.verifiers.math import MathVerifier
+from reward_server.verifiers.math import SPACED_DIGITS, MathVerifier
 
 REFERENCES = ("documented", "plain", "extraction")
 UNEXPLAINED = "unexplained"
@@ -98,6 +98,10 @@ def _earlier_match(j: Judged, reference: str) -> bool:
     return boxes > 1 and j.ours == j.documented
 
 
+def _spaced_digits(j: Judged, reference: str) -> bool:
+    return bool(SPACED_DIGITS.search(j.pair.answer)) and not j.ours
+
+
 DEVIATIONS = (
     Deviation(
         "bare_latex_gold",
@@ -125,6 +129,14 @@ DEVIATIONS = (
         "We score the last `\\boxed{}` of the answer part (after `</think>`), as the AM-Thinking-v1 report does; "
         "Math-Verify's own extraction picks by pattern priority and may take an earlier box, a `$...$` or a plain "
         "number. Required: agreement with the `documented` reference on the last box.",
+    ),
+    Deviation(
+        "spaced_digits",
+        ("documented", "plain", "extraction"),
+        _spaced_digits,
+        "An answer with two digits separated only by whitespace (`9 1`) is wrong: Math-Verify reads it as a sum "
+        "(`9 1` = 10, `2 3` = 5) or a product (`1 0` = 0), so a model could earn `2+3` by copying the operands. "
+        "Required: such an answer scores 0.",
     ),
 )
 

@@ -50,6 +50,10 @@ def last_boxed(text: str) -> str | None:
     return None
 
 
+# Two digits with only whitespace between them. Math-Verify reads "9 1" as 9 + 1 = 10 ("2 3" as 5, "1 0" as 1*0): a
+# demo rollout's boxed "9 1" was rewarded for ground truth 10, and a boxed "2 3" would earn "What is 2+3?" by copying
+# the operands. No answer means a sum when written that way, so such an answer is scored wrong.
+SPACED_DIGITS = re.compile(r"\d\s+\d")
 # A LaTeX environment Math-Verify extracts from (an escaped \\$ is a dollar sign, not math).
 _ENVIRONMENT = re.compile(r"(?<!\\)\$|\\\(|\\\[|\\boxed|\\fbox")
 # A percent sign right after a number: `\\%`, `%`, or the spellings Math-Verify's normaliser turns into one.
@@ -104,6 +108,8 @@ class MathVerifier:
             return Verdict(score=0.0, details={"reason": "no_boxed_answer"})
         if len(boxed) > MAX_ANSWER_CHARS:
             return Verdict(score=0.0, details={"reason": "answer_too_long", "answer_chars": len(boxed)})
+        if SPACED_DIGITS.search(boxed):
+            return Verdict(score=0.0, details={"reason": "spaced_digits", "answer": boxed})
         gold = parse_math(gold_text(item.ground_truth))
         if not gold:
             return Verdict(score=0.0, details={"reason": "unparsable_ground_truth", "answer": boxed})

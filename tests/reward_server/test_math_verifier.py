@@ -80,3 +80,32 @@ def test_oversize_box_rejected_before_math_verify():
     item = MathItem(reward_type="math", response=r"\boxed{" + "1+" * 5000 + "1}", ground_truth="5001")
     verdict = MathVerifier(WorkerSettings()).verify(item)
     assert verdict.score == 0.0 and verdict.details["reason"] == "answer_too_long"
+
+
+@pytest.mark.parametrize(
+    "answer,truth",
+    [("9 1", "10"), ("2 3", "5"), ("12  5", "17"), ("2\n3", "5"), ("1 0", "0")],
+)
+def test_digits_separated_by_whitespace_score_zero(answer, truth):
+    """Math-Verify reads such an answer as a sum or product of its numbers ("9 1" = 10: a real demo rollout was
+    rewarded for it); we score it wrong, and the deviation table explains the disagreement with Math-Verify."""
+    from math_verify import parse, verify
+
+    from bench.differential.math_corpus import MathPair
+    from bench.differential.math_reference import explain, judge
+
+    assert verify(parse(f"${truth}$"), parse(f"\\boxed{{{answer}}}"))  # what Math-Verify alone says
+    response = f"<think>x</think> <answer>\\boxed{{{answer}}}</answer>"
+    verdict = MathVerifier(WorkerSettings()).verify(MathItem(reward_type="math", response=response, ground_truth=truth))
+    assert verdict.score == 0.0 and verdict.details["reason"] == "spaced_digits"
+    pair = MathPair(index=-1, category="integer", wrapper="bare", kind="equivalent", gold=truth, answer=answer,
+                    response=response)  # fmt: skip
+    assert explain(judge(pair), "documented") == "spaced_digits"
+
+
+@pytest.mark.parametrize("answer,truth", [(r"10 \frac{1}{4}", r"\frac{41}{4}"), ("12", "12"), ("(1, 2)", "(1,2)")])
+def test_numbers_apart_from_spaced_digits_still_match(answer, truth):
+    verdict = MathVerifier(WorkerSettings()).verify(
+        MathItem(reward_type="math", response=f"\\boxed{{{answer}}}", ground_truth=truth)
+    )
+    assert verdict.score == 1.0, verdict.details
