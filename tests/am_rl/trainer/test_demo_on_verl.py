@@ -193,9 +193,14 @@ def reward_jobs(reward_url: str) -> float:
     return sum(float(v) for v in re.findall(r'^reward_jobs_total\{[^}]*\} ([0-9.e+]+)$', text, re.M))
 
 
+def _local(tensor) -> torch.Tensor:
+    """A plain tensor from a checkpointed FSDP2 DTensor (one rank: its local shard is the whole tensor)."""
+    return (tensor.to_local() if hasattr(tensor, "to_local") else tensor).clone()
+
+
 def checkpoint_weights(step_dir: Path) -> dict[str, torch.Tensor]:
     state = torch.load(step_dir / "actor" / "model_world_size_1_rank_0.pt", weights_only=False, map_location="cpu")
-    return {k: (v.to_local() if hasattr(v, "to_local") else v).clone() for k, v in state.items()}
+    return {k: _local(v) for k, v in state.items()}
 
 
 @pytest.fixture(scope="module")
@@ -265,6 +270,25 @@ def test_parameters_changed_and_a_checkpoint_per_step(run_a, tmp_path):
     assert summary["steps"] == 2 and set(summary["validation"]) == {"arithmetic_held_out", "arithmetic_train"}
 
 
+def reference_grpo_backward(model, batch: dict, algorithm) -> None:
+    """The GRPO loss of a saved step (``trainer.rollout_data_dir/step_N.pt``) in plain torch, backpropagated into
+    ``model``: am_grpo advantages from the scores and group ids, token-mean policy gradient (on-policy ratio 1)."""
+    mask = batch["response_mask"].float()  # (bs, L)
+    advantages, _ = compute_am_grpo_advantage(batch["rm_scores"], batch["response_mask"], batch["uid"], algorithm)
+    assert advantages.abs().sum() > 0, "no group with signal: nothing to compare"
+    prompt_len, attention = batch["prompts"].shape[1], batch["attention_mask"]
+    logits = model(
+        input_ids=batch["input_ids"], attention_mask=attention, position_ids=(attention.cumsum(-1) - 1).clamp(min=0)
+    ).logits[:, prompt_len - 1 : -1]  # (bs, L, V): the logits that predict each response token
+    logp = torch.log_softmax(logits, -1).gather(-1, batch["responses"].unsqueeze(-1)).squeeze(-1)  # (bs, L)
+    (-(advantages * logp * mask).sum() / mask.sum()).backward()
+
+
+def warm_model(launch: Launch):
+    path = re.search(r"am_rl\.demo\.inputs\]\[INFO\] - model: (\S+)", launch.output)[1]
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+
+
 def test_step_1_is_one_grpo_step_on_the_tokens_the_engines_returned(run_a):
     """verl's first update equals a plain-torch GRPO step (am_grpo advantages, token-mean policy gradient, AdamW) on
     the very token ids the engines sampled: what was trained is what was sampled, in order and in groups.
@@ -277,20 +301,8 @@ def test_step_1_is_one_grpo_step_on_the_tokens_the_engines_returned(run_a):
     batch = torch.load(run_dir / "rollouts" / "step_1.pt", weights_only=False)
     assert len(batch["uid"]) == PROMPTS * SAMPLES and len(set(batch["uid"])) == PROMPTS
     recipe = OmegaConf.load(REPO / "recipes" / "demo_cpu.yaml")
-    model = AutoModelForCausalLM.from_pretrained(
-        re.search(r"am_rl\.demo\.inputs\]\[INFO\] - model: (\S+)", launch.output)[1], dtype=torch.float32
-    )
-    mask = batch["response_mask"].float()  # (bs, L)
-    scores, uid = batch["rm_scores"], batch["uid"]
-    advantages, _ = compute_am_grpo_advantage(scores, batch["response_mask"], uid, recipe.algorithm)
-    assert advantages.abs().sum() > 0, "no group with signal: nothing to compare"
-    prompt_len = batch["prompts"].shape[1]
-    attention = batch["attention_mask"]
-    logits = model(
-        input_ids=batch["input_ids"], attention_mask=attention, position_ids=(attention.cumsum(-1) - 1).clamp(min=0)
-    ).logits[:, prompt_len - 1 : -1]  # (bs, L, V): the logits that predict each response token
-    logp = torch.log_softmax(logits, -1).gather(-1, batch["responses"].unsqueeze(-1)).squeeze(-1)  # (bs, L)
-    (-(advantages * logp * mask).sum() / mask.sum()).backward()
+    model = warm_model(launch)
+    reference_grpo_backward(model, batch, recipe.algorithm)
 
     lr = float(recipe.actor_rollout_ref.actor.optim.lr)
     after = checkpoint_weights(run_dir / "global_step_1")
@@ -301,6 +313,33 @@ def test_step_1_is_one_grpo_step_on_the_tokens_the_engines_returned(run_a):
     agree = (torch.sign(delta[moved]) == torch.sign(expected[moved])).float().mean()
     assert agree == 1.0, f"{1 - agree:.2%} of the parameters moved against the reference gradient"
     assert torch.nn.functional.cosine_similarity(delta, expected, dim=0) > 0.999
+
+
+def test_step_2_is_adamw_from_step_1s_checkpoint_on_step_2s_tokens(run_a):
+    """Across steps too: step 1's checkpointed weights and optimizer state, one torch AdamW step on step 2's saved
+    tokens, give step 2's checkpointed weights (lr, betas and eps come with the saved optimizer state)."""
+    run_dir, launch, code, _, _ = run_a
+    assert code == 0
+    recipe = OmegaConf.load(REPO / "recipes" / "demo_cpu.yaml")
+    model = warm_model(launch)
+    model.load_state_dict(checkpoint_weights(run_dir / "global_step_1"))
+    params = [p for _, p in model.named_parameters()]
+    saved = torch.load(run_dir / "global_step_1" / "actor" / "optim_world_size_1_rank_0.pt", weights_only=False)
+    optimizer = torch.optim.AdamW(params)
+    optimizer.load_state_dict({
+        "state": {i: {k: _local(v) for k, v in state.items()} for i, state in saved["state"].items()},
+        "param_groups": [{**saved["param_groups"][0], "params": list(range(len(params)))}],
+    })  # fmt: skip
+    reference_grpo_backward(model, torch.load(run_dir / "rollouts" / "step_2.pt", weights_only=False), recipe.algorithm)
+    torch.nn.utils.clip_grad_norm_(params, 1.0)  # verl's actor.optim.clip_grad, which the recipe keeps
+    before = torch.cat([p.detach().flatten() for p in params])
+    optimizer.step()
+    expected = torch.cat([p.detach().flatten() for p in params])
+    after = checkpoint_weights(run_dir / "global_step_2")
+    actual = torch.cat([after[name].flatten() for name, _ in model.named_parameters()])
+    step = (expected - before).abs().max()
+    assert step > 0
+    assert (actual - expected).abs().max() < 0.01 * step, "step 2 is not the AdamW step the reference takes"
 
 
 def test_nothing_left_after_a_normal_exit(run_a):
