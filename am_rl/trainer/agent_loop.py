@@ -101,18 +101,28 @@ class AMAgentLoopManager(AgentLoopManager):
 
 
 def save_rollout_tokens(directory: str, step: int, prompts: DataProto, output: DataProto) -> None:
-    """``<trainer.rollout_data_dir>/step_<N>.pt``: the token ids step N trains on, with their masks, scores and group
-    ids, so that an update can be checked against the samples exactly (tests/am_rl/trainer/test_demo_on_verl.py).
+    """``<trainer.rollout_data_dir>/step_<N>.pt``: per sample, the token ids step N trains on (the left-padded prompt
+    and its attention mask, the response and its mask), its score and its group id, so that an update can be checked
+    against the samples exactly (tests/am_rl/trainer/test_demo_on_verl.py). Ids as int32 and masks as bool keep it
+    about the size of verl's JSONL of the same step.
 
     verl's JSONL beside it holds decoded text, which does not give these ids back: an engine may sample a split of a
     string that the tokenizer would encode differently. Recomputed from the text, 14% of one chain-task update's
     parameter signs disagreed with verl's update; from these ids, none did (bench/results/heldout_research.md).
     """
-    keys = ("input_ids", "attention_mask", "prompts", "responses", "response_mask", "rm_scores")
-    tensors = {k: output.batch[k].cpu() for k in keys if k in output.batch.keys()}
+    batch = output.batch
+    width = batch["prompts"].shape[1]
+    record = {
+        "prompts": batch["prompts"].to(torch.int32).cpu(),  # (bs, P), left-padded
+        "prompt_mask": batch["attention_mask"][:, :width].bool().cpu(),  # (bs, P)
+        "responses": batch["responses"].to(torch.int32).cpu(),  # (bs, L)
+        "response_mask": batch["response_mask"].bool().cpu(),  # (bs, L)
+        "uid": np.asarray(prompts.non_tensor_batch["uid"]).tolist(),  # (bs,) group ids
+    }
+    if "rm_scores" in batch.keys():
+        record["scores"] = batch["rm_scores"].sum(dim=-1).float().cpu()  # (bs,)
     os.makedirs(directory, exist_ok=True)
-    uid = np.asarray(prompts.non_tensor_batch["uid"]).tolist()
-    torch.save(tensors | {"uid": uid}, os.path.join(directory, f"step_{step}.pt"))
+    torch.save(record, os.path.join(directory, f"step_{step}.pt"))
 
 
 def log_rollout(meta: dict, output: DataProto, counts: TruncationCounts, seconds: float) -> None:

@@ -273,14 +273,18 @@ def test_parameters_changed_and_a_checkpoint_per_step(run_a, tmp_path):
 def reference_grpo_backward(model, batch: dict, algorithm) -> None:
     """The GRPO loss of a saved step (``trainer.rollout_data_dir/step_N.pt``) in plain torch, backpropagated into
     ``model``: am_grpo advantages from the scores and group ids, token-mean policy gradient (on-policy ratio 1)."""
-    mask = batch["response_mask"].float()  # (bs, L)
-    advantages, _ = compute_am_grpo_advantage(batch["rm_scores"], batch["response_mask"], batch["uid"], algorithm)
+    mask = batch["response_mask"]  # (bs, L)
+    rewards = torch.zeros(mask.shape)  # am_grpo reads only each row's sum: the score
+    rewards[:, 0] = batch["scores"]
+    advantages, _ = compute_am_grpo_advantage(rewards, mask.long(), batch["uid"], algorithm)
     assert advantages.abs().sum() > 0, "no group with signal: nothing to compare"
-    prompt_len, attention = batch["prompts"].shape[1], batch["attention_mask"]
+    prompt_len = batch["prompts"].shape[1]
+    input_ids = torch.cat([batch["prompts"], batch["responses"]], dim=1).long()
+    attention = torch.cat([batch["prompt_mask"], mask], dim=1).long()
     logits = model(
-        input_ids=batch["input_ids"], attention_mask=attention, position_ids=(attention.cumsum(-1) - 1).clamp(min=0)
+        input_ids=input_ids, attention_mask=attention, position_ids=(attention.cumsum(-1) - 1).clamp(min=0)
     ).logits[:, prompt_len - 1 : -1]  # (bs, L, V): the logits that predict each response token
-    logp = torch.log_softmax(logits, -1).gather(-1, batch["responses"].unsqueeze(-1)).squeeze(-1)  # (bs, L)
+    logp = torch.log_softmax(logits, -1).gather(-1, batch["responses"].long().unsqueeze(-1)).squeeze(-1)  # (bs, L)
     (-(advantages * logp * mask).sum() / mask.sum()).backward()
 
 
