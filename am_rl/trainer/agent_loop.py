@@ -85,18 +85,18 @@ class AMAgentLoopManager(AgentLoopManager):
     async def generate_sequences(self, prompts: DataProto) -> DataProto:
         """Shuffle the B·n rows, let verl chunk them over its workers, restore verl's order on the way back."""
         start = time.monotonic()
+        step = int(prompts.meta_info.get("global_steps", 0))
+        validate = bool(prompts.meta_info.get("validate", False))
         if not self.shuffle:
             output = await super().generate_sequences(prompts)
         else:
-            step = int(prompts.meta_info.get("global_steps", 0))
-            validate = bool(prompts.meta_info.get("validate", False))
             # Validation draws from its own stream, so evaluating never shifts a training step's permutation.
             shuffled, perm = shuffle_for_dispatch(prompts, self.shuffle_seed + (1 << 20) * validate, max(step, 0))
             output = restore_order(await super().generate_sequences(shuffled), perm)
         counts = check_truncation(output)
         log_rollout(prompts.meta_info, output, counts, time.monotonic() - start)
-        if self.rollout_data_dir and not prompts.meta_info.get("validate", False):
-            save_rollout_tokens(self.rollout_data_dir, int(prompts.meta_info.get("global_steps", 0)), prompts, output)
+        if self.rollout_data_dir and not validate:
+            save_rollout_tokens(self.rollout_data_dir, step, prompts, output)
         return output
 
 
