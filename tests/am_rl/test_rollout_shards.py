@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import signal
 import socket
@@ -18,9 +19,11 @@ import time
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from am_rl.rollout import RolloutClient, RolloutRequest
+from am_rl.rollout import client as client_module
 from am_rl.rollout.shards import ShardedRolloutClient
 from load_balancer.loadgen import MODEL, LoadGenSettings, build_loadgen_app, next_token
 from load_balancer.server import ThreadedServer
@@ -116,13 +119,49 @@ class IgnoreEos(RolloutClient):
         return super()._body(req) | {"ignore_eos": True}
 
 
+_SHARD = contextvars.ContextVar("shard")  # the balancer URL of the stream being read in this task
+
+
+class NotesShard(IgnoreEos):
+    """Per-shard client that notes which shard each stream comes from, for ``kill_at_first_token``."""
+
+    async def _stream_once(self, req: RolloutRequest):
+        token = _SHARD.set(self.base_url)
+        try:
+            return await super()._stream_once(req)
+        finally:
+            _SHARD.reset(token)
+
+
+def has_tokens(payload: bytes) -> bool:
+    return payload != b"[DONE]" and any(c.get("token_ids") for c in orjson.loads(payload).get("choices", []))
+
+
+def kill_at_first_token(monkeypatch, url: str, proc: subprocess.Popen) -> None:
+    """SIGKILL ``proc`` (the shard at ``url``) as soon as the client reads a token from it.
+
+    Triggered where the client reads the stream, at the earliest moment, because any later trigger raced the engine:
+    a poll of the shard's metrics, and a count of events read (vLLM merges tokens into fewer events when the reader
+    lags), both fired after the shard's streams had ended on a loaded box."""
+    real = client_module.sse_payloads
+
+    async def killing(stream):
+        async for payload in real(stream):
+            if _SHARD.get(None) == url and proc.poll() is None and has_tokens(payload):
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+            yield payload
+
+    monkeypatch.setattr(client_module, "sse_payloads", killing)
+
+
 @pytest.mark.vllm
-def test_vllm_shard_killed_mid_step_every_sample_completes_token_exact(vllm_servers, tiny_model):
+def test_vllm_shard_killed_mid_step_every_sample_completes_token_exact(vllm_servers, tiny_model, monkeypatch):
     a, b = vllm_servers.urls
     model = httpx.get(f"{a}/v1/models", timeout=10).json()["data"][0]["id"]
-    # Long (max_model_len is 1024): the tiny model streams ~4k tokens/s, and the kill must land before the killed
-    # shard's streams end even on a loaded box (at 400 tokens a run at load ~30 saw them end first).
-    requests = [RolloutRequest(f"v{i}", [5 + i, 9, 13, 2], max_tokens=1000, temperature=0.0) for i in range(8)]
+    # 8 samples x 1000 tokens per shard (max_model_len is 1024): ~2 s of generation on one engine, which the kill at
+    # the first token lands well inside even on a loaded box.
+    requests = [RolloutRequest(f"v{i}", [5 + i, 9, 13, 2], max_tokens=1000, temperature=0.0) for i in range(16)]
 
     async def direct():
         async with IgnoreEos(b, model) as client:
@@ -130,23 +169,16 @@ def test_vllm_shard_killed_mid_step_every_sample_completes_token_exact(vllm_serv
 
     reference = asyncio.run(direct())  # the same greedy samples, uninterrupted, straight from one engine
     with balancer_shard(a) as (proc_a, url_a), balancer_shard(b) as (_, url_b):
-
-        def relayed() -> float:
-            with contextlib.suppress(httpx.HTTPError):
-                text = httpx.get(f"{url_a}/metrics", timeout=1).text
-                return sum(float(line.split()[-1]) for line in text.splitlines()
-                           if line.startswith("lb_tokens_relayed_total"))  # fmt: skip
-            return 0.0
+        kill_at_first_token(monkeypatch, url_a, proc_a)
 
         async def run():
-            async with ShardedRolloutClient([url_a, url_b], model, down_s=60.0, client_cls=IgnoreEos) as client:
-                killer = asyncio.create_task(kill_when(proc_a, lambda: relayed() >= 4 * 16))
+            async with ShardedRolloutClient([url_a, url_b], model, down_s=60.0, client_cls=NotesShard) as client:
                 results, stats = await client.generate_all(requests)
-                await killer
                 return results, stats, client.failovers
 
         results, stats, failovers = asyncio.run(run())
+        assert proc_a.poll() is not None, "shard a was never killed"
     assert [r.response_ids for r in results] == [r.response_ids for r in reference]
     assert all(len(r.response_ids) == 1000 == len(r.logprobs) and r.finish_reason == "length" for r in results)
-    assert stats.generated_tokens == 8 * 1000
-    assert failovers >= 1  # streams of the killed shard went on through the other one
+    assert stats.generated_tokens == 16 * 1000
+    assert failovers == 8 == stats.retries  # every sample of the killed shard went on through the other one
