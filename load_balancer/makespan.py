@@ -59,8 +59,12 @@ class MakespanPolicy:
 
     **Migration.** Sequences on one instance advance in lockstep (one token per step each), so an instance holding
     remaining lengths ``r_j`` at contexts ``x_j`` drains in ``t0 * max r + a * sum r + c * sum(x_j r_j + r_j²/2)``
-    seconds, with ``t0, a, c`` fitted online from scrapes (:class:`StepTimeFit`, times the instance's slowness). A
-    request waiting in an engine's queue is not decoding: an instance with a queue (or a KV cache above ``kv_soft``)
+    seconds, with ``t0, a, c`` fitted online from scrapes (:class:`StepTimeFit`, times the instance's slowness).
+    Migration estimates lengths from what this step shows (siblings, progress), never from the client's hints: a hint
+    is one noisy number per prompt, good for placing a request that has shown nothing yet, but at the tail a
+    hinted-long request that is in fact short looks like a laggard and draws moves. In bench/sim_steps.py hints in
+    migration made steps ~1.5% longer than no hints; kept out of it, hinted and unhinted steps are equal. A request
+    waiting in an engine's queue is not decoding: an instance with a queue (or a KV cache above ``kv_soft``)
     receives no moves, since a moved request would wait there behind the queue. Planning moves the longest-remaining
     request of the instance that drains last to the instance that would then drain earliest (re-prefill of prompt +
     generated tokens included), while that shortens the later of the two by ``min_gain`` and ``min_gain_s``.
@@ -141,12 +145,15 @@ class MakespanPolicy:
         """Expected output tokens still to come (see the class docstring), at least 1 while the request runs."""
         return float(self.expected_remaining_many([request], np.array([generated]))[0])
 
-    def expected_remaining_many(self, requests: Sequence[RequestInfo], generated: Sequence[int]) -> np.ndarray:
-        """(k,) expected remaining tokens of ``requests`` (k,) that have generated ``generated`` (k,) tokens."""
+    def expected_remaining_many(
+        self, requests: Sequence[RequestInfo], generated: Sequence[int], hinted: bool = True
+    ) -> np.ndarray:
+        """(k,) expected remaining tokens of ``requests`` (k,) that have generated ``generated`` (k,) tokens; with
+        ``hinted`` False, the client's hints are ignored (migration plans without them, see the class docstring)."""
         per_prompt: dict[str, float] = {}  # prompt_key -> expected total from its siblings
         for request in requests:
             if request.prompt_key not in per_prompt:
-                per_prompt[request.prompt_key] = self._prompt_estimate(request)
+                per_prompt[request.prompt_key] = self._prompt_estimate(request, hinted)
         k = len(requests)
         prompt_estimate = np.fromiter((per_prompt[r.prompt_key] for r in requests), np.float64, k)
         cap = np.fromiter((r.max_tokens for r in requests), np.float64, k)
@@ -154,11 +161,11 @@ class MakespanPolicy:
         estimate = np.maximum(prompt_estimate, (1.0 + self.lindy) * g)
         return np.maximum(1.0, np.minimum(cap, estimate) - g)
 
-    def _prompt_estimate(self, request: RequestInfo) -> float:
-        """Expected total length of a sample of ``request``'s prompt, from the client's hint or the generic prior,
-        its finished siblings and its running ones."""
+    def _prompt_estimate(self, request: RequestInfo, hinted: bool = True) -> float:
+        """Expected total length of a sample of ``request``'s prompt, from the client's hint (if ``hinted``) or the
+        generic prior, its finished siblings and its running ones."""
         done = self._finished_by_prompt.get(request.prompt_key, ())
-        if request.expected_tokens is not None:
+        if hinted and request.expected_tokens is not None:
             prior, weight = float(request.expected_tokens), self.hint_weight
         else:
             prior, weight = self.prior_fraction * request.max_tokens, self.prior_weight
@@ -291,7 +298,8 @@ class MakespanPolicy:
         """Each instance's expected remaining tokens and its drain time in the lockstep model migration plans with
         (the step-time fit scaled by the instance's slowness); reads the policy's state, changes none of it."""
         running = [rr for rr in running if rr.request.request_id in self._tracked]
-        remaining = self.expected_remaining_many([rr.request for rr in running], [rr.generated_tokens for rr in running])
+        remaining = self.expected_remaining_many([rr.request for rr in running], [rr.generated_tokens for rr in running],
+                                                 hinted=False)  # fmt: skip
         theta = self.fit.coefficients()
         queues = {s.url: DrainQueue(theta * self.fit.slowness(s.url)) for s in instances}
         for rr, r in zip(running, remaining):
@@ -316,7 +324,8 @@ class MakespanPolicy:
             if t is not None:
                 self._advance(t, rr.generated_tokens)
         self._observe(instances, now)
-        remaining = self.expected_remaining_many([rr.request for rr in running], [rr.generated_tokens for rr in running])
+        remaining = self.expected_remaining_many([rr.request for rr in running], [rr.generated_tokens for rr in running],
+                                                 hinted=False)  # fmt: skip
         for rr, r in zip(running, remaining):
             if rr.url in healthy:
                 items.append(Planned(float(r), rr.request.prompt_tokens + rr.generated_tokens, rr))

@@ -25,6 +25,8 @@ class KnownLengthsMakespan(MakespanPolicy):
         super().__init__(**options)
         self._length = workload.output_tokens.astype(np.float64)
 
-    def expected_remaining_many(self, requests: Sequence[RequestInfo], generated: Sequence[int]) -> np.ndarray:
+    def expected_remaining_many(
+        self, requests: Sequence[RequestInfo], generated: Sequence[int], hinted: bool = True
+    ) -> np.ndarray:
         length = self._length[[request_index(r.request_id) for r in requests]]
         return np.maximum(1.0, length - np.asarray(generated, dtype=np.float64))
