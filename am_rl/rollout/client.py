@@ -16,14 +16,16 @@ beside it need on a small host.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from typing import AsyncIterator, Sequence
+from typing import AsyncIterator, Callable, Sequence
 
 import aiohttp
 import orjson
 
-from am_rl.rollout.admission import LongestFirstGate
+from am_rl.rollout.admission import AdmissionOrder, LongestFirstGate
+from am_rl.rollout.priors import prompt_key
 from am_rl.rollout.types import RolloutRequest, RolloutResult, RolloutStats
 from load_balancer.hints import HINT_FIELD
 
@@ -86,6 +88,11 @@ class RolloutClient:
         self._gate = LongestFirstGate(max_concurrency)
         self._http: aiohttp.ClientSession | None = None
 
+    @property
+    def admission(self) -> AdmissionOrder:
+        """The order in which samples waiting at ``max_concurrency`` start (am_rl.rollout.admission)."""
+        return self._gate.order
+
     def _session(self) -> aiohttp.ClientSession:
         """Made on first use, because an aiohttp session belongs to the event loop that is running when it is made."""
         if self._http is None:
@@ -129,7 +136,8 @@ class RolloutClient:
             body[HINT_FIELD] = req.expected_tokens
         return body
 
-    async def _stream_once(self, req: RolloutRequest) -> RolloutResult:
+    async def _stream_once(self, req: RolloutRequest, on_tokens: Callable[[int], None]) -> RolloutResult:
+        """One attempt; ``on_tokens(n)`` each time the stream has brought ``n`` output tokens in all."""
         start = time.monotonic()
         response_ids: list[int] = []
         logprobs: list[float] = []
@@ -159,6 +167,7 @@ class RolloutClient:
                             logprobs.extend(choice["logprobs"]["token_logprobs"])
                         if choice.get("finish_reason"):
                             finish_reason = choice["finish_reason"]
+                    on_tokens(len(response_ids))
         except (aiohttp.ClientError, TimeoutError) as e:
             if not response_ids:
                 raise _Retryable(f"{type(e).__name__}: {e}") from e
@@ -186,11 +195,18 @@ class RolloutClient:
             latency_s=time.monotonic() - start,
         )
 
-    async def generate(self, req: RolloutRequest, stats: RolloutStats | None = None) -> RolloutResult:
-        async with self._gate.slot(req.expected_tokens):
+    async def generate(
+        self, req: RolloutRequest, stats: RolloutStats | None = None, on_tokens: Callable[[int], None] | None = None
+    ) -> RolloutResult:
+        """One sample. ``on_tokens``: told the tokens generated so far as they stream (default: this client's
+        admission order, which starts the waiting siblings of long-running samples first)."""
+        group = prompt_key(req.prompt_ids)
+        async with self._gate.slot(req.expected_tokens, group, req.request_id):
+            if on_tokens is None:
+                on_tokens = functools.partial(self.admission.progress, group, req.request_id)
             for attempt in range(self.max_retries + 1):
                 try:
-                    return await self._stream_once(req)
+                    return await self._stream_once(req, on_tokens)
                 except _Retryable as e:
                     if attempt == self.max_retries:
                         raise RolloutError(

@@ -22,6 +22,11 @@ from typing import Sequence
 import numpy as np
 
 
+def prompt_key(prompt_ids: Sequence[int]) -> bytes:
+    """A prompt's identity, shared by its samples and across epochs: a hash of its token ids."""
+    return hashlib.blake2b(np.asarray(prompt_ids, dtype=np.int64).tobytes(), digest_size=12).digest()
+
+
 class LengthPriors:
     """The recent output lengths of each prompt, and the expected length they suggest."""
 
@@ -36,14 +41,9 @@ class LengthPriors:
         self.max_prompts = max_prompts
         self._lengths: OrderedDict[bytes, deque[int]] = OrderedDict()
 
-    @staticmethod
-    def key(prompt_ids: Sequence[int]) -> bytes:
-        """The prompt's identity across epochs: a hash of its token ids."""
-        return hashlib.blake2b(np.asarray(prompt_ids, dtype=np.int64).tobytes(), digest_size=12).digest()
-
     def record(self, prompt_ids: Sequence[int], length: int) -> None:
         """A sample of ``prompt_ids`` finished (stopped or hit its cap) after ``length`` output tokens."""
-        key = self.key(prompt_ids)
+        key = prompt_key(prompt_ids)
         lengths = self._lengths.get(key)
         if lengths is None:
             lengths = self._lengths[key] = deque(maxlen=self.per_prompt)
@@ -55,7 +55,7 @@ class LengthPriors:
 
     def expected(self, prompt_ids: Sequence[int], max_tokens: int) -> int | None:
         """The mean recorded length of the prompt's samples, within [1, ``max_tokens``]; None when never seen."""
-        lengths = self._lengths.get(self.key(prompt_ids))
+        lengths = self._lengths.get(prompt_key(prompt_ids))
         if not lengths:
             return None
         return min(max_tokens, max(1, round(sum(lengths) / len(lengths))))

@@ -23,6 +23,7 @@ from typing import Sequence
 
 from am_rl.rollout.admission import LongestFirstGate
 from am_rl.rollout.client import RolloutClient, RolloutError, RolloutRejected, StreamBroken
+from am_rl.rollout.priors import prompt_key
 from am_rl.rollout.types import RolloutRequest, RolloutResult, RolloutStats
 
 logger = logging.getLogger(__name__)
@@ -84,10 +85,15 @@ class ShardedRolloutClient:
 
     async def generate(self, req: RolloutRequest, stats: RolloutStats | None = None) -> RolloutResult:
         """One sample, continued across shards if its shard dies; the result reads as one uninterrupted generation."""
-        async with self._gate.slot(req.expected_tokens):
+        group = prompt_key(req.prompt_ids)
+        async with self._gate.slot(req.expected_tokens, group, req.request_id):
             start = time.monotonic()
-            tokens: list[int] = []
+            tokens: list[int] = []  # from earlier attempts (extended in place: on_tokens reads it)
             logprobs: list[float] = []
+
+            def on_tokens(n: int) -> None:  # this sample's progress, across attempts, for the admission order
+                self._gate.order.progress(group, req.request_id, len(tokens) + n)
+
             attempt = req
             failures = 0
             while True:
@@ -96,7 +102,7 @@ class ShardedRolloutClient:
                 shard = self._pick()
                 self.outstanding[shard] += 1
                 try:
-                    result = await self.shards[shard].generate(attempt)
+                    result = await self.shards[shard].generate(attempt, on_tokens=on_tokens)
                 except RolloutRejected:
                     raise
                 except RolloutError as e:

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from am_rl.rollout.admission import LongestFirstGate
+from am_rl.rollout.admission import AdmissionOrder, LongestFirstGate
 
 
 def reference_order(hints: list[int | None]) -> list[int]:
@@ -114,3 +114,142 @@ def test_a_waiter_cancelled_as_its_slot_arrives_passes_the_slot_on():
 def test_limit_below_one_is_refused():
     with pytest.raises(ValueError, match="in-flight limit must be >= 1"):
         LongestFirstGate(0)
+
+
+def reference_pop_order(events: list[tuple], quantile: float) -> list[str]:
+    """The documented order, spelled out over an event list: ("add", item, group, hint), ("start", group, sample,
+    hint), ("progress", group, sample, tokens), ("end", group), ("pop",). At a pop: unstarted unhinted groups first,
+    then by max(hint, the quantile of the started samples' lengths), ties to the group whose head came first."""
+    waiting: list[tuple[int, str, str]] = []  # (arrival, item, group)
+    hints: dict[str, int | None] = {}
+    lengths: dict[str, dict[str, int]] = {}
+    active: dict[str, int] = {}
+    popped = []
+    for arrival, event in enumerate(events):
+        kind = event[0]
+        if kind == "add":
+            _, item, group, hint = event
+            waiting.append((arrival, item, group))
+            hints[group] = hints.get(group) if hints.get(group) is not None else hint
+        elif kind == "start":
+            _, group, sample, hint = event
+            hints[group] = hints.get(group) if hints.get(group) is not None else hint
+            lengths.setdefault(group, {}).setdefault(sample, 0)
+            active[group] = active.get(group, 0) + 1
+        elif kind == "progress":
+            _, group, sample, tokens = event
+            if group in lengths:
+                lengths[group][sample] = max(lengths[group].get(sample, 0), tokens)
+        elif kind == "end":
+            active[event[1]] -= 1
+        else:
+
+            def rank(entry):
+                arrival, _, group = entry
+                head = min(a for a, _, g in waiting if g == group)
+                seen = sorted(lengths.get(group, {}).values())
+                if not seen:
+                    return (2, 0.0, -head) if hints.get(group) is None else (1, hints[group], -head)
+                shown = seen[min(len(seen) - 1, int(quantile * len(seen)))]
+                return (1, max(shown, hints.get(group) or 0), -head, -arrival)
+
+            best = max(waiting, key=rank)
+            waiting.remove(best)
+            popped.append(best[1])
+        for group in [g for g, n in active.items() if n <= 0 and not any(w[2] == g for w in waiting)]:
+            del active[group]
+            lengths.pop(group, None)
+            hints.pop(group, None)
+    return popped
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("quantile", [0.5, 0.75, 1.0])
+def test_admission_order_matches_the_reference(seed, quantile):
+    rng = random.Random(seed)
+    groups = [f"g{k}" for k in range(6)]
+    group_hint = {g: (None if rng.random() < 0.5 else rng.choice([50, 400, 3000])) for g in groups}
+    events: list[tuple] = []
+    running: list[tuple[str, str]] = []
+    n_waiting = 0
+    for step in range(300):
+        roll = rng.random()
+        if roll < 0.3:
+            g = rng.choice(groups)
+            events.append(("add", f"i{step}", g, group_hint[g]))
+            n_waiting += 1
+        elif roll < 0.45 and n_waiting:
+            events.append(("pop",))
+            n_waiting -= 1
+        elif roll < 0.6:
+            g = rng.choice(groups)
+            running.append((g, f"s{step}"))
+            events.append(("start", g, f"s{step}", group_hint[g]))
+        elif roll < 0.9 and running:
+            g, s = rng.choice(running)
+            events.append(("progress", g, s, rng.randrange(0, 5000)))
+        elif running:
+            g, s = running.pop(rng.randrange(len(running)))
+            events.append(("end", g))
+    order = AdmissionOrder(quantile)
+    popped = []
+    for event in events:
+        kind, *args = event
+        if kind == "add":
+            order.add(*args)
+        elif kind == "start":
+            order.started(*args)
+        elif kind == "progress":
+            order.progress(*args)
+        elif kind == "end":
+            order.ended(*args)
+        else:
+            popped.append(order.pop()[0])
+    assert popped == reference_pop_order(events, quantile)
+    assert len(popped) > 20
+
+
+def test_a_probe_of_every_group_starts_first_then_the_longest_running_group():
+    order = AdmissionOrder()
+    for k in range(3):
+        for group in ("easy", "hard"):
+            order.add(f"{group}{k}", group, None)
+    probes = [order.pop()[0], order.pop()[0]]
+    assert probes == ["easy0", "hard0"]  # one sample of each group before any second one
+    order.started("easy", "easy0")
+    order.started("hard", "hard0")
+    order.progress("easy", "easy0", 40)
+    order.progress("hard", "hard0", 900)
+    assert [order.pop()[0], order.pop()[0]] == ["hard1", "hard2"]  # the hard prompt's samples run long: first
+    assert order.pop()[0] == "easy1"
+    with pytest.raises(IndexError):
+        AdmissionOrder().pop()
+
+
+def test_a_long_running_group_overtakes_earlier_arrivals_at_the_gate():
+    async def scenario() -> list[str]:
+        gate = LongestFirstGate(2)
+        started: list[str] = []
+        release = {name: asyncio.Event() for name in ("long0", "short0", "long1", "long2", "short1", "short2")}
+
+        async def sample(name: str) -> None:
+            group = name.rstrip("012")
+            async with gate.slot(None, group, name):
+                started.append(name)
+                if name == "long0":
+                    gate.order.progress(group, name, 500)  # it has streamed 500 tokens by the time others wait
+                await release[name].wait()
+
+        tasks = []
+        for name in ("long0", "short0", "short1", "short2", "long1", "long2"):  # arrival order
+            tasks.append(asyncio.create_task(sample(name)))
+            await asyncio.sleep(0)
+        gate.order.progress("short", "short0", 3)
+        for name in ("short0", "long0", "long1", "short1", "long2", "short2"):  # each end frees one slot
+            release[name].set()
+            await asyncio.sleep(0.01)
+        await asyncio.gather(*tasks)
+        assert gate.held == 0
+        return started
+
+    assert asyncio.run(scenario()) == ["long0", "short0", "long1", "long2", "short1", "short2"]

@@ -10,6 +10,7 @@ import pytest
 from test_admission import reference_order
 
 from am_rl.rollout import RolloutClient, RolloutError, RolloutRequest
+from am_rl.rollout.priors import prompt_key
 from load_balancer.config import BalancerConfig
 from load_balancer.loadgen import MODEL, LoadGenSettings, build_loadgen_app, next_token
 from load_balancer.server import BalancerServer, ThreadedServer
@@ -88,3 +89,37 @@ def test_the_client_at_its_cap_starts_the_longest_expected_first(balancer_url):
 
     finished = asyncio.run(run())
     assert finished == ["r99"] + [f"r{i}" for i in reference_order(hints)]
+
+
+def test_at_its_cap_the_client_starts_the_siblings_of_a_long_running_sample_first():
+    """No hints: what the client reads from a prompt's first sample ranks its waiting siblings."""
+    engine = ThreadedServer(build_loadgen_app(LoadGenSettings(tokens_per_s=2000))).start()
+    lb = BalancerServer(BalancerConfig(port=0, instances=[engine.url])).start()
+    state = engine.app.state.loadgen  # its request log is the start order
+    long_prompt, short_prompt = [11, 7], [12, 7]
+    try:
+
+        async def run() -> None:
+            async with RolloutClient(lb.url, MODEL, max_concurrency=2) as client:
+
+                def sample(name: str) -> asyncio.Task:
+                    prompt, max_tokens = (long_prompt, 2000) if name.startswith("long") else (short_prompt, 4)
+                    return asyncio.create_task(client.generate(RolloutRequest(name, prompt, max_tokens=max_tokens)))
+
+                tasks = [sample("long0")]
+                while (client.admission.shown(prompt_key(long_prompt)) or 0) < 50:  # the client has read 50 tokens
+                    assert not tasks[0].done(), "long0 ended before the client saw it stream"
+                    await asyncio.sleep(0.01)
+                for name in ("short0", "short1", "short2", "long1", "long2"):  # arrival order
+                    tasks.append(sample(name))
+                    await asyncio.sleep(0)
+                await asyncio.gather(*tasks)
+
+        asyncio.run(run())
+    finally:
+        lb.stop()
+        engine.stop()
+    lengths = [body["max_tokens"] for body in state.requests]
+    # short0 took the free slot; at its end long0 had streamed 50+ tokens against short0's 4: long1, long2 next
+    # (first come, first served would start short1, short2 first)
+    assert lengths == [2000, 4, 2000, 2000, 4, 4], lengths

@@ -125,10 +125,10 @@ _SHARD = contextvars.ContextVar("shard")  # the balancer URL of the stream being
 class NotesShard(IgnoreEos):
     """Per-shard client that notes which shard each stream comes from, for ``kill_at_first_token``."""
 
-    async def _stream_once(self, req: RolloutRequest):
+    async def _stream_once(self, req: RolloutRequest, on_tokens):
         token = _SHARD.set(self.base_url)
         try:
-            return await super()._stream_once(req)
+            return await super()._stream_once(req, on_tokens)
         finally:
             _SHARD.reset(token)
 
