@@ -50,11 +50,18 @@ class Contender:
     # longest first (Seer-style, a trainer-side change this bench only measures); "longest_first", by true length
     # (the oracle's).
     dispatch: str = "shuffled"
+    # With the cap, which waiting request the trainer's client starts next (SimConfig.admission): "client", our
+    # client's AdmissionOrder; "arrival", first come first served (a plain client, ours before AdmissionOrder).
+    admission: str = "client"
+    capped_only: bool = False  # identical to another contender when every request is in flight: not run then
 
 
 CONTENDERS = (
-    Contender("round_robin", RoundRobinPolicy, migrate=True, cold_reference=False),
+    # The baseline system: a round-robin balancer behind a plain first-come-first-served client
+    Contender("round_robin", RoundRobinPolicy, migrate=True, cold_reference=False, admission="arrival"),
     Contender("makespan", MakespanPolicy, migrate=True, cold_reference=True),
+    Contender("makespan_arrival_order", MakespanPolicy, migrate=True, cold_reference=False, admission="arrival",
+              capped_only=True),
     Contender("makespan_no_migration", MakespanPolicy, migrate=False, cold_reference=False),
     Contender("makespan_priors", MakespanPolicy, migrate=True, cold_reference=True, priors=True),
     Contender("makespan_priors_no_migration", MakespanPolicy, migrate=False, cold_reference=False, priors=True),
@@ -62,7 +69,8 @@ CONTENDERS = (
     Contender("makespan_probe", lambda: MakespanPolicy(live_quantile=1.0), migrate=True, cold_reference=False),
     Contender("makespan_priors_longest_first", MakespanPolicy, migrate=True, cold_reference=False, priors=True,
               dispatch="longest_hint_first"),
-    Contender("oracle_longest_first", None, migrate=False, cold_reference=False, dispatch="longest_first"),
+    Contender("oracle_longest_first", None, migrate=False, cold_reference=False, dispatch="longest_first",
+              admission="arrival"),
 )
 OURS, OURS_PRIORS, BASELINE, ORACLE = "makespan", "makespan_priors", "round_robin", "oracle_longest_first"
 PRIOR_SPEC = PriorSpec()
@@ -93,7 +101,9 @@ def run_seed(seed: int, steps: int, n_instances: int, spec: WorkloadSpec, config
         return {"makespan_s": r.makespan_s, "migrations": r.migrations, "max_engine_waiting": r.max_engine_waiting}
 
     for c in CONTENDERS:
-        run_config = dataclasses.replace(config, migrate=c.migrate)
+        if c.capped_only and config.max_in_flight is None:
+            continue
+        run_config = dataclasses.replace(config, migrate=c.migrate, admission=c.admission)
         workloads = hinted if c.priors else plain
         orders = [dispatch_order(c, w, o) for w, o in zip(hinted, shuffles)]
         if c.make is None:  # static: nothing carries across steps
@@ -128,7 +138,7 @@ def summarize(rows: list[dict], steps: int) -> dict:
     out: dict = {"seeds": len(rows), "steps": []}
     for s in range(steps):
         step: dict = {"step": s + 1, "policies": {}}
-        for c in CONTENDERS:
+        for c in contenders(rows):
             warm = makespans(c.name)[:, s]
             entry = {
                 "makespan_s_mean": float(warm.mean()),
@@ -170,15 +180,20 @@ def targets(summary: dict) -> dict:
 
 
 SHORT = {
-    "round_robin": "round robin", "makespan": "makespan", "makespan_no_migration": "no migration",
+    "round_robin": "round robin", "makespan": "makespan", "makespan_arrival_order": "makespan, arrival order",
+    "makespan_no_migration": "no migration",
     "makespan_priors": "priors", "makespan_priors_no_migration": "priors, no migration",
     "makespan_probe": "sibling probe", "makespan_priors_longest_first": "priors + longest-hint-first dispatch",
     "oracle_longest_first": "longest-first oracle",
 }
 
 
+def contenders(rows: list[dict]) -> list[Contender]:
+    """Those of CONTENDERS the rows ran (capped-only ones are not run with every request in flight)."""
+    return [c for c in CONTENDERS if c.name in rows[0]["runs"]]
+
+
 def markdown(report: dict) -> str:
-    names = [c.name for c in CONTENDERS]
     p = report["priors"]
     lines = [
         f"# Routing simulator across a training run: {report['steps']} consecutive steps through one balancer,"
@@ -195,11 +210,15 @@ def markdown(report: dict) -> str:
         + ("" if all(len(done) == report["seeds"] for done in report["seeds_done"].values()) else
            f" **Partial: of {report['seeds']} seeds, done per mode: {report['seeds_done']}.**"),
         "",
-        "Contenders: " + "; ".join(f"`{n}` ({SHORT[n]})" for n in names) + ".",
+        "Contenders: " + "; ".join(f"`{c.name}` ({SHORT[c.name]})" for c in CONTENDERS) + ".",
+        "Round robin is the baseline system: a round-robin balancer behind a first-come-first-served client. Every"
+        " other contender but the oracle and *arrival order* has our client, whose AdmissionOrder picks which"
+        " waiting request starts when the client is at its cap (am_rl.rollout.admission).",
         "",
     ]
     for mode, part in report["modes"].items():
         summary = part["summary"]
+        names = list(summary["steps"][0]["policies"])
         lines += [
             f"## Arrivals: {mode}",
             "",

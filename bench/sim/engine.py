@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from am_rl.rollout.admission import AdmissionOrder
 from bench.sim.calibration import DEFAULT_SPEED, SpeedModel
 from bench.sim.workload import Workload
 from load_balancer.config import BalancerConfig
@@ -43,6 +44,10 @@ class SimConfig:
     # The trainer's cap on requests in flight (its clients' concurrency); None: every request of a step arrives at
     # the step's start. With a cap, the next request arrives at the first tick after one finishes.
     max_in_flight: int | None = None
+    # With a cap, which waiting request goes next: "client", the trainer's client (am_rl.rollout.admission's
+    # AdmissionOrder, told each request's progress every progress_interval_s); "arrival", the arrival order as
+    # given (first come, first served: the client before AdmissionOrder, and the oracle's fixed order).
+    admission: str = "client"
     max_time_s: float = 200_000.0  # safety stop per step; a step that reaches it raises
 
 
@@ -86,6 +91,42 @@ def request_infos(workload: Workload, step: int = 0) -> list[RequestInfo]:
                     workload.max_tokens, expected_tokens=hints[i])
         for i in range(workload.n)
     ]
+
+
+class _Waiting:
+    """The requests of a step not yet sent, as the trainer's client holds them. All arrive at the step's start, in
+    ``arrival_order``: the first ``cap`` are sent at once; the rest wait, handed out in arrival order or in the
+    client's own AdmissionOrder (``client``), which is told every sent request's progress."""
+
+    def __init__(self, arrival_order: np.ndarray, infos: list[RequestInfo], group: np.ndarray, cap: int,
+                 client: bool) -> None:  # fmt: skip
+        self._fifo = [int(i) for i in arrival_order][::-1]  # next at the end
+        self._group = group
+        self._hints = [info.expected_tokens for info in infos]
+        self._order = AdmissionOrder() if client and cap < len(self._fifo) else None
+        if self._order is not None:
+            for i in self._fifo[: len(self._fifo) - cap][::-1]:  # those beyond the cap, in arrival order
+                self._order.add(i, int(group[i]), self._hints[i])
+            del self._fifo[: len(self._fifo) - cap]
+
+    def __bool__(self) -> bool:
+        return bool(self._fifo) or (self._order is not None and self._order.waiting > 0)
+
+    def pop(self) -> int:
+        if self._order is None:
+            return self._fifo.pop()
+        i = self._fifo.pop() if self._fifo else self._order.pop()[0]
+        self._order.started(int(self._group[i]), i, self._hints[i])
+        return i
+
+    def progress(self, i: int, generated: int) -> None:
+        if self._order is not None:
+            self._order.progress(int(self._group[i]), i, generated)
+
+    def ended(self, i: int, generated: int) -> None:
+        if self._order is not None:
+            self.progress(i, generated)
+            self._order.ended(int(self._group[i]))
 
 
 class _RunningView(SequenceABC):
@@ -164,7 +205,7 @@ class SimCluster:
         finish = np.full(n, np.nan)
         counter = 0.0  # monotone key for queue and admission order
         migrations = reprefill_tokens = preemptions = max_waiting = 0
-        pending = list(arrival_order)[::-1]  # next arrival at the end
+        client = _Waiting(arrival_order, infos, workload.prompt_of, cap, config.admission == "client")
         in_flight = 0
 
         def enqueue(i: int, k: int) -> None:
@@ -176,10 +217,10 @@ class SimCluster:
         next_plan = start + config.plan_interval_s
         while True:
             now = self.now
-            if pending and in_flight < cap:
+            if client and in_flight < cap:
                 states = self.snapshot()
-                while pending and in_flight < cap:
-                    i = int(pending.pop())
+                while client and in_flight < cap:
+                    i = client.pop()
                     url = policy.choose(infos[i], states, now)
                     k = index_of[url]
                     policy.on_routed(infos[i], url, now)
@@ -211,6 +252,7 @@ class SimCluster:
                 next_progress += config.progress_interval_s
                 for i in np.flatnonzero(phase == RUNNING):
                     policy.on_progress(infos[i].request_id, int(gen[i]), now)
+                    client.progress(i, int(gen[i]))
 
             # Admission: vLLM admits its waiting queue in FCFS order while a slot and KV room for the context remain.
             resident = (phase == PREFILL) | (phase == RUNNING)
@@ -269,6 +311,7 @@ class SimCluster:
                         records[k].in_flight -= int(ended[k])
                 for j in np.argsort(fin_time, kind="stable"):
                     policy.on_finished(infos[fin[j]].request_id, int(target[fin[j]]), float(fin_time[j]))
+                    client.ended(fin[j], int(target[fin[j]]))
 
             # Preemption: where contexts outgrew the KV cache, send the newest admitted back to the front of the queue.
             resident = (phase == PREFILL) | (phase == RUNNING)

@@ -9,7 +9,7 @@ from bench.sim.bounds import alone_s, lower_bound
 from bench.sim.calibration import ANCHOR_TOLERANCE, ANCHORS, DEFAULT_SPEED
 from bench.sim.clairvoyant import KnownLengthsMakespan
 from bench.sim.diagnose import Recorder, diagnose
-from bench.sim.engine import SimConfig, request_infos, simulate, simulate_steps
+from bench.sim.engine import SimConfig, request_index, request_infos, simulate, simulate_steps
 from bench.sim.static import LongestFirstOracle, VerlChunks
 from bench.sim.workload import PriorSpec, Workload, WorkloadSpec, make_workload, with_priors
 from load_balancer.policies import LeastRequestsPolicy, MakespanPolicy, PowerOfTwoPolicy, RoundRobinPolicy
@@ -256,3 +256,33 @@ def test_longest_hint_first_dispatch_sorts_the_shuffle_by_hint_and_keeps_it_amon
     assert first.tolist() == [i for i in shuffled if w.expected_tokens[i] == w.expected_tokens[order[0]]]
     oracle = dispatch_order(by_name["oracle_longest_first"], w, shuffled)
     assert np.all(np.diff(w.output_tokens[oracle]) <= 0)
+
+
+def routed_order(workload, arrival, cap: int, admission: str) -> list[int]:
+    """Indices of ``workload``'s requests in the order the simulated client sent them (capped at ``cap``)."""
+    sent = []
+
+    class Recording(RoundRobinPolicy):
+        def on_routed(self, request, url, now):
+            if request.generated_tokens == 0:
+                sent.append(request_index(request.request_id))
+
+    simulate(workload, 2, Recording(), arrival, config=SimConfig(max_in_flight=cap, admission=admission, migrate=False))
+    return sent
+
+
+def test_capped_arrivals_wait_in_the_clients_admission_order():
+    """The simulated client holds what is beyond its cap as am_rl's client does (AdmissionOrder), or first come,
+    first served."""
+    w = make_workload(6, SMALL)
+    arrival = np.arange(w.n)  # prompt-major: every sample of prompt 0, then of prompt 1, ...
+    assert routed_order(w, arrival, 2, "arrival") == arrival.tolist()
+    # No hints: after the two sent at once (prompt 0's), a probe of every other prompt before any second sample
+    probes = routed_order(w, arrival, 2, "client")[2 : 2 + SMALL.n_prompts - 1]
+    assert probes == [p * SMALL.n_samples for p in range(1, SMALL.n_prompts)]
+    # Hints far above every length (progress never outranks them): the waiting start by hint, longest first
+    hints = np.random.default_rng(0).choice([10_000, 20_000, 30_000], SMALL.n_prompts)[w.prompt_of]
+    hinted = dataclasses.replace(w, expected_tokens=hints)
+    order = routed_order(hinted, arrival, 3, "client")
+    assert order[:3] == [0, 1, 2] and sorted(order) == list(range(w.n))
+    assert order[3:] == sorted(range(3, w.n), key=lambda i: (-hints[i], i))
