@@ -19,8 +19,9 @@ class PipelineConfig:
     # Where the numbers of the run go (JSON, plus a .md beside it); null: <run_dir>/pipeline.json.
     results: Optional[str] = "bench/results/pipeline.json"
 
-    # The task: the CPU demo's (recipes/demo_cpu.yaml, am_rl.* keys): a op b, operands 0..max_operand, ops as given;
-    # held_out_percent of the facts are never seen by the teacher's warm-up, distill, SFT or RL.
+    # The task: single facts a op b, operands 0..max_operand, ops as given (the CPU demo's am_rl.* keys with operands
+    # 2; the demo itself trains on 4-operand chains); held_out_percent of the facts are never seen by the teacher's
+    # warm-up, distill, SFT or RL.
     max_operand: int = 5
     ops: str = "+-*"
     held_out_percent: int = 25

@@ -19,15 +19,17 @@ from pathlib import Path
 
 import httpx
 import pytest
+from demo_task import SMALL_TASK
 
 REPO = Path(__file__).resolve().parents[2]
 LOCAL_SLURM = REPO / "scripts" / "local_slurm.sh"
 LAUNCH = REPO / "recipes" / "slurm" / "launch.sh"
 # The demo, shrunk: 2 steps of 16 prompts (x 8 samples: 64 per trainer rank), no evaluation, no checkpoint.
+# The demo shrunk to 2 steps of 16 x 8 samples, on the tests' small task (this test is about the launch).
 DEMO_ARGS = ["trainer.total_training_steps=2", "trainer.val_before_train=false", "trainer.test_freq=-1",
-             "trainer.save_freq=-1", "data.train_batch_size=16",
+             "trainer.save_freq=-1", "data.train_batch_size=16", "actor_rollout_ref.rollout.n=8",
              "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=64",
-             "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=64"]  # fmt: skip
+             "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=64", *SMALL_TASK]  # fmt: skip
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED"}
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="slurmd runs job steps as their user: needs root")

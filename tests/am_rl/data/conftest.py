@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from demo_task import SMALL_TASK
 
 from am_rl.config.load import compose
 from am_rl.data.ingest import IngestOptions, ingest
@@ -30,11 +31,6 @@ def load_weights(model_dir):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).state_dict()
-
-
-# The small fact table (a op b, 0..5) the tests' rows draw from; the demo's warm-up on its train split.
-SMALL_TASK = ["am_rl.max_operand=5", "am_rl.max_second_operand=null", "am_rl.ops=+-*", "am_rl.operands=2",
-              "am_rl.warmup.steps=130"]
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ import httpx
 import psutil
 import pytest
 import torch
+from demo_task import SMALL_TASK
 from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM
 
@@ -33,9 +34,6 @@ pytestmark = [pytest.mark.vllm, pytest.mark.timeout(1500)]
 
 REPO = Path(__file__).resolve().parents[3]
 PROMPTS, SAMPLES, VAL_PROBLEMS, VAL_SAMPLES = 8, 4, 8, 4
-# The small fact table (a op b, 0..5; tests/am_rl/data/test_select_real_stack.py uses it too), with the demo's split.
-SMALL_TASK = ["am_rl.max_operand=5", "am_rl.max_second_operand=null", "am_rl.ops=+-*", "am_rl.operands=2",
-              "am_rl.warmup.steps=130"]
 # A correct answer takes 21-23 tokens (eos included): at 22 some responses finish and some are cut (overlong).
 RESPONSE_CAP = 22
 OVERRIDES = [
