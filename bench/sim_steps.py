@@ -46,9 +46,9 @@ class Contender:
     migrate: bool  # the balancer's migration switch
     cold_reference: bool  # also run each step from a cold start (only meaningful for policies that carry state)
     priors: bool = False  # requests carry the trainer's length hint (bench.sim.workload.with_priors)
-    # Dispatch order: "shuffled", the trainer's seeded shuffle; "longest_hint_first", the shuffle sorted by hint,
-    # longest first (Seer-style, a trainer-side change this bench only measures); "longest_first", by true length
-    # (the oracle's).
+    # Arrival order at the client: "shuffled", the trainer's seeded shuffle; "longest_hint_first", the shuffle sorted
+    # by hint, longest first (what a client ranking a whole burst, not only what waits, would send: not built);
+    # "longest_first", by true length (the oracle's).
     dispatch: str = "shuffled"
     # With the cap, which waiting request the trainer's client starts next (SimConfig.admission): "client", our
     # client's AdmissionOrder; "arrival", first come first served (a plain client, ours before AdmissionOrder).

@@ -40,8 +40,8 @@ class BalancerSection:
     processes: int = 1
     policy: str = "makespan"  # routing policy (load_balancer.policy registry)
     migrate: bool = True  # a started balancer's load_balancer.config.BalancerConfig.migrate (off in the CPU demo)
-    # In-flight rollout requests per agent-loop worker; beyond it samples wait in the worker, longest hint first
-    # (am_rl.rollout.admission). Best is every sample of a step in flight (workers x this >= batch x n): in the
+    # In-flight rollout requests per agent-loop worker; beyond it samples wait in the worker, a probe of every prompt
+    # first, then the longest expected (am_rl.rollout.admission). Best is every sample of a step in flight (workers x this >= batch x n): in the
     # simulator, capping at the engines' slots (16 instances x 64) made the step 14-25% longer than all at once even
     # with hints and longest-first (bench/results/lb_sim_steps_16_instances.md).
     max_concurrency: int = 256
@@ -49,10 +49,10 @@ class BalancerSection:
     # it, every client sends it; Ray processes inherit it), because verl prints its whole config.
     # Send each sample's expected length (the mean its prompt's samples reached in earlier epochs, kept per
     # agent-loop worker: am_rl.rollout.priors) as the balancer's routing hint (load_balancer.hints), which also
-    # orders the samples waiting at max_concurrency. On when workers x max_concurrency < batch x n: capped at 2,048 of
-    # 4,096 on 64 instances, hints + longest-first ran 16-18% below round robin where routing alone gained 4-5%
-    # (bench/results/lb_sim_steps.md). Off with every sample in flight, the recipes' setting: there noisy hints made
-    # routing 1.5-2.3% slower.
+    # ranks the samples waiting at max_concurrency. On when workers x max_concurrency < batch x n: capped at 2,048 of
+    # 4,096 on 64 instances, 11.8-13.1% below round robin with hints against 7.3-8.8% without
+    # (bench/results/lb_sim_steps.md). With every sample in flight, the recipes' setting, they change nothing
+    # (-0.3 to 0.0%), so they stay off there.
     length_hints: bool = False
     # A balancer started by the trainer (url None): where it listens; its dashboard is /dashboard there.
     host: str = "0.0.0.0"
