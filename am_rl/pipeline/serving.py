@@ -43,6 +43,8 @@ def serving_config(cfg: PipelineConfig, model_dir: Path, log_dir: Path, max_resp
         [
             f"actor_rollout_ref.model.path={model_dir}",
             f"am_rl.vllm.num_servers={cfg.sampling_servers}",
+            f"data.max_prompt_length={cfg.max_prompt_length}",
+            f"data.max_response_length={max_response_length}",
             f"actor_rollout_ref.rollout.max_model_len={cfg.max_prompt_length + max_response_length}",
             f"trainer.default_local_dir={log_dir}",
         ],

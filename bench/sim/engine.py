@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from am_rl.rollout.admission import AdmissionOrder
 from bench.sim.calibration import DEFAULT_SPEED, SpeedModel
 from bench.sim.workload import Workload
 from load_balancer.config import BalancerConfig
@@ -103,7 +102,13 @@ class _Waiting:
         self._fifo = [int(i) for i in arrival_order][::-1]  # next at the end
         self._group = group
         self._hints = [info.expected_tokens for info in infos]
-        self._order = AdmissionOrder() if client and cap < len(self._fifo) else None
+        self._order = None
+        if client and cap < len(self._fifo):
+            # Imported here: the balancer's tests use this simulator and must not import the trainer's package
+            # (tests/test_standalone_services.py); only a capped step with the client's order needs it.
+            from am_rl.rollout.admission import AdmissionOrder
+
+            self._order = AdmissionOrder()
         if self._order is not None:
             for i in self._fifo[: len(self._fifo) - cap][::-1]:  # those beyond the cap, in arrival order
                 self._order.add(i, int(group[i]), self._hints[i])

@@ -29,7 +29,8 @@ LAUNCH = REPO / "recipes" / "slurm" / "launch.sh"
 DEMO_ARGS = ["trainer.total_training_steps=2", "trainer.val_before_train=false", "trainer.test_freq=-1",
              "trainer.save_freq=-1", "data.train_batch_size=16", "actor_rollout_ref.rollout.n=8",
              "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=64",
-             "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=64", *SMALL_TASK]  # fmt: skip
+             "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=64", *SMALL_TASK,
+             "am_rl.val_size=34", "am_rl.train_eval_size=64"]  # fmt: skip  (the small task has 34 held-out facts)
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED"}
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="slurmd runs job steps as their user: needs root")
