@@ -123,12 +123,12 @@ class AdmissionOrder:
 class LongestFirstGate:
     """At most ``limit`` holders at a time; waiters enter in :class:`AdmissionOrder`."""
 
-    def __init__(self, limit: int, order: AdmissionOrder | None = None) -> None:
+    def __init__(self, limit: int) -> None:
         if limit < 1:
             raise ValueError(f"the in-flight limit must be >= 1, got {limit}")
         self.limit = limit
         self.held = 0
-        self.order = order if order is not None else AdmissionOrder()
+        self.order = AdmissionOrder()
 
     @asynccontextmanager
     async def slot(
