@@ -34,7 +34,8 @@ class BalancerConfig:
     policy: str = "makespan"  # a name registered in load_balancer.policy.POLICIES
     policy_options: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the policy's constructor
     redis_url: str | None = None  # keep the registry in Redis (survives restarts, shared by replicas)
-    redis_key: str = "am_rl:load_balancer:instances"  # Redis set holding the registered URLs
+    # Redis set holding the registered URLs; a shard's is this plus ":shard<I>of<K>" (registry_key)
+    redis_key: str = "am_rl:load_balancer:instances"
     api_key: str | None = None  # required on every endpoint but /healthz when set
     scrape_interval_s: float = 0.25  # how often every instance's /metrics is read
     scrape_timeout_s: float = 1.0  # a scrape whose connect or any read takes longer counts as a failure
@@ -70,6 +71,12 @@ class BalancerConfig:
     # does not read it. 1 of 1: not sharded.
     shard: int = 1
     shards: int = 1
+
+    @property
+    def registry_key(self) -> str:
+        """The Redis set of this process's instances. Shards own disjoint engines, so each keeps its own set (one
+        shared set would hand every shard every engine); replicas of one shard share it."""
+        return self.redis_key if self.shards == 1 else f"{self.redis_key}:shard{self.shard}of{self.shards}"
 
     def __post_init__(self) -> None:
         if not 1 <= self.shard <= self.shards:

@@ -26,7 +26,7 @@ class Balancer:
     def __init__(self, cfg: BalancerConfig) -> None:
         self.cfg = cfg
         self.policy = make_policy(cfg.policy, **cfg.policy_options)
-        store = RedisStore(cfg.redis_url, cfg.redis_key) if cfg.redis_url else MemoryStore()
+        store = RedisStore(cfg.redis_url, cfg.registry_key) if cfg.redis_url else MemoryStore()
         self.registry = Registry(
             store,
             cfg.rate_window_s,

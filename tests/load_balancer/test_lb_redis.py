@@ -50,6 +50,20 @@ def test_replicas_share_registrations(loadgens, balancer, redis_url):
         time.sleep(0.05)
 
 
+def test_shards_sharing_one_redis_keep_their_own_engines(loadgens, balancer, redis_url):
+    """Shards of one run own disjoint engines: through one Redis each keeps (and after a restart recovers) its own."""
+    url, server = redis_url
+    a, b = loadgens(2, tokens_per_s=2000)
+    one, two = balancer([], redis_url=url, shard=1, shards=2), balancer([], redis_url=url, shard=2, shards=2)
+    assert httpx.post(f"{one.url}/instances", json={"url": a.url}, timeout=10).status_code == 200
+    assert httpx.post(f"{two.url}/instances", json={"url": b.url}, timeout=10).status_code == 200
+    time.sleep(1.0)  # several registry syncs: a shared set would have shown each shard the other's engine by now
+    assert urls(one) == {a.url} and urls(two) == {b.url}
+    one.stop()
+    assert urls(balancer([], redis_url=url, shard=1, shards=2)) == {a.url}
+    assert server.smembers("am_rl:load_balancer:instances:shard2of2") == {b.url.encode()}
+
+
 def test_redis_gone_is_503_on_registration_and_routing_goes_on(loadgens, balancer, redis_url):
     url, server = redis_url
     a, b = loadgens(2, tokens_per_s=2000)
