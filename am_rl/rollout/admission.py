@@ -42,6 +42,7 @@ class _Group:
     waiting: deque[tuple[int, Any]] = field(default_factory=deque)  # (arrival, item), arrival order
     lengths: dict[Hashable, int] = field(default_factory=dict)  # started sample -> its output tokens so far
     active: int = 0  # samples started and not ended
+    rank: tuple[int, float, int] | None = None  # AdmissionOrder._rank's value, until the group changes
 
 
 class AdmissionOrder:
@@ -66,7 +67,9 @@ class AdmissionOrder:
 
     def add(self, item: Any, group: Hashable, expected_tokens: int | None) -> None:
         """``item`` (a sample of ``group``) waits to start."""
-        self._group(group, expected_tokens).waiting.append((next(self._arrivals), item))
+        g = self._group(group, expected_tokens)
+        g.waiting.append((next(self._arrivals), item))
+        g.rank = None
         self.waiting += 1
 
     def shown(self, group: Hashable) -> int | None:
@@ -78,13 +81,17 @@ class AdmissionOrder:
         return seen[min(len(seen) - 1, int(self.quantile * len(seen)))]
 
     def _rank(self, key: Hashable) -> tuple[int, float, int]:
-        """Larger starts first: (class, expected length, -arrival of the group's first waiting item)."""
+        """Larger starts first: (class, expected length, -arrival of the group's first waiting item). Cached per
+        group (a burst of thousands of pops would otherwise re-sort every group's lengths each time)."""
         g = self._groups[key]
-        head = -g.waiting[0][0]
-        shown = self.shown(key)
-        if shown is None:
-            return (2, 0.0, head) if g.hint is None else (1, float(g.hint), head)
-        return 1, float(max(shown, g.hint or 0)), head
+        if g.rank is None:
+            head = -g.waiting[0][0]
+            shown = self.shown(key)
+            if shown is None:
+                g.rank = (2, 0.0, head) if g.hint is None else (1, float(g.hint), head)
+            else:
+                g.rank = 1, float(max(shown, g.hint or 0)), head
+        return g.rank
 
     def pop(self) -> tuple[Any, Hashable]:
         """The item to start next and its group (raises IndexError when none waits)."""
@@ -93,6 +100,7 @@ class AdmissionOrder:
         key = max((k for k, g in self._groups.items() if g.waiting), key=self._rank)
         g = self._groups[key]
         item = g.waiting.popleft()[1]
+        g.rank = None
         self.waiting -= 1
         if not g.waiting and g.active <= 0:  # started() brings it back; a cancelled waiter's group must not linger
             del self._groups[key]
@@ -103,12 +111,14 @@ class AdmissionOrder:
         g = self._group(group, expected_tokens)
         g.lengths.setdefault(sample, 0)
         g.active += 1
+        g.rank = None
 
     def progress(self, group: Hashable, sample: Hashable, tokens: int) -> None:
         """``sample`` has generated ``tokens`` output tokens so far (reports of an ended group are ignored)."""
         g = self._groups.get(group)
         if g is not None and tokens > g.lengths.get(sample, 0):
             g.lengths[sample] = tokens
+            g.rank = None
 
     def ended(self, group: Hashable) -> None:
         """A started sample of ``group`` ended; a group with nothing running or waiting is forgotten."""
@@ -121,7 +131,13 @@ class AdmissionOrder:
 
 
 class LongestFirstGate:
-    """At most ``limit`` holders at a time; waiters enter in :class:`AdmissionOrder`."""
+    """At most ``limit`` holders at a time; waiters enter in :class:`AdmissionOrder`.
+
+    Arrivals are ranked as a burst: an arrival does not take a free slot at once but waits for the end of the
+    event-loop iteration it came in, when every arrival of that iteration is ranked together. The trainer hands a
+    step's samples over in one ``asyncio.gather``, so the first ``limit`` to start are the longest expected of the
+    whole step (and a probe of every group), not the first ``limit`` in the shuffled order. The cost is one loop
+    iteration per sample (microseconds)."""
 
     def __init__(self, limit: int) -> None:
         if limit < 1:
@@ -129,6 +145,7 @@ class LongestFirstGate:
         self.limit = limit
         self.held = 0
         self.order = AdmissionOrder()
+        self._admit_scheduled = False
 
     @asynccontextmanager
     async def slot(
@@ -138,32 +155,42 @@ class LongestFirstGate:
         sample's siblings' shared key (None: a group of its own); ``sample``: its key for ``order.progress``."""
         group = object() if group is None else group
         sample = object() if sample is None else sample
-        await self._acquire(expected_tokens, group)
-        self.order.started(group, sample, expected_tokens)
+        await self._acquire(expected_tokens, group, sample)
         try:
             yield
         finally:
-            self.order.ended(group)
-            self._release()
+            self._release(group)
 
-    async def _acquire(self, expected_tokens: int | None, group: Hashable) -> None:
-        if self.held < self.limit:  # then nobody waits: a release hands its slot straight to a waiter
-            self.held += 1
-            return
-        future = asyncio.get_running_loop().create_future()
-        self.order.add(future, group, expected_tokens)
+    async def _acquire(self, expected_tokens: int | None, group: Hashable, sample: Hashable) -> None:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.order.add((future, sample, expected_tokens), group, expected_tokens)
+        if not self._admit_scheduled:  # after the rest of this iteration's arrivals
+            self._admit_scheduled = True
+            loop.call_soon(self._admit_burst)
         try:
             await future
         except asyncio.CancelledError:
             if future.done() and not future.cancelled():  # the slot was handed over as the waiter was cancelled
-                self._release()
+                self._release(group)
             raise
 
-    def _release(self) -> None:
+    def _admit_burst(self) -> None:
+        self._admit_scheduled = False
+        self._admit()
+
+    def _admit(self) -> None:
+        """Hand free slots to waiters in the order's order; a sample counts as started (its group probed) from the
+        moment it is handed its slot, so the next pick of the same burst already knows it."""
+        while self.held < self.limit and self.order.waiting:
+            (future, sample, expected_tokens), group = self.order.pop()
+            if future.done():  # a cancelled waiter's future is done: skip it
+                continue
+            self.held += 1
+            self.order.started(group, sample, expected_tokens)
+            future.set_result(None)
+
+    def _release(self, group: Hashable) -> None:
+        self.order.ended(group)
         self.held -= 1
-        while self.order.waiting:
-            future, _ = self.order.pop()
-            if not future.done():  # a cancelled waiter's future is done: skip it
-                self.held += 1
-                future.set_result(None)
-                return
+        self._admit()

@@ -43,8 +43,8 @@ class SimConfig:
     # The trainer's cap on requests in flight (its clients' concurrency); None: every request of a step arrives at
     # the step's start. With a cap, the next request arrives at the first tick after one finishes.
     max_in_flight: int | None = None
-    # With a cap, which waiting request goes next: "client", the trainer's client (am_rl.rollout.admission's
-    # AdmissionOrder, told each request's progress every progress_interval_s); "arrival", the arrival order as
+    # Which request the client sends next: "client", the trainer's client (am_rl.rollout.admission's AdmissionOrder
+    # over the whole step, told each request's progress every progress_interval_s); "arrival", the arrival order as
     # given (first come, first served: the client before AdmissionOrder, and the oracle's fixed order).
     admission: str = "client"
     max_time_s: float = 200_000.0  # safety stop per step; a step that reaches it raises
@@ -94,25 +94,24 @@ def request_infos(workload: Workload, step: int = 0) -> list[RequestInfo]:
 
 class _Waiting:
     """The requests of a step not yet sent, as the trainer's client holds them. All arrive at the step's start, in
-    ``arrival_order``: the first ``cap`` are sent at once; the rest wait, handed out in arrival order or in the
-    client's own AdmissionOrder (``client``), which is told every sent request's progress."""
+    ``arrival_order``. ``client``: in the client's own AdmissionOrder, which ranks the whole burst (its gate admits
+    a burst at the end of the loop iteration it arrived in) and is told every sent request's progress; otherwise
+    first come, first served, in arrival order."""
 
-    def __init__(self, arrival_order: np.ndarray, infos: list[RequestInfo], group: np.ndarray, cap: int,
-                 client: bool) -> None:  # fmt: skip
+    def __init__(self, arrival_order: np.ndarray, infos: list[RequestInfo], group: np.ndarray, client: bool) -> None:
         self._fifo = [int(i) for i in arrival_order][::-1]  # next at the end
         self._group = group
         self._hints = [info.expected_tokens for info in infos]
         self._order = None
-        if client and cap < len(self._fifo):
+        if client:
             # Imported here: the balancer's tests use this simulator and must not import the trainer's package
-            # (tests/test_standalone_services.py); only a capped step with the client's order needs it.
+            # (tests/test_standalone_services.py) when they collect.
             from am_rl.rollout.admission import AdmissionOrder
 
             self._order = AdmissionOrder()
-        if self._order is not None:
-            for i in self._fifo[: len(self._fifo) - cap][::-1]:  # those beyond the cap, in arrival order
+            for i in self._fifo[::-1]:
                 self._order.add(i, int(group[i]), self._hints[i])
-            del self._fifo[: len(self._fifo) - cap]
+            self._fifo = []
 
     def __bool__(self) -> bool:
         return bool(self._fifo) or (self._order is not None and self._order.waiting > 0)
@@ -120,7 +119,7 @@ class _Waiting:
     def pop(self) -> int:
         if self._order is None:
             return self._fifo.pop()
-        i = self._fifo.pop() if self._fifo else self._order.pop()[0]
+        i = self._order.pop()[0]
         self._order.started(int(self._group[i]), i, self._hints[i])
         return i
 
@@ -210,7 +209,7 @@ class SimCluster:
         finish = np.full(n, np.nan)
         counter = 0.0  # monotone key for queue and admission order
         migrations = reprefill_tokens = preemptions = max_waiting = 0
-        client = _Waiting(arrival_order, infos, workload.prompt_of, cap, config.admission == "client")
+        client = _Waiting(arrival_order, infos, workload.prompt_of, config.admission == "client")
         in_flight = 0
 
         def enqueue(i: int, k: int) -> None:

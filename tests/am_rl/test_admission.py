@@ -18,6 +18,12 @@ def reference_order(hints: list[int | None]) -> list[int]:
     return unhinted + hinted
 
 
+async def settle() -> None:
+    """Let the gate admit this iteration's arrivals (at the end of the iteration) and the admitted run."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
 async def admission_order(limit: int, hints: list[int | None]) -> tuple[list[int], int]:
     """Fill the gate with ``limit`` holders, queue one waiter per hint, then let every holder finish one at a time."""
     gate = LongestFirstGate(limit)
@@ -34,7 +40,7 @@ async def admission_order(limit: int, hints: list[int | None]) -> tuple[list[int
             await asyncio.sleep(0)
 
     holders = [asyncio.create_task(holder()) for _ in range(limit)]
-    await asyncio.sleep(0)
+    await settle()
     assert gate.held == limit
     waiters = []
     for i, hint in enumerate(hints):
@@ -253,3 +259,42 @@ def test_a_long_running_group_overtakes_earlier_arrivals_at_the_gate():
         return started
 
     assert asyncio.run(scenario()) == ["long0", "short0", "long1", "long2", "short1", "short2"]
+
+
+async def burst_start_order(limit: int, samples: list[tuple[str, str, int | None]]) -> tuple[list[str], list[str]]:
+    """Hand ``samples`` (name, group, hint) to a fresh gate in one burst, as ``generate_all`` does (one task each, no
+    yield between them). Returns who held the ``limit`` slots first, and the whole start order."""
+    gate = LongestFirstGate(limit)
+    started: list[str] = []
+    release = asyncio.Event()
+
+    async def sample(name: str, group: str, hint: int | None) -> None:
+        async with gate.slot(hint, group, name):
+            started.append(name)
+            await release.wait()
+
+    tasks = [asyncio.create_task(sample(*s)) for s in samples]
+    await settle()
+    first = list(started)
+    release.set()
+    await asyncio.gather(*tasks)
+    assert gate.held == 0
+    return first, started
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_burst_is_ranked_whole_not_admitted_as_it_arrives(seed):
+    rng = random.Random(seed)
+    hints = [rng.choice([16, 64, 300, 1024, 4096, 9000]) for _ in range(24)]
+    samples = [(str(i), f"g{i}", h) for i, h in enumerate(hints)]
+    first, order = asyncio.run(burst_start_order(4, samples))
+    expected = [str(i) for i in reference_order(hints)]
+    assert first == expected[:4], "the slots go to the burst's longest hints, not to its first arrivals"
+    assert order == expected
+
+
+def test_a_burst_without_hints_starts_one_probe_per_group_first():
+    samples = [(f"{g}{k}", g, None) for g in "abc" for k in range(3)]  # arrival: a0 a1 a2 b0 ...
+    first, order = asyncio.run(burst_start_order(3, samples))
+    assert first == ["a0", "b0", "c0"]
+    assert sorted(order) == sorted(name for name, _, _ in samples)

@@ -91,6 +91,23 @@ def test_the_client_at_its_cap_starts_the_longest_expected_first(balancer_url):
     assert finished == ["r99"] + [f"r{i}" for i in reference_order(hints)]
 
 
+def test_a_step_handed_over_at_once_starts_longest_hint_first_from_its_first_request():
+    """generate_all hands the client a whole step in one burst: the client ranks all of it before it sends any, so
+    even the first request sent is the longest expected (first come, first served would send r0, hint 4, first)."""
+    hints = [4, 300, 16, 300, 64, 2]
+    engine = ThreadedServer(build_loadgen_app(LoadGenSettings(tokens_per_s=5000))).start()
+    lb = BalancerServer(BalancerConfig(port=0, instances=[engine.url])).start()
+    try:
+        requests = [RolloutRequest(f"r{i}", [i + 1, 7], max_tokens=h, expected_tokens=h) for i, h in enumerate(hints)]
+        results, _ = asyncio.run(generate(lb.url, requests, max_concurrency=1))
+    finally:
+        lb.stop()
+        engine.stop()
+    assert [len(r.response_ids) for r in results] == hints
+    sent = [body["max_tokens"] for body in engine.app.state.loadgen.requests]  # the engine's log: the send order
+    assert sent == sorted(hints, reverse=True), sent
+
+
 def test_at_its_cap_the_client_starts_the_siblings_of_a_long_running_sample_first():
     """No hints: what the client reads from a prompt's first sample ranks its waiting siblings."""
     engine = ThreadedServer(build_loadgen_app(LoadGenSettings(tokens_per_s=2000))).start()
