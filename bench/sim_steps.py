@@ -5,8 +5,9 @@ through ONE policy object and one set of the balancer's instance records (:class
 with a weight-sync pause between steps, as a real balancer lives across a run. In both arrival modes (every request
 at the step's start, and capped in flight as the trainer's clients cap it) it compares, per step: round robin (also
 warm); ``makespan`` without and with the trainer's noisy length hints (each warm, and from a cold start on the same
-step); each without migration (routing alone); a within-step sibling probe instead of hints; hints plus a
-longest-hint-first dispatch by the trainer; and the longest-first oracle that knows every length. Prints the
+step); each without migration (routing alone); the policy's old length probe (the median running sibling, not the
+longest); and the longest-first oracle that knows every length. Our client ranks each step's requests as one burst
+(am_rl.rollout.admission), so with hints the first requests it sends are the longest expected. Prints the
 per-step tables, writes ``bench/results/lb_sim_steps.json`` and ``.md``. Simulated, never measured on engines.
 """
 
@@ -46,9 +47,8 @@ class Contender:
     migrate: bool  # the balancer's migration switch
     cold_reference: bool  # also run each step from a cold start (only meaningful for policies that carry state)
     priors: bool = False  # requests carry the trainer's length hint (bench.sim.workload.with_priors)
-    # Arrival order at the client: "shuffled", the trainer's seeded shuffle; "longest_hint_first", the shuffle sorted
-    # by hint, longest first (what a client ranking a whole burst, not only what waits, would send: not built);
-    # "longest_first", by true length (the oracle's).
+    # Arrival order at the client: "shuffled", the trainer's seeded shuffle; "longest_first", by true length (the
+    # oracle's).
     dispatch: str = "shuffled"
     # With the cap, which waiting request the trainer's client starts next (SimConfig.admission): "client", our
     # client's AdmissionOrder; "arrival", first come first served (a plain client, ours before AdmissionOrder).
@@ -65,10 +65,9 @@ CONTENDERS = (
     Contender("makespan_no_migration", MakespanPolicy, migrate=False, cold_reference=False),
     Contender("makespan_priors", MakespanPolicy, migrate=True, cold_reference=True, priors=True),
     Contender("makespan_priors_no_migration", MakespanPolicy, migrate=False, cold_reference=False, priors=True),
-    # No hints; the longest-running sibling of each prompt as its length probe (Seer's probe, within the step)
-    Contender("makespan_probe", lambda: MakespanPolicy(live_quantile=1.0), migrate=True, cold_reference=False),
-    Contender("makespan_priors_longest_first", MakespanPolicy, migrate=True, cold_reference=False, priors=True,
-              dispatch="longest_hint_first"),
+    # No hints; the median running sibling of each prompt as its length probe (the policy's default until session 11,
+    # now the longest-running one)
+    Contender("makespan_live_median", lambda: MakespanPolicy(live_quantile=0.5), migrate=True, cold_reference=False),
     Contender("oracle_longest_first", None, migrate=False, cold_reference=False, dispatch="longest_first",
               admission="arrival"),
 )
@@ -86,8 +85,7 @@ def step_workloads(seed: int, steps: int, spec: WorkloadSpec) -> tuple[list[Work
 def dispatch_order(c: Contender, workload: Workload, shuffled: np.ndarray) -> np.ndarray:
     if c.dispatch == "shuffled":
         return shuffled
-    key = workload.expected_tokens if c.dispatch == "longest_hint_first" else workload.output_tokens
-    return shuffled[np.argsort(-key[shuffled], kind="stable")]  # ties keep the shuffle
+    return shuffled[np.argsort(-workload.output_tokens[shuffled], kind="stable")]  # ties keep the shuffle
 
 
 def run_seed(seed: int, steps: int, n_instances: int, spec: WorkloadSpec, config: SimConfig, pause_s: float) -> dict:
@@ -183,7 +181,7 @@ SHORT = {
     "round_robin": "round robin", "makespan": "makespan", "makespan_arrival_order": "makespan, arrival order",
     "makespan_no_migration": "no migration",
     "makespan_priors": "priors", "makespan_priors_no_migration": "priors, no migration",
-    "makespan_probe": "sibling probe", "makespan_priors_longest_first": "priors + longest-hint-first dispatch",
+    "makespan_live_median": "median sibling probe (old default)",
     "oracle_longest_first": "longest-first oracle",
 }
 
@@ -212,8 +210,9 @@ def markdown(report: dict) -> str:
         "",
         "Contenders: " + "; ".join(f"`{c.name}` ({SHORT[c.name]})" for c in CONTENDERS) + ".",
         "Round robin is the baseline system: a round-robin balancer behind a first-come-first-served client. Every"
-        " other contender but the oracle and *arrival order* has our client, whose AdmissionOrder picks which"
-        " waiting request starts when the client is at its cap (am_rl.rollout.admission).",
+        " other contender but the oracle and *arrival order* has our client, whose AdmissionOrder ranks each step's"
+        " requests as one burst and picks which waiting request starts when the client is at its cap"
+        " (am_rl.rollout.admission).",
         "",
     ]
     for mode, part in report["modes"].items():
