@@ -100,11 +100,13 @@ def balancer_violations(cfg: DictConfig) -> list[str]:
     processes = _get(cfg, "am_rl.balancer.processes", 1)
     if processes < 1:
         return [f"am_rl.balancer.processes={processes} (must be >= 1: the balancer processes the trainer starts)"]
-    if processes > 1 and _get(cfg, "am_rl.balancer.url"):
+    url = _get(cfg, "am_rl.balancer.url")
+    listed = len([u for u in str(url).split(",") if u.strip()]) if url else 0
+    if processes > 1 and url and listed != processes:
         return [
-            f"am_rl.balancer.processes={processes} with am_rl.balancer.url set: processes counts the balancers the "
-            "trainer starts, and with a url it starts none. For several running balancers, list their URLs "
-            "comma-separated in am_rl.balancer.url and leave processes at 1"
+            f"am_rl.balancer.processes={processes} with am_rl.balancer.url listing {listed} balancer(s): with a url "
+            "the trainer starts none, and processes must be 1 or the number of URLs listed (the shards a launcher "
+            "such as recipes/slurm started, comma-separated in the url)"
         ]
     return []
 

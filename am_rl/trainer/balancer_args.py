@@ -1,9 +1,11 @@
 """The command-line flags of a standalone balancer that runs with a recipe's ``am_rl.balancer`` settings:
-``python -m am_rl.trainer.balancer_args --config-name RECIPE [overrides...]`` prints them, one per line.
+``python -m am_rl.trainer.balancer_args --config-name RECIPE [overrides...]`` prints them, one per line, after one
+line with the number of balancer processes (``am_rl.balancer.processes``).
 
-recipes/slurm/train.sbatch starts the balancer as its own job step and passes the URL to the trainer; these flags
-make that balancer route as the one the trainer would have started itself (``am_rl.trainer.services``), from the same
-``balancer_config``. The API key is not among them: a flag shows in ``ps``; the balancer reads it from its environment.
+recipes/slurm/train.sbatch starts that many balancers (shards, each with ``--shard I/K``) as job steps and passes
+their URLs to the trainer; these flags make them route as the ones the trainer would have started itself
+(``am_rl.trainer.services``), from the same ``balancer_config``. The API key is not among them: a flag shows in
+``ps``; the balancer reads it from its environment.
 """
 
 from __future__ import annotations
@@ -34,10 +36,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("overrides", nargs="*", help="Hydra overrides, as for am_rl.main_grpo")
     args = p.parse_args(argv)
     try:
-        flags = balancer_flags(compose(args.config_name, args.overrides).am_rl.balancer)
+        section = compose(args.config_name, args.overrides).am_rl.balancer
+        flags = balancer_flags(section)
     except (ConfigError, HydraException, OmegaConfBaseException) as e:
         p.exit(2, f"{p.prog}: recipe {args.config_name}: {e}\n")
-    print("\n".join(flags))
+    print("\n".join([str(section.processes), *flags]))
 
 
 if __name__ == "__main__":

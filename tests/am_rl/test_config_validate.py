@@ -65,11 +65,15 @@ def test_balancer_processes_below_one_or_not_an_int_fails_naming_the_key(value):
         compose("demo_cpu", [f"am_rl.balancer.processes={value}"])
 
 
-def test_balancer_processes_with_an_external_balancer_url_is_refused():
-    """One rule: processes counts balancers the trainer starts; with a url it starts none, so K > 1 is refused."""
-    with pytest.raises(ConfigError, match=r"processes=2 with am_rl\.balancer\.url set"):
+def test_balancer_processes_with_an_external_balancer_url_must_count_its_urls():
+    """With a url the trainer starts no balancer: processes K > 1 must be the number of shards the url lists."""
+    with pytest.raises(ConfigError, match=r"processes=2 with am_rl\.balancer\.url listing 1 balancer"):
         compose("demo_cpu", ["am_rl.balancer.processes=2", "am_rl.balancer.url=http://lb:8100"])
-    # Running shards are named in the url (quoted: Hydra reads an unquoted comma as a sweep); processes stays 1.
+    # Running shards are named in the url (quoted: Hydra reads an unquoted comma as a sweep).
     cfg = compose("demo_cpu", ["am_rl.balancer.url='http://lb1:8100,http://lb2:8100'"])
     assert cfg.am_rl.balancer.url == "http://lb1:8100,http://lb2:8100" and cfg.am_rl.balancer.processes == 1
+    cfg = compose("demo_cpu", ["am_rl.balancer.processes=2", "am_rl.balancer.url='http://lb1:8100,http://lb2:8100'"])
+    assert cfg.am_rl.balancer.processes == 2  # what recipes/slurm passes after starting the recipe's 2 shards
+    with pytest.raises(ConfigError, match=r"processes=3 with am_rl\.balancer\.url listing 2 balancer"):
+        compose("demo_cpu", ["am_rl.balancer.processes=3", "am_rl.balancer.url='http://lb1:8100,http://lb2:8100'"])
     assert compose("demo_cpu", ["am_rl.balancer.processes=2"]).am_rl.balancer.processes == 2

@@ -56,11 +56,12 @@ n=$(grep -c '"sbatch"' "$FAKE_LOG"); echo $((1000 + n))
 FAKE_OK = """#!/bin/bash
 exit 0
 """
-# python: `ray status` sees every node; the recipe's balancer flags; anything else (the Redis ping) succeeds.
+# python: `ray status` sees every node; the recipe's balancer processes and flags; anything else (the Redis ping)
+# succeeds.
 FAKE_PYTHON = """#!/bin/bash
 case "$*" in
     *"ray.scripts.scripts status"*) echo Active:; for i in $(seq "$FAKE_NODES"); do echo " 1 node_$i"; done ;;
-    *am_rl.trainer.balancer_args*) printf '%s\\n' --policy makespan --migrate ;;
+    *am_rl.trainer.balancer_args*) printf '%s\\n' "${FAKE_LB_PROCESSES:-1}" --policy makespan --migrate ;;
 esac
 """
 
@@ -157,7 +158,7 @@ def test_train_dry_run_brings_up_ray_rewards_balancer_and_trainer(fake_slurm):
     args = trainer[trainer.index("am_rl.main_grpo") + 1 :]
     assert args == ["--config-name", "stage1_32b", "trainer.nnodes=4", "trainer.n_gpus_per_node=8",
                     "ray_kwargs.ray_init.num_cpus=null", "ray_kwargs.ray_init.num_gpus=null",
-                    "am_rl.balancer.url=http://10.0.0.1:8100", "am_rl.reward.url=http://10.0.0.1:8200",
+                    "am_rl.balancer.url='http://10.0.0.1:8100'", "am_rl.reward.url=http://10.0.0.1:8200",
                     "trainer.total_training_steps=5"]  # fmt: skip
     # Every step states its resources and shares its node with the job's other steps.
     for argv in s.values():
@@ -171,6 +172,22 @@ def test_train_dry_run_brings_up_ray_rewards_balancer_and_trainer(fake_slurm):
     assert order.index("ray_head") < order.index("balancer") < order.index("trainer")
     assert order.index("reward_api") < order.index("trainer")
     assert (tmp / "logs").is_dir()
+
+
+def test_a_recipe_with_several_balancer_processes_gets_that_many_shards(fake_slurm):
+    env, calls, _ = fake_slurm
+    env["AM_RL_RECIPE"], env["FAKE_LB_PROCESSES"] = "stage1_32b", "3"
+    result = subprocess.run(["bash", str(SLURM / "train.sbatch")], env=env, capture_output=True, text=True,
+                            timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    s = steps(calls)
+    assert "balancer" not in s
+    for i in (1, 2, 3):
+        lb = s[f"balancer_shard{i}"]
+        assert lb[lb.index("--port") + 1] == str(8099 + i) and lb[-5:] == [
+            "--policy", "makespan", "--migrate", "--shard", f"{i}/3"]  # fmt: skip
+    urls = ",".join(f"http://10.0.0.1:{8099 + i}" for i in (1, 2, 3))
+    assert f"am_rl.balancer.url='{urls}'" in s["trainer"]  # quoted: Hydra reads an unquoted comma as a sweep
 
 
 def test_train_uses_a_given_reward_service(fake_slurm):

@@ -225,9 +225,9 @@ def launch(slurm_cluster, tmp_path):
             one.cleanup()
 
 
-def test_launch_runs_the_demo_on_two_nodes(launch):
+def test_launch_runs_the_demo_on_two_nodes_through_two_balancer_shards(launch):
     run = launch()
-    run.submit()
+    run.submit("am_rl.balancer.processes=2")  # the recipe asks for 2 balancer processes: the job starts 2 shards
     elapsed = run.wait_ended(timeout_s=720)
     print(f"launch: both jobs ended {elapsed:.0f}s after submission")
     assert run.final_states() == {"reward": "COMPLETED", "train": "COMPLETED"}, run.tail("train_job.out")
@@ -245,10 +245,15 @@ def test_launch_runs_the_demo_on_two_nodes(launch):
     assert "ray_head: serving 2 node(s)" in train_out
     # One log per component, each written to.
     logs = {p.name for p in run.log_dir.glob("*.log") if p.stat().st_size}
-    assert logs == {"ray_head.log", "ray_worker_n2.log", "balancer.log", "trainer.log", "redis.log", "reward_api.log",
-                    "reward_workers_n1.log"}, logs  # fmt: skip
-    # The balancer ran with the recipe's settings: demo_cpu switches migration off.
-    assert re.search(r"start balancer on n1: .* --policy makespan --no-migrate", train_out)
+    assert logs == {"ray_head.log", "ray_worker_n2.log", "balancer_shard1.log", "balancer_shard2.log", "trainer.log",
+                    "redis.log", "reward_api.log", "reward_workers_n1.log"}, logs  # fmt: skip
+    for i in (1, 2):
+        # Each shard ran with the recipe's settings (demo_cpu switches migration off), owned an engine of the
+        # trainer's and relayed samples of a step.
+        assert re.search(rf"start balancer_shard{i} on n1: .* --policy makespan --no-migrate --shard {i}/2", train_out)
+        shard_log = (run.log_dir / f"balancer_shard{i}.log").read_text()
+        assert "registered" in shard_log, shard_log[-2000:]
+        assert re.search(r"step \d+ ended \(.*\): makespan [\d.]+ s, [1-9]\d* requests", shard_log), shard_log[-2000:]
     assert run.wait_no_processes(timeout_s=60) < 60
 
 

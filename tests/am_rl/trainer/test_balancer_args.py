@@ -17,10 +17,10 @@ def test_flags_follow_the_recipe():
     assert balancer_flags(cfg.am_rl.balancer) == ["--policy", "least_requests", "--migrate"]
 
 
-def test_cli_prints_one_flag_per_line_and_names_a_bad_recipe():
-    ok = subprocess.run([sys.executable, "-m", "am_rl.trainer.balancer_args", "--config-name", "demo_cpu"],
-                        capture_output=True, text=True, timeout=120)  # fmt: skip
-    assert ok.returncode == 0 and ok.stdout.splitlines() == ["--policy", "makespan", "--no-migrate"], ok.stderr
+def test_cli_prints_the_processes_then_one_flag_per_line_and_names_a_bad_recipe():
+    ok = subprocess.run([sys.executable, "-m", "am_rl.trainer.balancer_args", "--config-name", "demo_cpu",
+                         "am_rl.balancer.processes=3"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert ok.returncode == 0 and ok.stdout.splitlines() == ["3", "--policy", "makespan", "--no-migrate"], ok.stderr
     bad = subprocess.run([sys.executable, "-m", "am_rl.trainer.balancer_args", "--config-name", "no_such_recipe"],
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert bad.returncode == 2 and "recipe no_such_recipe:" in bad.stderr and "Traceback" not in bad.stderr
