@@ -1,5 +1,5 @@
 """python -m load_balancer --host 127.0.0.1 --port 8000 [--instance URL ...] [--policy NAME] [--redis-url URL]
-[--api-key KEY] [--no-migrate] [--shard I/K]"""
+[--api-key KEY] [--no-migrate] [--shard I/K] [--peer URL ...]"""
 
 from __future__ import annotations
 
@@ -52,13 +52,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[BalancerConfig, str]:
                    help="with --migrate, how often the policy is asked for moves (> 0)")  # fmt: skip
     p.add_argument("--shard", type=shard_of, default=(defaults.shard, defaults.shards), metavar="I/K",
                    help="shard I of a run's K balancer processes (shown on the dashboard)")  # fmt: skip
+    p.add_argument("--peer", action="append", default=[], metavar="URL",
+                   help="another shard of the run (repeatable): /dashboard?view=all merges their views")  # fmt: skip
     p.add_argument("--log-level", default="info")
     a = p.parse_args(argv)
     try:
         config = BalancerConfig(
             host=a.host, port=a.port, instances=a.instance, policy=a.policy, policy_options=dict(a.policy_option), redis_url=a.redis_url, api_key=a.api_key,
             scrape_interval_s=a.scrape_interval, migrate=a.migrate, migration_interval_s=a.migration_interval,
-            shard=a.shard[0], shards=a.shard[1],
+            shard=a.shard[0], shards=a.shard[1], peers=a.peer,
         )  # fmt: skip
     except ValueError as e:
         p.error(str(e))

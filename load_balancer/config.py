@@ -71,6 +71,9 @@ class BalancerConfig:
     # does not read it. 1 of 1: not sharded.
     shard: int = 1
     shards: int = 1
+    # The run's other shards' base URLs: this shard's /dashboard?view=all shows the whole run, merged from their
+    # /dashboard/data (load_balancer/cluster_view.py). The trainer and recipes/slurm pass them.
+    peers: list[str] = field(default_factory=list)
 
     @property
     def registry_key(self) -> str:

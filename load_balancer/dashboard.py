@@ -1,13 +1,15 @@
 """``/dashboard``: a self-contained live page (no external assets: clusters often have no internet) polling
-``/dashboard/data`` and ``/dashboard/timeline`` twice a second."""
+``/dashboard/data`` and ``/dashboard/timeline`` twice a second. ``/dashboard?view=all`` on a shard polls
+``/dashboard/all`` instead: the whole run, merged from the shard's peers (load_balancer/cluster_view.py)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
+from load_balancer.cluster_view import cluster_snapshot
 from load_balancer.timeline_page import SECTION as TIMELINE_SECTION
-from load_balancer.types import DashboardSnapshot, TimelineSnapshot
+from load_balancer.types import ClusterSnapshot, DashboardSnapshot, TimelineSnapshot
 
 router = APIRouter()
 
@@ -42,19 +44,33 @@ PAGE = """<!doctype html>
 <th>scrape age</th></tr></thead><tbody id="instances"></tbody></table>
 <canvas id="chart" width="900" height="220"></canvas>
 <script>
-const key = new URLSearchParams(location.search).get("api_key");
-const dataUrl = "dashboard/data" + (key ? "?api_key=" + encodeURIComponent(key) : "");
+const params = new URLSearchParams(location.search), key = params.get("api_key");
+const dataUrl = (params.get("view") === "all" ? "dashboard/all" : "dashboard/data") +
+  (key ? "?api_key=" + encodeURIComponent(key) : "");
 const history = [];  // [time, tokens/s], last 120 polls
 const fmt = (x, d=0) => x === null || x === undefined ? "–" : Number(x).toFixed(d);
 function cell(text, cls) { const td = document.createElement("td"); td.textContent = text; if (cls) td.className = cls; return td; }
 function render(s) {
   document.getElementById("policy").textContent = s.policy;
   document.getElementById("updated").textContent = new Date(s.now * 1000).toLocaleTimeString();
-  if (s.shards > 1) {  // one of several balancer processes: it sees only its own engines
-    const shard = document.getElementById("shard");
+  const shard = document.getElementById("shard");
+  if (s.shard_of) {  // the whole run, merged by this shard from its peers
+    const missing = Object.entries(s.unreachable).map(([url, why]) => url + " (" + why + ")");
+    shard.hidden = false;
+    shard.textContent = "all " + s.shards + " shards, " + s.instances.length + " engine(s)" +
+      (missing.length ? "; not answering: " + missing.join(", ") : "");
+    document.title = "am_rl load balancer, all " + s.shards + " shards";
+  } else if (s.shards > 1) {  // one of several balancer processes: it sees only its own engines
     shard.hidden = false;
     shard.textContent = "shard " + s.shard + " of " + s.shards + ", owning " + s.instances.length + " engine(s): " +
-      (s.instances.map(i => i.url).join(", ") || "none yet") + ". The other shards' engines are on their own dashboards.";
+      (s.instances.map(i => i.url).join(", ") || "none yet") + ". ";
+    if (s.peers.length) {
+      const all = document.createElement("a");
+      all.href = "?view=all" + (key ? "&api_key=" + encodeURIComponent(key) : "");
+      all.id = "view-all";
+      all.textContent = "The whole run: all shards";
+      shard.append(all);
+    } else shard.append("The other shards' engines are on their own dashboards.");
     document.title = "am_rl load balancer, shard " + s.shard + " of " + s.shards;
   }
   const t = s.totals;
@@ -68,7 +84,7 @@ function render(s) {
     const health = i.draining ? ["draining", "drain"] : i.paused ? ["paused", "drain"] : i.healthy ? ["healthy", "up"] : ["ejected", "down"];
     const kv = cell(""); const bar = document.createElement("span"); bar.className = "bar";
     bar.style.width = Math.round(60 * i.kv_cache_usage) + "px"; kv.append(bar, fmt(100 * i.kv_cache_usage, 1) + "%");
-    tr.append(cell(i.url), cell(...health), cell(i.in_flight), cell(i.running), cell(i.waiting), cell(fmt(i.tokens_per_s, 1)),
+    tr.append(cell(i.url + (s.shard_of ? " (shard " + s.shard_of[i.url] + ")" : "")), cell(...health), cell(i.in_flight), cell(i.running), cell(i.waiting), cell(fmt(i.tokens_per_s, 1)),
       kv, cell(fmt(i.remaining_tokens)), cell(i.drain_s === null ? "–" : fmt(i.drain_s, 1) + " s"),
       cell(i.migrations_in + " / " + i.migrations_out), cell(i.last_scrape_age_s === null ? "never" : fmt(i.last_scrape_age_s, 2) + " s"));
     return tr;
@@ -108,6 +124,12 @@ async def dashboard() -> HTMLResponse:
 @router.get("/dashboard/data", response_model=DashboardSnapshot)
 async def dashboard_data(request: Request) -> DashboardSnapshot:
     return request.app.state.balancer.snapshot()
+
+
+@router.get("/dashboard/all", response_model=ClusterSnapshot)
+async def dashboard_all(request: Request) -> ClusterSnapshot:
+    balancer = request.app.state.balancer
+    return await cluster_snapshot(balancer.snapshot(), balancer.session, balancer.cfg.api_key)
 
 
 @router.get("/dashboard/timeline", response_model=TimelineSnapshot)

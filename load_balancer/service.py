@@ -124,4 +124,5 @@ class Balancer:
             ),
             shard=self.cfg.shard,
             shards=self.cfg.shards,
+            peers=self.cfg.peers,
         )

@@ -85,6 +85,15 @@ class DashboardSnapshot(BaseModel):
     totals: Totals
     shard: int = 1  # this process is shard ``shard`` (1-based) of ``shards`` (BalancerConfig.shard)
     shards: int = 1
+    peers: list[str] = []  # the run's other shards (BalancerConfig.peers): /dashboard/all merges their views
+
+
+class ClusterSnapshot(DashboardSnapshot):
+    """What ``GET /dashboard/all`` returns: every reachable shard's instances and their summed totals
+    (load_balancer/cluster_view.py)."""
+
+    shard_of: dict[str, int]  # instance URL -> the shard that owns it
+    unreachable: dict[str, str]  # peer URL -> why its view is missing
 
 
 class LaneView(BaseModel):

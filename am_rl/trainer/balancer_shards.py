@@ -29,13 +29,15 @@ from am_rl.trainer.balancer_control import API_KEY_ENV
 logger = logging.getLogger(__name__)
 
 
-def shard_argv(section, shard: int, port: int, engines: list[str]) -> list[str]:
+def shard_argv(section, shard: int, port: int, engines: list[str], peers: list[str]) -> list[str]:
     """The command line of shard ``shard`` (1-based; ``section``: ``am_rl.balancer``): it routes as the in-process
-    balancer would."""
+    balancer would; ``peers``, the other shards, make its ``/dashboard?view=all`` the whole run's."""
     argv = [sys.executable, "-m", "load_balancer", "--host", section.host, "--port", str(port),
             *balancer_flags(section), "--shard", f"{shard}/{section.processes}", "--log-level", "warning"]  # fmt: skip
     for engine in engines:
         argv += ["--instance", engine]
+    for peer in peers:
+        argv += ["--peer", peer]
     return argv
 
 
@@ -98,21 +100,20 @@ def started_shards(section, public_host: str, engine_urls: list[str], log_dir: P
     (``public_host``). Shard ``s`` listens on ``section.port + s - 1`` (port 0: each on a free port) and gets engines
     ``s - 1, s - 1 + K, ...`` of ``engine_urls``."""
     k = section.processes
+    ports = [section.port + s if section.port else free_port(section.host) for s in range(k)]
+    local = [f"http://127.0.0.1:{port}" for port in ports]
+    urls = [f"http://{public_host}:{port}" for port in ports]
     procs: list[subprocess.Popen] = []
-    local: list[str] = []
     try:
-        urls = []
-        for s in range(1, k + 1):
-            port = section.port + s - 1 if section.port else free_port(section.host)
+        for s, port in enumerate(ports, 1):
             log = log_dir / f"balancer_shard{s}.log"
+            argv = shard_argv(section, s, port, engine_urls[s - 1 :: k], local[: s - 1] + local[s:])
             with open(log, "ab") as out:
-                procs.append(subprocess.Popen(shard_argv(section, s, port, engine_urls[s - 1 :: k]), stdout=out,
-                                              stderr=subprocess.STDOUT, start_new_session=True))  # fmt: skip
-            local.append(f"http://127.0.0.1:{port}")
-            wait_up(procs[-1], local[-1], log, startup_timeout_s)
-            urls.append(f"http://{public_host}:{port}")
-            logger.info("load balancer shard %d of %d at %s (dashboard: %s/dashboard)", s, k, urls[-1], urls[-1])
-        logger.info("%d balancer shards: %s (logs in %s)", k, " ".join(urls), log_dir)
+                procs.append(subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+            wait_up(procs[-1], local[s - 1], log, startup_timeout_s)
+            logger.info("load balancer shard %d of %d at %s (dashboard: %s/dashboard)", s, k, urls[s - 1], urls[s - 1])
+        logger.info("%d balancer shards: %s (logs in %s; the whole run on any shard's %s/dashboard?view=all)", k,
+                    " ".join(urls), log_dir, urls[0])  # fmt: skip
         yield urls
         report_totals(local)
     finally:

@@ -137,3 +137,52 @@ def test_a_shards_dashboard_says_which_shard_it_is_and_which_engines_it_owns(loa
         assert browser.evaluate("document.getElementById('shard').hidden") is True
     finally:
         browser.close()
+
+
+def test_any_shard_shows_the_whole_run_merged_from_its_peers(loadgens, balancer):
+    """/dashboard?view=all on one shard: every shard's engines and the summed totals, read from its peers over HTTP;
+    a peer that stops answering is named, and the rest is still shown."""
+    gens = loadgens(2, tokens_per_s=2000)
+    two = balancer([gens[1].url], shard=2, shards=2, api_key="k")
+    one = balancer([gens[0].url], shard=1, shards=2, api_key="k", peers=[two.url])
+    auth = {"Authorization": "Bearer k"}
+    for lb, n in ((one, 2), (two, 3)):
+        for _ in range(n):
+            body = {"model": "loadgen", "prompt": "x", "max_tokens": 5, "stream": True}
+            assert httpx.post(f"{lb.url}/v1/completions", json=body, headers=auth, timeout=30).status_code == 200
+    own = [httpx.get(f"{lb.url}/dashboard/data", headers=auth, timeout=10).json() for lb in (one, two)]
+    merged = httpx.get(f"{one.url}/dashboard/all", headers=auth, timeout=10).json()
+    assert merged["shard_of"] == {gens[0].url: 1, gens[1].url: 2} and merged["unreachable"] == {}
+    assert {view["url"] for view in merged["instances"]} == {g.url for g in gens}
+    for name in ("requests", "tokens_relayed", "migrations", "failovers"):
+        assert merged["totals"][name] == own[0]["totals"][name] + own[1]["totals"][name], name
+    assert merged["totals"]["requests"] == 5
+    assert httpx.get(f"{one.url}/dashboard/all", timeout=10).status_code == 401  # the key guards it like the rest
+
+    browser = Chromium()
+    shard_line = "(e => e && !e.hidden ? e.textContent : '')(document.getElementById('shard'))"  # '' while loading
+
+    def wait_for_line(predicate) -> str:
+        deadline = time.monotonic() + 20
+        while not predicate(shown := browser.evaluate(shard_line)):
+            assert time.monotonic() < deadline, f"the shard line never showed it: {shown!r}"
+            time.sleep(0.2)
+        return shown
+
+    try:
+        browser.navigate(f"{one.url}/dashboard?api_key=k")
+        assert wait_for_line(bool).endswith("The whole run: all shards")
+        browser.evaluate("document.getElementById('view-all').click()")  # the shard's own page links the whole run
+        assert wait_for_line(lambda text: text.startswith("all ")) == "all 2 shards, 2 engine(s)"
+        assert browser.evaluate("document.title") == "am_rl load balancer, all 2 shards"
+        page = read_page(browser)
+        assert {row[0] for row in page["rows"]} == {f"{gens[0].url} (shard 1)", f"{gens[1].url} (shard 2)"}
+        assert page["requests"] == "5"
+
+        two_url = two.url
+        two.stop()
+        shown = wait_for_line(lambda text: "not answering" in text)
+        assert shown.startswith(f"all 2 shards, 1 engine(s); not answering: {two_url} (")
+        assert [row[0] for row in read_page(browser)["rows"]] == [f"{gens[0].url} (shard 1)"]
+    finally:
+        browser.close()

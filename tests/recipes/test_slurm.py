@@ -182,12 +182,13 @@ def test_a_recipe_with_several_balancer_processes_gets_that_many_shards(fake_slu
     assert result.returncode == 0, result.stderr
     s = steps(calls)
     assert "balancer" not in s
+    urls = [f"http://10.0.0.1:{8099 + i}" for i in (1, 2, 3)]
     for i in (1, 2, 3):
         lb = s[f"balancer_shard{i}"]
-        assert lb[lb.index("--port") + 1] == str(8099 + i) and lb[-5:] == [
-            "--policy", "makespan", "--migrate", "--shard", f"{i}/3"]  # fmt: skip
-    urls = ",".join(f"http://10.0.0.1:{8099 + i}" for i in (1, 2, 3))
-    assert f"am_rl.balancer.url='{urls}'" in s["trainer"]  # quoted: Hydra reads an unquoted comma as a sweep
+        peers = [flag for url in urls if url != urls[i - 1] for flag in ("--peer", url)]  # for /dashboard?view=all
+        assert lb[lb.index("--port") + 1] == str(8099 + i) and lb[-9:] == [
+            "--policy", "makespan", "--migrate", "--shard", f"{i}/3", *peers]  # fmt: skip
+    assert f"am_rl.balancer.url='{','.join(urls)}'" in s["trainer"]  # quoted: Hydra reads an unquoted comma as a sweep
 
 
 def test_train_uses_a_given_reward_service(fake_slurm):

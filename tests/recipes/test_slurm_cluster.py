@@ -53,6 +53,21 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def free_port_pair(taken: list[int]) -> int:
+    """A free port p with p + 1 free too (the launch test's two balancer shards), neither in ``taken``."""
+    for _ in range(100):
+        (port,) = free_ports(1)
+        if port in taken or port + 1 in taken:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two consecutive free ports")
+
+
 @pytest.fixture(scope="module")
 def slurm_cluster(tmp_path_factory):
     """The two-node cluster (n1, n2), up until the module's tests are done; its SLURM_CONF."""
@@ -80,7 +95,8 @@ class Launch:
     job ids, logs, and the processes and ports it holds."""
 
     def __init__(self, conf: Path, log_dir: Path, **env: str):
-        ray_port, ray_dash, lb, reward, redis, client, agent1, agent2 = free_ports(8)
+        ray_port, ray_dash, reward, redis, client, agent1, agent2 = ports = free_ports(7)
+        lb = free_port_pair(ports)
         self.ray_dir = Path(f"/tmp/amrl-ray-{ray_port}")  # short: Ray's socket paths must stay under 108 bytes
         self.log_dir = log_dir
         self.env = {
@@ -250,7 +266,8 @@ def test_launch_runs_the_demo_on_two_nodes_through_two_balancer_shards(launch):
     for i in (1, 2):
         # Each shard ran with the recipe's settings (demo_cpu switches migration off), owned an engine of the
         # trainer's and relayed samples of a step.
-        assert re.search(rf"start balancer_shard{i} on n1: .* --policy makespan --no-migrate --shard {i}/2", train_out)
+        assert re.search(rf"start balancer_shard{i} on n1: .* --policy makespan --no-migrate --shard {i}/2 --peer http",
+                         train_out)  # fmt: skip
         shard_log = (run.log_dir / f"balancer_shard{i}.log").read_text()
         assert "registered" in shard_log, shard_log[-2000:]
         assert re.search(r"step \d+ ended \(.*\): makespan [\d.]+ s, [1-9]\d* requests", shard_log), shard_log[-2000:]

@@ -63,6 +63,9 @@ def test_shards_own_their_engines_and_the_control_calls_reach_the_owner(engines,
         for i, url in enumerate(shard_urls, 1):  # each dashboard says which shard it is
             data = httpx.get(f"{url}/dashboard/data", headers={"Authorization": f"Bearer {KEY}"}, timeout=10).json()
             assert (data["shard"], data["shards"]) == (i, 2)
+            # ...and knows its peer, so any shard shows the whole run: all three engines
+            whole = httpx.get(f"{url}/dashboard/all", headers={"Authorization": f"Bearer {KEY}"}, timeout=10).json()
+            assert whole["shard_of"] == {urls[0]: 1, urls[2]: 1, urls[1]: 2} and whole["unreachable"] == {}
         assert (tmp_path / "balancer_shard1.log").exists() and (tmp_path / "balancer_shard2.log").exists()
 
         control = control_for(",".join(shard_urls), api_key=KEY)
