@@ -87,8 +87,8 @@ class MakespanPolicy:
         hint_weight: float = 4.0,
         # Which running sibling's progress shows how long a prompt's samples run: 0.5 the median one; 1.0 the
         # longest-running one, a within-step length probe (Seer, arXiv 2511.14617) for prompts without a hint. 1.0:
-        # in bench/sim_steps.py (20 seeds, 3 steps) it beat 0.5 in every step, by 1.1-1.7 points of makespan with
-        # half a step in flight and 0.1 all at once.
+        # in bench/sim_steps.py (20 seeds, 3 steps, no hints) its steps were 1.8-2.3% shorter than 0.5's with half a
+        # step in flight, and equal (within 0.2%) with all of it.
         live_quantile: float = 1.0,
         # Of a hinted request's expected length, the fraction the risk term treats as a guess (1: as unhinted). The
         # risk term's square root rewards stacking guessed-long requests together, harmless while every guess is

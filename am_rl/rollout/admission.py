@@ -14,11 +14,11 @@ first is the classic longest-processing-time-first rule. Expected, from two sour
   flight, no hints) 0.25 / 0.5 / 0.75 / 1.0 gave -5.8 / -6.6 / -7.7 / -6.0% vs round robin, against -4.9% in
   arrival order; 1.0 (the longest) cannot tell groups apart while all their samples still run.
 
-``bench/sim_steps.py`` (20 seeds, 3 steps, 2,048 of 4,096 in flight; bench/results/lb_sim_steps.md), ``makespan``
-against round robin behind a first-come-first-served client: in arrival order -4.5 to -5.8%, in this order -7.3 to
--8.8% without hints and -11.8 to -13.1% with the trainer's noisy hints. Only what waits is ordered: the first
-``limit`` samples of a burst start as they arrive; sorting the whole burst by hint (the bench's longest-hint-first
-dispatch, not built) reached -17.2 to -17.6%.
+The gate ranks a whole burst, not only what waits (:class:`LongestFirstGate`): the trainer hands a step over at once,
+so the first ``limit`` samples to start are already the longest expected of the step. ``bench/sim_steps.py`` (20
+seeds, 3 steps, 2,048 of 4,096 in flight; bench/results/lb_sim_steps.md), ``makespan`` against round robin behind a
+first-come-first-served client: in arrival order -6.2 to -7.6%, in this order -9.4 to -10.5% without hints and -17.3
+to -17.7% with the trainer's noisy hints (ordering only what waits gave -11.8 to -13.1%).
 
 A sample without a hint whose group has not started goes before every other: it may be the longest. Ties keep
 arrival order, so a client whose samples share no prompt and carry no hint is first come, first served, as
