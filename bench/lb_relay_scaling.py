@@ -119,8 +119,8 @@ def markdown(report: dict) -> str:
         "",
         f"Upstreams: {report['upstreams']} SSE simulators (pre-built chunks, not engines); {report['streams']} streams"
         f" of {report['max_tokens']} tokens from {report['clients']} load-generator processes;"
-        f" {report['seconds']:.0f} s per run, ABAB order; box: {report['cpus']} CPUs, shared with other engineers'"
-        " jobs.",
+        f" {report['seconds']:.0f} s per run, ABAB order; box: {report['cpus']} CPUs (what else ran: the load"
+        " averages below).",
         "",
         "| run | processes | tokens per chunk | relayed tok/s | load avg (1 min) at start | balancer CPU s"
         " | tokens per balancer CPU-s |",
@@ -142,11 +142,11 @@ def markdown(report: dict) -> str:
         )
     lines += [
         "",
-        "The issue's >= 1.7x for two processes can only be judged on an idle box with more cores than the run's"
-        " processes; here the wall-clock ratio is bounded by the CPU other jobs leave (see the load averages). The"
-        " last column assumes each balancer gets a core of its own and relays at its measured tokens per CPU-second;"
-        " it shows whether two processes cost more per token than one (contention between them), not what an idle"
-        " box would measure.",
+        "The issue's >= 1.7x for two processes can only be judged on a box with more cores than the balancers, the"
+        " upstream simulators and the load generators together: here they all share the CPUs, so the wall-clock"
+        " ratio is bounded by the CPU the upstreams, the clients and any other job leave. The last column assumes"
+        " each balancer gets a core of its own and relays at its measured tokens per CPU-second; it shows whether two"
+        " processes cost more per token than one (contention between them), not what a bigger box would measure.",
         "",
         "The upstreams write as fast as they can, so a busy balancer finds several SSE events per socket read and"
         " relays them in one step; engines pace their chunks (one per decode step), so with many slow streams a"
