@@ -6,7 +6,8 @@ with a weight-sync pause between steps, as a real balancer lives across a run. I
 at the step's start, and capped in flight as the trainer's clients cap it) it compares, per step: round robin (also
 warm); ``makespan`` without and with the trainer's noisy length hints (each warm, and from a cold start on the same
 step); each without migration (routing alone); the policy's old length probe (the median running sibling, not the
-longest); and the longest-first oracle that knows every length. Our client ranks each step's requests as one burst
+longest); the longest-first oracle that knows every sample's length; and the same oracle knowing only each prompt's
+true mean length (the best a per-prompt prior could tell it). Our client ranks each step's requests as one burst
 (am_rl.rollout.admission), so with hints the first requests it sends are the longest expected. Prints the
 per-step tables, writes ``bench/results/lb_sim_steps.json`` and ``.md``. Simulated, never measured on engines.
 """
@@ -48,7 +49,8 @@ class Contender:
     cold_reference: bool  # also run each step from a cold start (only meaningful for policies that carry state)
     priors: bool = False  # requests carry the trainer's length hint (bench.sim.workload.with_priors)
     # Arrival order at the client: "shuffled", the trainer's seeded shuffle; "longest_first", by true length (the
-    # oracle's).
+    # oracle's); "prompt_mean_first", by the true mean length of the request's prompt (the prompt-mean oracle's).
+    # A static oracle (make None) also places by what its dispatch knows: each sample's length, or its prompt's mean.
     dispatch: str = "shuffled"
     # With the cap, which waiting request the trainer's client starts next (SimConfig.admission): "client", our
     # client's AdmissionOrder; "arrival", first come first served (a plain client, ours before AdmissionOrder).
@@ -70,8 +72,13 @@ CONTENDERS = (
     Contender("makespan_live_median", lambda: MakespanPolicy(live_quantile=0.5), migrate=True, cold_reference=False),
     Contender("oracle_longest_first", None, migrate=False, cold_reference=False, dispatch="longest_first",
               admission="arrival"),
+    # The best any per-prompt prior could tell a static placement: each prompt's true mean length (the trainer's
+    # hints are a noisy, drifted estimate of it). The oracle above knows each sample's own draw, which no prior has.
+    Contender("oracle_prompt_mean", None, migrate=False, cold_reference=False, dispatch="prompt_mean_first",
+              admission="arrival"),
 )
 OURS, OURS_PRIORS, BASELINE, ORACLE = "makespan", "makespan_priors", "round_robin", "oracle_longest_first"
+PROMPT_ORACLE = "oracle_prompt_mean"
 PRIOR_SPEC = PriorSpec()
 
 
@@ -82,10 +89,21 @@ def step_workloads(seed: int, steps: int, spec: WorkloadSpec) -> tuple[list[Work
     return workloads, orders
 
 
+def oracle_view(c: Contender, workload: Workload) -> Workload:
+    """What a static oracle knows of ``workload``: every sample's length, or (prompt_mean_first) only each prompt's
+    true mean length, given to all its samples."""
+    if c.dispatch != "prompt_mean_first":
+        return workload
+    sums = np.bincount(workload.prompt_of, weights=workload.output_tokens)
+    means = sums / np.bincount(workload.prompt_of)
+    return dataclasses.replace(workload, output_tokens=np.round(means[workload.prompt_of]).astype(np.int64))
+
+
 def dispatch_order(c: Contender, workload: Workload, shuffled: np.ndarray) -> np.ndarray:
     if c.dispatch == "shuffled":
         return shuffled
-    return shuffled[np.argsort(-workload.output_tokens[shuffled], kind="stable")]  # ties keep the shuffle
+    known = oracle_view(c, workload).output_tokens
+    return shuffled[np.argsort(-known[shuffled], kind="stable")]  # ties keep the shuffle
 
 
 def run_seed(seed: int, steps: int, n_instances: int, spec: WorkloadSpec, config: SimConfig, pause_s: float) -> dict:
@@ -105,8 +123,8 @@ def run_seed(seed: int, steps: int, n_instances: int, spec: WorkloadSpec, config
         workloads = hinted if c.priors else plain
         orders = [dispatch_order(c, w, o) for w, o in zip(hinted, shuffles)]
         if c.make is None:  # static: nothing carries across steps
-            warm = [simulate(w, n_instances, LongestFirstOracle(w, n_instances), o, DEFAULT_SPEED, run_config)
-                    for w, o in zip(workloads, orders)]
+            warm = [simulate(w, n_instances, LongestFirstOracle(oracle_view(c, w), n_instances), o, DEFAULT_SPEED,
+                             run_config) for w, o in zip(workloads, orders)]  # fmt: skip
         else:
             warm = simulate_steps(workloads, n_instances, c.make(), orders, DEFAULT_SPEED, run_config, pause_s)
         row["runs"][c.name] = {"warm": [summary(r) for r in warm]}
@@ -150,6 +168,7 @@ def summarize(rows: list[dict], steps: int) -> dict:
                 entry["warm_over_cold"] = {"mean": float(warm_over_cold.mean()), "worst": float(warm_over_cold.max())}
             step["policies"][c.name] = entry
         step["priors_vs_oracle"] = _cut(rows, OURS_PRIORS, ORACLE, s)
+        step["priors_vs_prompt_oracle"] = _cut(rows, OURS_PRIORS, PROMPT_ORACLE, s)
         step["priors_vs_no_priors"] = _cut(rows, OURS_PRIORS, OURS, s)
         out["steps"].append(step)
     return out
@@ -174,6 +193,8 @@ def targets(summary: dict) -> dict:
         > st["policies"]["makespan_priors_no_migration"][cut]["two_se"])
     out["makespan_priors: every step <= the longest-first oracle"] = every(
         lambda st: st["priors_vs_oracle"]["mean"] >= 0)
+    out["makespan_priors: every step <= the prompt-mean oracle"] = every(
+        lambda st: st["priors_vs_prompt_oracle"]["mean"] >= 0)
     return out
 
 
@@ -182,7 +203,7 @@ SHORT = {
     "makespan_no_migration": "no migration",
     "makespan_priors": "priors", "makespan_priors_no_migration": "priors, no migration",
     "makespan_live_median": "median sibling probe (old default)",
-    "oracle_longest_first": "longest-first oracle",
+    "oracle_longest_first": "longest-first oracle", "oracle_prompt_mean": "prompt-mean oracle",
 }
 
 
@@ -238,17 +259,18 @@ def markdown(report: dict) -> str:
         lines += [
             "",
             "| step | makespan warm / cold (mean, worst) | priors warm / cold (mean, worst) | priors vs no priors"
-            " (shorter, mean ± 2 se) | priors vs oracle (shorter, mean ± 2 se) | max engine queue (makespan, priors)"
-            " | migrations (makespan, priors) |",
-            "|---|---|---|---|---|---|---|",
+            " (shorter, mean ± 2 se) | priors vs oracle (shorter, mean ± 2 se) | priors vs prompt-mean oracle"
+            " (shorter, mean ± 2 se) | max engine queue (makespan, priors) | migrations (makespan, priors) |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for st in summary["steps"]:
             m, pr = st["policies"][OURS], st["policies"][OURS_PRIORS]
-            vs, vo = st["priors_vs_no_priors"], st["priors_vs_oracle"]
+            vs, vo, vp = st["priors_vs_no_priors"], st["priors_vs_oracle"], st["priors_vs_prompt_oracle"]
             lines.append(
                 f"| {st['step']} | {m['warm_over_cold']['mean']:.3f}, {m['warm_over_cold']['worst']:.3f}"
                 f" | {pr['warm_over_cold']['mean']:.3f}, {pr['warm_over_cold']['worst']:.3f}"
                 f" | {vs['mean']:+.1%} ± {vs['two_se']:.1%} | {vo['mean']:+.1%} ± {vo['two_se']:.1%}"
+                f" | {vp['mean']:+.1%} ± {vp['two_se']:.1%}"
                 f" | {m['max_engine_waiting']}, {pr['max_engine_waiting']}"
                 f" | {m['migrations_mean']:.0f}, {pr['migrations_mean']:.0f} |"
             )

@@ -256,6 +256,19 @@ def test_only_the_oracle_dispatches_longest_first_and_ties_keep_the_shuffle():
     assert tied.tolist() == [i for i in shuffled if w.output_tokens[i] == w.output_tokens[oracle[0]]]
 
 
+def test_the_prompt_mean_oracle_knows_each_prompts_mean_length_and_nothing_per_sample():
+    from bench.sim_steps import CONTENDERS, dispatch_order, oracle_view
+
+    w = make_workload(4, SMALL)
+    c = {c.name: c for c in CONTENDERS}["oracle_prompt_mean"]
+    known = oracle_view(c, w).output_tokens
+    for p in range(SMALL.n_prompts):
+        siblings = w.prompt_of == p
+        assert np.all(known[siblings] == round(w.output_tokens[siblings].mean()))  # the reference: a plain mean
+    order = dispatch_order(c, w, np.random.default_rng(0).permutation(w.n))
+    assert np.all(np.diff(known[order]) <= 0)  # longest prompt mean first
+
+
 def routed_order(workload, arrival, cap: int, admission: str) -> list[int]:
     """Indices of ``workload``'s requests in the order the simulated client sent them (capped at ``cap``)."""
     sent = []
