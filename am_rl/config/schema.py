@@ -34,10 +34,10 @@ class BalancerSection:
     url: Optional[str] = None
     # Balancer processes the trainer starts (url None), an int >= 1: 1 runs the balancer in the trainer's process;
     # K > 1 starts K balancer processes (shards, am_rl.trainer.balancer_shards) on ports port .. port + K - 1 (port 0:
-    # free ones), engines registered round robin, each with its own dashboard. One process relays ~0.1-0.4M tokens/s
-    # (bench/results/lb_relay_scaling.md): 512 engines at ~1,800 tokens/s each need several. With url set the
-    # trainer starts none: K must then be 1 or the number of URLs listed (recipes/slurm/train.sbatch starts K shards
-    # itself and lists them).
+    # free ones), engines registered round robin, each with its own dashboard (the whole run's: /dashboard?view=all).
+    # One process relays ~0.2-0.8M tokens/s (bench/results/lb_relay_scaling.md): 512 engines at ~1,800 tokens/s each
+    # need several. With url set the trainer starts none: K must then be 1 or the number of URLs listed
+    # (recipes/slurm/train.sbatch starts K shards itself and lists them).
     processes: int = 1
     policy: str = "makespan"  # routing policy (load_balancer.policy registry)
     migrate: bool = True  # a started balancer's load_balancer.config.BalancerConfig.migrate (off in the CPU demo)
