@@ -14,8 +14,9 @@ first is the classic longest-processing-time-first rule. Expected, from two sour
   flight, no hints) 0.25 / 0.5 / 0.75 / 1.0 gave -5.8 / -6.6 / -7.7 / -6.0% vs round robin, against -4.9% in
   arrival order; 1.0 (the longest) cannot tell groups apart while all their samples still run.
 
-The gate ranks a whole burst, not only what waits (:class:`LongestFirstGate`): the trainer hands a step over at once,
-so the first ``limit`` samples to start are already the longest expected of the step. ``bench/sim_steps.py`` (20
+The gate ranks a whole burst, not only what waits (:class:`LongestFirstGate`): it lets a step's samples arrive
+(they trickle in from verl's agent loop) before it starts any, so the first ``limit`` to start are already the
+longest expected of the step. ``bench/sim_steps.py`` (20
 seeds, 3 steps, 2,048 of 4,096 in flight; bench/results/lb_sim_steps.md), ``makespan`` against round robin behind a
 first-come-first-served client: in arrival order -6.2 to -7.6%, in this order -9.4 to -10.5% without hints and -17.3
 to -17.7% with the trainer's noisy hints (ordering only what waits gave -11.8 to -13.1%).
@@ -133,19 +134,27 @@ class AdmissionOrder:
 class LongestFirstGate:
     """At most ``limit`` holders at a time; waiters enter in :class:`AdmissionOrder`.
 
-    Arrivals are ranked as a burst: an arrival does not take a free slot at once but waits for the end of the
-    event-loop iteration it came in, when every arrival of that iteration is ranked together. The trainer hands a
-    step's samples over in one ``asyncio.gather``, so the first ``limit`` to start are the longest expected of the
-    whole step (and a probe of every group), not the first ``limit`` in the shuffled order. The cost is one loop
-    iteration per sample (microseconds)."""
+    Arrivals are ranked as a burst: while slots are free, an arrival does not take one at once; the gate admits when
+    no new arrival has come for ``settle_s``, or ``max_settle_s`` after the burst's first arrival, ranking every
+    arrival so far together. A step's samples reach the client as a burst that trickles: verl's agent loop
+    tokenizes each sample in a thread pool before it calls the client, so arrivals come a few at a time, well under
+    ``settle_s`` apart. The first ``limit`` to start are then the longest expected of the whole step (and a probe of
+    every group), not the first ``limit`` to finish tokenizing. Once every slot is held, a freed slot goes to the
+    best waiter at once. The cost: every burst starts ``settle_s`` after its last arrival (20 ms against rollout
+    steps of seconds to minutes), at most ``max_settle_s`` after its first."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, settle_s: float = 0.02, max_settle_s: float = 1.0) -> None:
         if limit < 1:
             raise ValueError(f"the in-flight limit must be >= 1, got {limit}")
+        if not 0.0 <= settle_s <= max_settle_s:
+            raise ValueError(f"need 0 <= settle_s <= max_settle_s, got {settle_s} and {max_settle_s}")
         self.limit = limit
+        self.settle_s = settle_s
+        self.max_settle_s = max_settle_s
         self.held = 0
         self.order = AdmissionOrder()
-        self._admit_scheduled = False
+        self._admission: asyncio.TimerHandle | None = None  # the pending admission of the burst arriving now
+        self._burst_began = 0.0
 
     @asynccontextmanager
     async def slot(
@@ -165,9 +174,14 @@ class LongestFirstGate:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self.order.add((future, sample, expected_tokens), group, expected_tokens)
-        if not self._admit_scheduled:  # after the rest of this iteration's arrivals
-            self._admit_scheduled = True
-            loop.call_soon(self._admit_burst)
+        if self.held < self.limit:  # admit when the burst is over: no arrival for settle_s, or max_settle_s in all
+            now = loop.time()
+            if self._admission is None:
+                self._burst_began = now
+            else:
+                self._admission.cancel()
+            delay = min(self.settle_s, max(0.0, self._burst_began + self.max_settle_s - now))
+            self._admission = loop.call_later(delay, self._admit_burst)
         try:
             await future
         except asyncio.CancelledError:
@@ -176,7 +190,7 @@ class LongestFirstGate:
             raise
 
     def _admit_burst(self) -> None:
-        self._admit_scheduled = False
+        self._admission = None
         self._admit()
 
     def _admit(self) -> None:

@@ -19,9 +19,9 @@ def reference_order(hints: list[int | None]) -> list[int]:
 
 
 async def settle() -> None:
-    """Let the gate admit this iteration's arrivals (at the end of the iteration) and the admitted run."""
-    for _ in range(3):
-        await asyncio.sleep(0)
+    """Let the gate admit the burst that arrived (it waits settle_s, 20 ms, after the last arrival) and those admitted
+    run."""
+    await asyncio.sleep(0.1)
 
 
 async def admission_order(limit: int, hints: list[int | None]) -> tuple[list[int], int]:
@@ -79,7 +79,7 @@ def test_a_cancelled_waiter_never_takes_a_slot_and_frees_none():
                     await release.wait()
 
         first = asyncio.create_task(job("first", None, True))
-        await asyncio.sleep(0)
+        await settle()
         doomed = asyncio.create_task(job("doomed", 1000, False))
         later = asyncio.create_task(job("later", 10, False))
         await asyncio.sleep(0)
@@ -117,9 +117,11 @@ def test_a_waiter_cancelled_as_its_slot_arrives_passes_the_slot_on():
     assert started == ["next"] and held == 0
 
 
-def test_limit_below_one_is_refused():
+def test_limit_below_one_and_a_settle_beyond_its_maximum_are_refused():
     with pytest.raises(ValueError, match="in-flight limit must be >= 1"):
         LongestFirstGate(0)
+    with pytest.raises(ValueError, match="settle_s <= max_settle_s"):
+        LongestFirstGate(4, settle_s=2.0, max_settle_s=1.0)
 
 
 def reference_pop_order(events: list[tuple], quantile: float) -> list[str]:
@@ -298,3 +300,61 @@ def test_a_burst_without_hints_starts_one_probe_per_group_first():
     first, order = asyncio.run(burst_start_order(3, samples))
     assert first == ["a0", "b0", "c0"]
     assert sorted(order) == sorted(name for name, _, _ in samples)
+
+
+def test_a_burst_that_trickles_in_is_still_ranked_whole():
+    """verl's agent loop tokenizes each sample in a thread pool before it calls the client: a step's samples arrive
+    a millisecond or so apart, never in one loop iteration. The gate waits for the burst to go quiet (settle_s)."""
+
+    async def scenario(hints: list[int]) -> list[str]:
+        gate = LongestFirstGate(4)
+        started: list[str] = []
+        release = asyncio.Event()
+
+        async def sample(name: str, hint: int) -> None:
+            async with gate.slot(hint, name, name):
+                started.append(name)
+                await release.wait()
+
+        tasks = []
+        for i, hint in enumerate(hints):
+            tasks.append(asyncio.create_task(sample(str(i), hint)))
+            await asyncio.sleep(0.002)
+        await settle()
+        first = list(started)
+        release.set()
+        await asyncio.gather(*tasks)
+        return first
+
+    rng = random.Random(7)
+    hints = [rng.choice([16, 64, 300, 1024, 4096, 9000, 20000]) for _ in range(30)]
+    assert asyncio.run(scenario(hints)) == [str(i) for i in reference_order(hints)[:4]]
+
+
+def test_a_burst_that_never_goes_quiet_is_admitted_after_max_settle_s():
+    async def scenario() -> tuple[float, list[int], list[int]]:
+        gate = LongestFirstGate(2, settle_s=0.05, max_settle_s=0.2)
+        loop = asyncio.get_running_loop()
+        arrived: list[tuple[float, int]] = []
+        admitted: list[tuple[float, int]] = []
+        done = asyncio.Event()
+
+        async def sample(hint: int) -> None:
+            async with gate.slot(hint):
+                admitted.append((loop.time(), hint))
+                await done.wait()
+
+        tasks = []
+        began = loop.time()
+        for hint in range(1, 60):  # one arrival every 10 ms for 0.6 s, each longer than the last
+            arrived.append((loop.time(), hint))
+            tasks.append(asyncio.create_task(sample(hint)))
+            await asyncio.sleep(0.01)
+        done.set()
+        await asyncio.gather(*tasks)
+        at = admitted[0][0]
+        return at - began, [h for _, h in admitted[:2]], [h for t, h in arrived if t < at]
+
+    waited, first, before = asyncio.run(scenario())
+    assert 0.2 <= waited < 0.45, waited  # not held for the whole 0.6 s burst, nor admitted at once
+    assert sorted(first) == sorted(before)[-2:]  # the two longest of what had arrived by then

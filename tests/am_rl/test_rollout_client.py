@@ -120,7 +120,9 @@ def test_at_its_cap_the_client_starts_the_siblings_of_a_long_running_sample_firs
             async with RolloutClient(lb.url, MODEL, max_concurrency=2) as client:
 
                 def sample(name: str) -> asyncio.Task:
+                    # long0 runs ~4 s, so it still runs when its siblings arrive, however slowly this box reads it
                     prompt, max_tokens = (long_prompt, 2000) if name.startswith("long") else (short_prompt, 4)
+                    max_tokens = 8000 if name == "long0" else max_tokens
                     return asyncio.create_task(client.generate(RolloutRequest(name, prompt, max_tokens=max_tokens)))
 
                 tasks = [sample("long0")]
@@ -139,4 +141,4 @@ def test_at_its_cap_the_client_starts_the_siblings_of_a_long_running_sample_firs
     lengths = [body["max_tokens"] for body in state.requests]
     # short0 took the free slot; at its end long0 had streamed 50+ tokens against short0's 4: long1, long2 next
     # (first come, first served would start short1, short2 first)
-    assert lengths == [2000, 4, 2000, 2000, 4, 4], lengths
+    assert lengths == [8000, 4, 2000, 2000, 4, 4], lengths
