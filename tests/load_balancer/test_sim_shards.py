@@ -6,7 +6,7 @@ import pytest
 from lb_test_policies import MoveAfterPolicy
 
 from bench.sim.diagnose import Recorder
-from bench.sim.engine import request_index, simulate
+from bench.sim.engine import SimConfig, request_index, simulate
 from bench.sim.shards import ShardClient, ShardedBalancers
 from bench.sim.workload import WorkloadSpec, make_workload
 from load_balancer.policies import MakespanPolicy
@@ -54,7 +54,8 @@ def test_a_shard_moves_sequences_only_among_its_own_instances():
     # Per shard: everything to its first instance, each request moved to its last once it has 20 tokens.
     workload = make_workload(1, SMALL)
     recorder = WhereRouted(ShardedBalancers(2, MoveAfterPolicy, "sample"))
-    result = simulate(workload, 6, recorder, np.arange(workload.n))
+    # Arrival order kept (not the client's AdmissionOrder), so request i is the i-th the client spreads: shard i % 2
+    result = simulate(workload, 6, recorder, np.arange(workload.n), config=SimConfig(admission="arrival"))
     assert result.migrations > 0.9 * workload.n  # all but the few that finished before a planning round
     for rid, urls in recorder.placements.items():
         first, last = (["sim://instance-0", "sim://instance-4"], ["sim://instance-1", "sim://instance-5"])[
