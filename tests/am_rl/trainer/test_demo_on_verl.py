@@ -9,9 +9,11 @@ After each, nothing the run started may be left.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -113,9 +115,27 @@ class Launch:
         raise AssertionError(f"no {pattern!r} after {timeout_s:.0f}s:\n{self.tail()}")
 
     def wait(self, timeout_s: float = 900) -> int:
-        code = self.proc.wait(timeout=timeout_s)
+        try:
+            code = self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            stacks = self.stacks()
+            # A hung run must not outlive its test: it would slow, or collide with, the next one.
+            for p in [psutil.Process(self.proc.pid), *self.descendants]:
+                with contextlib.suppress(psutil.Error):
+                    p.kill()
+            self.proc.wait(timeout=30)
+            raise AssertionError(f"the run did not exit within {timeout_s:.0f}s. Its stacks:\n{stacks}\n"
+                                 f"Its output:\n{self.tail()}") from None  # fmt: skip
         time.sleep(0.5)  # the reader thread drains the pipe
         return code
+
+    def stacks(self) -> str:
+        """The launcher's Python stacks, where py-spy is installed: where a run that does not exit hangs."""
+        spy = shutil.which("py-spy", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+        if spy is None:
+            return "(py-spy not installed)"
+        out = subprocess.run([spy, "dump", "--pid", str(self.proc.pid)], capture_output=True, text=True, timeout=60)
+        return out.stdout + out.stderr
 
     def tail(self, lines: int = 80) -> str:
         return "".join(self.lines[-lines:])
