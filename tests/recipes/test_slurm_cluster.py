@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 from demo_task import SMALL_TASK
+from free_ports import free_port_pair
 
 REPO = Path(__file__).resolve().parents[2]
 LOCAL_SLURM = REPO / "scripts" / "local_slurm.sh"
@@ -51,21 +52,6 @@ def free_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
-
-
-def free_port_pair(taken: list[int]) -> int:
-    """A free port p with p + 1 free too (the launch test's two balancer shards), neither in ``taken``."""
-    for _ in range(100):
-        (port,) = free_ports(1)
-        if port in taken or port + 1 in taken:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no two consecutive free ports")
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ from __future__ import annotations
 import ast
 import asyncio
 import re
-import socket
 from types import SimpleNamespace
 
 import httpx
 import pytest
+from free_ports import free_port_pair
 
 from am_rl.rollout import RolloutRequest
 from am_rl.rollout.shards import ShardedRolloutClient
@@ -21,21 +21,6 @@ from load_balancer.loadgen import MODEL, LoadGenSettings, build_loadgen_app
 from load_balancer.server import ThreadedServer
 
 KEY = "shard-test-key"
-
-
-def two_free_ports() -> int:
-    """A port p with p + 1 free too (the shards listen on consecutive ports)."""
-    for _ in range(50):
-        with socket.socket() as a:
-            a.bind(("127.0.0.1", 0))
-            port = a.getsockname()[1]
-            with socket.socket() as b:
-                try:
-                    b.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no two consecutive free ports")
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +39,7 @@ def instances(url: str) -> dict[str, dict]:
 def test_shards_own_their_engines_and_the_control_calls_reach_the_owner(engines, tmp_path, monkeypatch, capsys):
     urls, servers = engines
     monkeypatch.setenv(API_KEY_ENV, KEY)  # the shards inherit it, as from the trainer's environment
-    section = SimpleNamespace(processes=2, host="127.0.0.1", port=two_free_ports(), policy="makespan", migrate=True)
+    section = SimpleNamespace(processes=2, host="127.0.0.1", port=free_port_pair(), policy="makespan", migrate=True)
     with started_shards(section, "127.0.0.1", urls[:3], tmp_path) as shard_urls:
         assert len(shard_urls) == 2
         # Engines given at start: round robin.
