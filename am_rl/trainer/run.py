@@ -79,8 +79,11 @@ def run(cfg: DictConfig) -> None:
 
         cfg = with_demo_inputs(cfg)
     dry_run(cfg)  # the same checks and lookups before any process starts
-    # SIGTERM (Slurm, `kill`) unwinds like Ctrl-C, so every child process is stopped on the way out.
+    # SIGTERM (Slurm, `kill`) unwinds like Ctrl-C, so every child process is stopped on the way out. SIGINT too, even
+    # when inherited as ignored (a launcher started in the background: `nohup ... &`, `&` in a script): Ctrl-C and
+    # the vLLM startup watch (am_rl.trainer.services.StartupWatch) stop the run through it.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import ray
 
     with contextlib.ExitStack() as stack:

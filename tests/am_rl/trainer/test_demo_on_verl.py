@@ -73,15 +73,16 @@ def no_run_outlives_the_tests():
 class Launch:
     """``python -m am_rl.main_grpo`` in its own session, its output collected, its descendants remembered."""
 
-    def __init__(self, run_dir: Path, reward_url: str | None, *overrides: str) -> None:
-        """``reward_url`` None: the launcher starts a reward service of its own, as a user's run does."""
+    def __init__(self, run_dir: Path, reward_url: str | None, *overrides: str, sigint_ignored: bool = False) -> None:
+        """``reward_url`` None: the launcher starts a reward service of its own, as a user's run does.
+        ``sigint_ignored``: started as a background job of a script or under nohup, which inherit SIGINT ignored."""
         reward = [f"am_rl.reward.url={reward_url}"] if reward_url else []
         cmd = [sys.executable, "-m", "am_rl.main_grpo", "--config-name", "demo_cpu", *OVERRIDES,
                f"trainer.default_local_dir={run_dir}", *reward, *overrides]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_DEDUP_LOGS": "0"}
         self.proc = subprocess.Popen(
             cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_ignore_sigint if sigint_ignored else None,
         )  # fmt: skip
         self.lines: list[str] = []
         self.descendants: set[psutil.Process] = set()
@@ -148,6 +149,10 @@ class Launch:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{len(alive)} process(es) left after the run: {sorted(map(_name, alive))}")
             time.sleep(1)
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _alive(p: psutil.Process) -> bool:
@@ -414,11 +419,12 @@ def test_sigterm_mid_step_stops_everything(tmp_path, reward):
 
 def test_an_engine_dead_at_startup_ends_the_run_at_once_with_its_log(tmp_path, reward):
     """Not the replicas' 600 s health wait: the launcher sees its server's process exit and stops the run, Ray and
-    its workers included (the "server" dies after 30 s, once Ray is up)."""
+    its workers included (the "server" dies after 30 s, once Ray is up). Started with SIGINT ignored, as from
+    `nohup ... &` or a script's background job: the watch stops the run with SIGINT all the same (it once hung)."""
     dies = tmp_path / "vllm-that-dies"
     dies.write_text("#!/bin/sh\nsleep 30\nexit 3\n")
     dies.chmod(0o755)
-    launch = Launch(tmp_path, reward, f"am_rl.vllm.python={dies}")
+    launch = Launch(tmp_path, reward, f"am_rl.vllm.python={dies}", sigint_ignored=True)
     assert launch.wait(timeout_s=300) != 0
     assert "Started a local Ray instance" in launch.output, launch.tail()
     assert re.search(r"VLLMStartupError: vLLM server \d \(http://[^)]+\) exited with code 3 during startup; log ",
