@@ -14,7 +14,6 @@ import ctypes
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 import httpx
 
 from am_rl.models.tiny import cache_root
+from am_rl.ports import PortReservation
 
 logger = logging.getLogger(__name__)
 
@@ -59,12 +59,6 @@ class VLLMStartupError(RuntimeError):
     """A vLLM server exited or did not become healthy in time; the message carries its log tail."""
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
 def _die_with_parent() -> None:
     """Runs in the child between fork and exec: ask the kernel to SIGTERM it when the parent dies."""
     ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -84,7 +78,8 @@ class VLLMServer:
     def __init__(self, cfg: VLLMServerConfig, index: int, log_dir: Path):
         self.cfg = cfg
         self.index = index
-        self.port = free_port(cfg.host)
+        self._port = PortReservation(cfg.host)  # held while the server lives: see PortReservation
+        self.port = self._port.port
         self.url = f"http://{cfg.host}:{self.port}"
         self.log_path = log_dir / f"vllm-{index}-{self.port}.log"
         self.proc: subprocess.Popen | None = None
@@ -141,6 +136,7 @@ class VLLMServer:
 
     def stop(self, timeout_s: float = 20.0) -> None:
         """SIGTERM the server's process group, then SIGKILL whatever is left after ``timeout_s``."""
+        self._port.release()
         if self.proc is None:
             return
         for sig, wait in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 5.0)):

@@ -14,7 +14,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from typing import Iterator
 
 import httpx
 
+from am_rl.ports import PortReservation
 from am_rl.trainer.balancer_args import balancer_flags
 from am_rl.trainer.balancer_control import API_KEY_ENV
 
@@ -39,13 +39,6 @@ def shard_argv(section, shard: int, port: int, engines: list[str], peers: list[s
     for peer in peers:
         argv += ["--peer", peer]
     return argv
-
-
-def free_port(host: str) -> int:
-    """A port free now on ``host``; a shard that loses it to another process before binding fails its startup."""
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def wait_up(proc: subprocess.Popen, url: str, log: Path, timeout_s: float) -> None:
@@ -100,7 +93,8 @@ def started_shards(section, public_host: str, engine_urls: list[str], log_dir: P
     (``public_host``). Shard ``s`` listens on ``section.port + s - 1`` (port 0: each on a free port) and gets engines
     ``s - 1, s - 1 + K, ...`` of ``engine_urls``."""
     k = section.processes
-    ports = [section.port + s if section.port else free_port(section.host) for s in range(k)]
+    reserved = [] if section.port else [PortReservation(section.host) for _ in range(k)]
+    ports = [r.port for r in reserved] or [section.port + s for s in range(k)]
     local = [f"http://127.0.0.1:{port}" for port in ports]
     urls = [f"http://{public_host}:{port}" for port in ports]
     procs: list[subprocess.Popen] = []
@@ -119,3 +113,5 @@ def started_shards(section, public_host: str, engine_urls: list[str], log_dir: P
     finally:
         for proc in procs:
             stop(proc)
+        for r in reserved:
+            r.release()

@@ -74,6 +74,7 @@ def started_reward_service(cfg: DictConfig) -> Iterator[str]:
     import os
     import secrets
 
+    from am_rl.ports import PortReservation
     from reward_server.auth import API_KEY_ENV
     from reward_server.launcher import reward_service
 
@@ -87,7 +88,8 @@ def started_reward_service(cfg: DictConfig) -> Iterator[str]:
     os.environ[API_KEY_ENV] = key
     log = run_dir(cfg) / "logs" / "reward_service.log"
     try:
-        with reward_service(log, workers=cfg.am_rl.reward.workers, api_key=key) as (url, _):
+        with PortReservation() as port, reward_service(log, workers=cfg.am_rl.reward.workers, api_key=key,
+                                                      port=port.port) as (url, _):  # fmt: skip
             logger.info("reward service at %s", url)
             yield url
     finally:

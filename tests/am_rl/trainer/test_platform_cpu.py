@@ -51,11 +51,13 @@ def test_torchrun_process_group_is_plain_gloo_on_the_cpu_platform():
     import subprocess
     import sys
 
-    from am_rl.vllm_servers import free_port
+    from am_rl.ports import PortReservation
 
-    env = {**os.environ, **PLUGINS, "VERL_PLATFORM": "cpu", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
-           "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", TORCHRUN_INIT], env=env, capture_output=True, text=True, timeout=300)
+    with PortReservation() as master:
+        env = {**os.environ, **PLUGINS, "VERL_PLATFORM": "cpu", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(master.port)}  # fmt: skip
+        done = subprocess.run([sys.executable, "-c", TORCHRUN_INIT], env=env, capture_output=True, text=True,
+                              timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().splitlines()[-1] == "(0, 0, 1) gloo"
     without = {k: v for k, v in env.items() if k != "VERL_PLATFORM"}
