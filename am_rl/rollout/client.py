@@ -204,20 +204,27 @@ class RolloutClient:
         async with self._gate.slot(req.expected_tokens, group, req.request_id):
             if on_tokens is None:
                 on_tokens = functools.partial(self.admission.progress, group, req.request_id)
-            for attempt in range(self.max_retries + 1):
-                try:
-                    return await self._stream_once(req, on_tokens)
-                except _Retryable as e:
-                    if attempt == self.max_retries:
-                        raise RolloutError(
-                            f"request {req.request_id}: endpoint {self.base_url} failed "
-                            f"{attempt + 1} times before the first token; last error: {e}"
-                        ) from None
-                    if stats is not None:
-                        stats.retries += 1
-                    delay = self.backoff_s * 2**attempt
-                    logger.warning("request %s failed (%s); retry in %.1fs", req.request_id, e, delay)
-                    await asyncio.sleep(delay)
+            return await self.generate_admitted(req, on_tokens, stats)
+
+    async def generate_admitted(
+        self, req: RolloutRequest, on_tokens: Callable[[int], None], stats: RolloutStats | None = None
+    ) -> RolloutResult:
+        """One sample that the caller's own gate has already admitted (the sharded client's, which orders the samples
+        of all shards): no slot of this client's gate, so no second ranking and no second settle delay."""
+        for attempt in range(self.max_retries + 1):
+            try:
+                return await self._stream_once(req, on_tokens)
+            except _Retryable as e:
+                if attempt == self.max_retries:
+                    raise RolloutError(
+                        f"request {req.request_id}: endpoint {self.base_url} failed "
+                        f"{attempt + 1} times before the first token; last error: {e}"
+                    ) from None
+                if stats is not None:
+                    stats.retries += 1
+                delay = self.backoff_s * 2**attempt
+                logger.warning("request %s failed (%s); retry in %.1fs", req.request_id, e, delay)
+                await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
     async def prompt_logprobs(self, request_id: str, prompts: list[list[int]]) -> list[list[float | None]]:

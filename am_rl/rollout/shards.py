@@ -102,7 +102,7 @@ class ShardedRolloutClient:
                 shard = self._pick()
                 self.outstanding[shard] += 1
                 try:
-                    result = await self.shards[shard].generate(attempt, on_tokens=on_tokens)
+                    result = await self.shards[shard].generate_admitted(attempt, on_tokens)
                 except RolloutRejected:
                     raise
                 except RolloutError as e:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from free_ports import free_port_pair
 
-from am_rl.rollout import RolloutRequest
+from am_rl.rollout import RolloutClient, RolloutRequest
 from am_rl.rollout.shards import ShardedRolloutClient
 from am_rl.trainer.balancer_control import API_KEY_ENV, BalancerControlError, ShardedBalancerControl, control_for
 from am_rl.trainer.balancer_shards import started_shards
@@ -72,8 +72,12 @@ def test_shards_own_their_engines_and_the_control_calls_reach_the_owner(engines,
         with pytest.raises(BalancerControlError, match="no balancer shard"):
             control.deregister([urls[3]])
 
+        class Shard(RolloutClient):  # the sharded client's gate ranks and admits; a shard's own must not hold again
+            async def generate(self, *args, **kwargs):
+                raise AssertionError("a shard's gated generate was used")
+
         async def rollout():
-            async with ShardedRolloutClient(shard_urls, MODEL, api_key=KEY) as client:
+            async with ShardedRolloutClient(shard_urls, MODEL, api_key=KEY, client_cls=Shard) as client:
                 requests = [RolloutRequest(f"q{i}", [1, 2, i], max_tokens=20) for i in range(12)]
                 return await client.generate_all(requests)
 
