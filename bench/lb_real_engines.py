@@ -11,10 +11,11 @@ are per prompt (a hard prompt's samples are all long), long-tailed, a new draw e
 policies only through ``max_tokens`` (``ignore_eos`` makes each sample run to it). Samples are shuffled, as the
 trainer does.
 
-With ``--max-in-flight N`` a step is dispatched as the GPU recipes dispatch it, at most N samples in flight: the
-baseline is round robin behind a first-come-first-served client (a semaphore in the shuffled order), ours is the
-makespan policy behind the trainer's RolloutClient, whose admission order starts a probe of every prompt first and
-then the prompts whose samples run longest (am_rl.rollout.admission); the simulator's "capped" arrivals
+With ``--max-in-flight N`` a step is dispatched as the GPU recipes dispatch it, at most N samples in flight, and
+the balancer's policy and the client's start order are crossed: round robin or makespan, behind a
+first-come-first-served client (a semaphore in the shuffled order) or the trainer's RolloutClient, whose admission
+order starts a probe of every prompt first and then the prompts whose samples run longest (am_rl.rollout.admission).
+The baseline is round robin first come first served, ours makespan with admission; the simulator's "capped" arrivals
 (bench/results/lb_sim_steps.md). Results then go to ``lb_real_engines_capped.json``.
 
     python bench/lb_real_engines.py [--servers 2] [--prompts 16] [--samples 8] [--steps 3] [--max-in-flight N]
@@ -111,7 +112,10 @@ async def run_capped_step(url: str, model: str, requests: list[dict], tokenizer,
     return {"makespan_s": ends[-1], "median_finish_s": ends[len(ends) // 2], "tokens": sum(n for _, n in done)}
 
 
-POLICIES = ("round_robin", "makespan")
+# name: (balancer policy, client start order); "all": every sample sent at once. The first is the baseline.
+CONTENDERS = {"round_robin": ("round_robin", "all"), "makespan": ("makespan", "all")}
+CAPPED_CONTENDERS = {"round_robin": ("round_robin", "fcfs"), "round_robin_admission": ("round_robin", "admission"),
+                     "makespan_fcfs": ("makespan", "fcfs"), "makespan": ("makespan", "admission")}  # fmt: skip
 
 
 def push_weights(lb_url: str, pusher: WeightPusher, weights: dict, version: str) -> float:
@@ -142,6 +146,7 @@ def main() -> None:
     ap.add_argument("--screenshot", default=None, help="also take a dashboard screenshot during a further step")
     a = ap.parse_args()
     name = "lb_real_engines_capped" if a.max_in_flight else "lb_real_engines"
+    contenders = CAPPED_CONTENDERS if a.max_in_flight else CONTENDERS
     out = Path(a.out or REPO / "bench" / "results" / f"{name}.json")
 
     model = str(ensure_tiny_model())
@@ -158,7 +163,7 @@ def main() -> None:
                      "makespan_policy_options": options, "migration_interval_s": migration_interval_s,
                      "scrape_timeout_s": scrape_timeout_s, "max_in_flight": a.max_in_flight,
                      "load_average_before": os.getloadavg(),
-                     "runs": {p: [] for p in POLICIES}}  # fmt: skip
+                     "contenders": contenders, "runs": {name: [] for name in contenders}}  # fmt: skip
     weights = load_file(str(Path(model) / "model.safetensors"))
     config = VLLMServerConfig(model=model, extra_args=list(WEIGHT_SYNC_ARGS))
     with VLLMServerGroup(config, num_servers=a.servers) as group, contextlib.ExitStack() as stack:
@@ -166,21 +171,22 @@ def main() -> None:
         pusher = WeightPusher(group.urls)
         stack.callback(pusher.close)
         balancers = {}
-        for policy in POLICIES:
+        for name, (policy, _) in contenders.items():
             cfg = BalancerConfig(port=0, instances=group.urls, policy=policy,
                                  policy_options=options if policy == "makespan" else {},
                                  migration_interval_s=migration_interval_s,
                                  scrape_timeout_s=scrape_timeout_s)  # fmt: skip
-            balancers[policy] = stack.enter_context(BalancerServer(cfg))
-            asyncio.run(run_step(balancers[policy].url, model, [{"prompt": "warm up", "max_tokens": 32}] * 4))
+            balancers[name] = stack.enter_context(BalancerServer(cfg))
+            asyncio.run(run_step(balancers[name].url, model, [{"prompt": "warm up", "max_tokens": 32}] * 4))
         for k in range(a.steps):
-            for policy, lb in balancers.items():
+            for name, lb in balancers.items():
                 before = instance_totals(lb.url)
-                reqs = workload(a.prompts, a.samples, a.seed + k, tag=f"{policy} step {k}")
-                if a.max_in_flight:
-                    step = run_capped_step(lb.url, model, reqs, tokenizer, a.max_in_flight, ours=policy == "makespan")
-                else:
+                reqs = workload(a.prompts, a.samples, a.seed + k, tag=f"{name} step {k}")
+                order = contenders[name][1]
+                if order == "all":
                     step = run_step(lb.url, model, reqs)
+                else:
+                    step = run_capped_step(lb.url, model, reqs, tokenizer, a.max_in_flight, ours=order == "admission")
                 run = asyncio.run(step)
                 after = instance_totals(lb.url)
                 run["step"] = k
@@ -189,26 +195,28 @@ def main() -> None:
                 }
                 run["migrations"] = sum(v["migrations_in"] - before.get(u, {}).get("migrations_in", 0)
                                         for u, v in after.items())  # fmt: skip
-                run["weight_push_s"] = push_weights(lb.url, pusher, weights, version=f"{policy}-step-{k}")
+                run["weight_push_s"] = push_weights(lb.url, pusher, weights, version=f"{name}-step-{k}")
                 run["load_average"] = os.getloadavg()[0]
-                results["runs"][policy].append(run)
-                print(f"step {k} {policy:>12}: makespan {run['makespan_s']:.2f} s, median finish "
+                results["runs"][name].append(run)
+                print(f"step {k} {name:>21}: makespan {run['makespan_s']:.2f} s, median finish "
                       f"{run['median_finish_s']:.2f} s, {run['migrations']} migrations, push "
                       f"{run['weight_push_s']:.2f} s, per instance {list(run['tokens_relayed_per_instance'].values())}",
                       flush=True)  # fmt: skip
         if a.screenshot:
             take_screenshot(group.urls, model, a, options)
-    per_step = [
-        ours["makespan_s"] / base["makespan_s"]
-        for ours, base in zip(results["runs"]["makespan"], results["runs"]["round_robin"], strict=True)
-    ]
-    ours = statistics.median(r["makespan_s"] for r in results["runs"]["makespan"])
-    base = statistics.median(r["makespan_s"] for r in results["runs"]["round_robin"])
-    results["ratio_makespan_over_round_robin_per_step"] = per_step
-    results["median_step_s"] = {"makespan": ours, "round_robin": base}
-    results["ratio_makespan_over_round_robin"] = ours / base
-    print("makespan / round_robin per step: " + ", ".join(f"{r:.3f}" for r in per_step))
-    print(f"median step time: makespan policy {ours:.2f} s, round_robin {base:.2f} s, ratio {ours / base:.3f}")
+    runs = results["runs"]
+    base = "round_robin"
+    median = {name: statistics.median(r["makespan_s"] for r in rs) for name, rs in runs.items()}
+    per_step = {name: [r["makespan_s"] / b["makespan_s"] for r, b in zip(rs, runs[base], strict=True)]
+                for name, rs in runs.items() if name != base}  # fmt: skip
+    results["median_step_s"] = median
+    results["per_step_ratio_to_round_robin"] = per_step
+    results["ratio_of_median_steps_to_round_robin"] = {name: median[name] / median[base] for name in per_step}
+    results["geomean_step_ratio_to_round_robin"] = {name: statistics.geometric_mean(r) for name, r in per_step.items()}
+    for name, ratios in per_step.items():
+        print(f"{name} / {base} per step: " + ", ".join(f"{r:.3f}" for r in ratios)
+              + f"; geometric mean {statistics.geometric_mean(ratios):.3f}; median step {median[name]:.2f} s vs"
+              f" {median[base]:.2f} s")  # fmt: skip
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")
 
