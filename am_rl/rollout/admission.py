@@ -17,8 +17,9 @@ first is the classic longest-processing-time-first rule. Expected, from two sour
 The gate ranks a whole burst, not only what waits (:class:`LongestFirstGate`): it lets a step's samples arrive
 (they trickle in from verl's agent loop) before it starts any, so the first ``limit`` to start are already the
 longest expected of the step. ``bench/sim_steps.py`` (20 seeds, 3 steps, 2,048 of 4,096 in flight;
-bench/results/lb_sim_steps.md), ``makespan`` against round robin behind a first-come-first-served client: in arrival order -6.2 to -7.6%, in this order -9.4 to -10.5% without hints and -17.3
-to -17.7% with the trainer's noisy hints (ordering only what waits gave -11.8 to -13.1%).
+bench/results/lb_sim_steps.md), ``makespan`` against round robin behind a first-come-first-served client: in arrival
+order -6.2 to -7.6%, in this order -9.4 to -10.5% without hints and -17.3 to -17.7% with the trainer's noisy hints
+(ordering only what waits gave -11.8 to -13.1%).
 
 A sample without a hint whose group has not started goes before every other: it may be the longest. Ties keep
 arrival order, so a client whose samples share no prompt and carry no hint is first come, first served, as
